@@ -1,0 +1,154 @@
+"""The command line: ``handgrad compare SCENARIO [options]``, ``handgrad list``.
+
+Exit codes: 0 every term agrees, 1 a mismatch (or non-finite values), 2 bad input (one line on
+stderr naming the field; nothing written), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from handgrad import harness
+from handgrad.atomic import atomic_write_bytes, check_output_path
+from handgrad.harness import Report
+from handgrad.scenarios import SCENARIOS
+from handgrad.spec import SpecError
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse that reports a bad option as one SpecError line instead of usage + exit."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        field = "arguments"
+        if message.startswith("argument "):
+            field, _, message = message[len("argument ") :].partition(": ")
+        raise SpecError(field, message)
+
+
+def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    parser.add_argument(
+        "--resync", action="store_true", help="copy the hand weights into torch before each step"
+    )
+    parser.add_argument("--quiet", action="store_true", help="print the verdict line only")
+
+
+def scenario_parser(name: str) -> ArgumentParser:
+    scenario = SCENARIOS[name]
+    parser = ArgumentParser(prog=f"handgrad compare {name}", description=scenario.summary)
+    scenario.add_arguments(parser)
+    _common_output_arguments(parser)
+    return parser
+
+
+def _format_table(report: Report) -> str:
+    width = max((len(name) for name in report.terms), default=4)
+    lines = [f"{'term':<{width}}  {'phase':<9} {'max |Δ|':>9} {'max rel':>9}  ok"]
+    for stats in report.terms.values():
+        ok = "ok" if not stats.failing_steps else f"FAIL ({stats.failing_steps} steps)"
+        lines.append(
+            f"{stats.name:<{width}}  {stats.phase:<9} {stats.max_abs:9.1e} {stats.max_rel:9.1e}  {ok}"
+        )
+    return "\n".join(lines)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; silent when stdout is not a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.enabled = sys.stdout.isatty()
+        self.shown = -1
+
+    def __call__(self, step: int, total: int) -> None:
+        if not self.enabled or total < 200:
+            return
+        percent = step * 100 // total
+        if percent != self.shown:
+            self.shown = percent
+            bar = "#" * (percent // 4)
+            end = "\n" if step == total else ""
+            print(f"\r{self.label} [{bar:<25}] {step}/{total}", end=end, flush=True)
+
+
+def _write_json(path: str, report: Report) -> None:
+    text = json.dumps(report.to_json(), indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def compare(name: str, argv: Sequence[str]) -> int:
+    args = scenario_parser(name).parse_args(list(argv))
+    if args.json:
+        check_output_path("--json", args.json)
+    experiment = SCENARIOS[name].build(args)
+    report = harness.run(experiment, resync=args.resync, progress=_Progress(name))
+    if args.json:
+        _write_json(args.json, report)
+    if not args.quiet:
+        print(_format_table(report))
+    print(f"{name}: {report.verdict()}")
+    if report.stopped:
+        print(f"{name}: stopped early: {report.stopped}")
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def compare_all(argv: Sequence[str]) -> int:
+    if argv:
+        raise SpecError("compare all", f"takes no options (got {' '.join(argv)})")
+    worst = EXIT_OK
+    for name in SCENARIOS:
+        args = scenario_parser(name).parse_args([])
+        report = harness.run(SCENARIOS[name].build(args))
+        print(f"{name}: {report.verdict()}")
+        if not report.ok:
+            worst = EXIT_MISMATCH
+    return worst
+
+
+def list_scenarios() -> int:
+    width = max(len(name) for name in SCENARIOS)
+    for scenario in SCENARIOS.values():
+        print(f"{scenario.name:<{width}}  {scenario.summary}")
+    return EXIT_OK
+
+
+USAGE = """usage: handgrad compare SCENARIO [options]   compare hand vs torch (SCENARIO 'all' runs every one)
+       handgrad compare SCENARIO --help          the options of a scenario
+       handgrad list                             the built-in scenarios"""
+
+
+def dispatch(argv: Sequence[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return EXIT_OK if argv else EXIT_BAD_INPUT
+    command, rest = argv[0], list(argv[1:])
+    if command == "list":
+        return list_scenarios()
+    if command == "compare":
+        if not rest or rest[0].startswith("-"):
+            raise SpecError("scenario", f"expected one of {', '.join(SCENARIOS)} or all")
+        name, options = rest[0], rest[1:]
+        if name == "all":
+            return compare_all(options)
+        if name not in SCENARIOS:
+            raise SpecError(
+                "scenario", f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)} or all"
+            )
+        return compare(name, options)
+    raise SpecError("command", f"unknown command {command!r}; expected compare or list")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return dispatch(sys.argv[1:] if argv is None else argv)
+    except SpecError as error:
+        print(f"handgrad: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("handgrad: interrupted; no output file was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,1 @@
+"""The hand-derived reference: pure NumPy, never imports torch."""

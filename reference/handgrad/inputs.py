@@ -1,0 +1,162 @@
+"""Loading a user's initial weights (JSON or ``.npz``) and data (CSV), refusing bad files by field.
+
+Nothing here executes or unpickles what it reads: JSON is parsed as data and ``.npz`` is opened
+with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from handgrad.spec import Data, SpecError
+
+MAX_VALUES = 10_000_000  # a weights or data file with more numbers than this is refused
+
+
+def _readable_file(field: str, path: str | os.PathLike[str]) -> Path:
+    file = Path(path)
+    if file.is_dir():
+        raise SpecError(field, f"expected a file, got a directory: {file}")
+    if not file.exists():
+        raise SpecError(field, f"no such file: {file}")
+    return file
+
+
+def _read_text(field: str, file: Path) -> str:
+    try:
+        text = file.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise SpecError(field, f"{file} is not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise SpecError(field, f"cannot read {file}: {error.strerror}") from None
+    if not text.strip():
+        raise SpecError(field, f"{file} is empty")
+    return text
+
+
+def _to_array(field: str, value: object) -> np.ndarray:
+    def check(item: object, where: str) -> None:
+        if isinstance(item, list):
+            for i, inner in enumerate(item):
+                check(inner, f"{where}[{i}]")
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            raise SpecError(where, f"expected a number, got {item!r}")
+        elif not math.isfinite(item):
+            raise SpecError(where, f"expected a finite number, got {item}")
+
+    check(value, field)
+    try:
+        array = np.array(value, dtype=np.float64)
+    except ValueError:
+        raise SpecError(field, "expected a rectangular array of numbers (rows of equal length)") from None
+    return array
+
+
+def load_weights(
+    path: str | os.PathLike[str], expected: Sequence[tuple[str, tuple[int, ...]]]
+) -> dict[str, np.ndarray]:
+    """Initial parameters keyed by the hand side's names (``dense1.W``), checked against shapes.
+
+    JSON: an object ``{"dense1.W": [[...], ...], "dense1.b": [...], ...}``; or ``.npz`` with the
+    same keys. Every expected key must be present, no other key may be, every shape must match.
+    """
+    file = _readable_file("weights", path)
+    raw: dict[str, object]
+    if file.suffix == ".npz":
+        try:
+            with np.load(file, allow_pickle=False) as archive:
+                raw = {key: archive[key] for key in archive.files}
+        except (ValueError, OSError) as error:
+            raise SpecError("weights", f"{file} is not a readable .npz archive ({error})") from None
+        values = {}
+        for key, array in raw.items():
+            array = np.asarray(array)
+            if array.dtype.kind not in "iuf":
+                raise SpecError(f"weights.{key}", f"expected numbers, got dtype {array.dtype}")
+            values[key] = array.astype(np.float64)
+    else:
+        text = _read_text("weights", file)
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise SpecError(
+                "weights", f"{file} is not valid JSON (line {error.lineno}: {error.msg})"
+            ) from None
+        if not isinstance(raw, dict):
+            raise SpecError("weights", "expected a JSON object keyed by parameter name")
+        values = {key: _to_array(f"weights.{key}", value) for key, value in raw.items()}
+    names = [name for name, _ in expected]
+    for name in names:
+        if name not in values:
+            raise SpecError(f"weights.{name}", f"missing (expected keys: {', '.join(names)})")
+    for key in values:
+        if key not in names:
+            raise SpecError(f"weights.{key}", f"unexpected key (expected keys: {', '.join(names)})")
+    total = 0
+    for name, shape in expected:
+        array = values[name]
+        if array.shape != tuple(shape):
+            raise SpecError(f"weights.{name}", f"expected shape {tuple(shape)}, got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise SpecError(f"weights.{name}", "expected finite numbers, found NaN or inf")
+        total += array.size
+    if total > MAX_VALUES:
+        raise SpecError("weights", f"too many values ({total} > {MAX_VALUES})")
+    return {name: values[name] for name in names}
+
+
+def load_csv(path: str | os.PathLike[str], targets: Sequence[str] | int) -> Data:
+    """Rows of numbers under a header row; ``targets`` names the target columns, or counts them
+    from the right (the last ``targets`` columns)."""
+    file = _readable_file("data", path)
+    text = _read_text("data", file)
+    rows = list(csv.reader(text.splitlines()))
+    rows = [row for row in rows if row and any(cell.strip() for cell in row)]
+    header = [cell.strip() for cell in rows[0]]
+    if len(set(header)) != len(header):
+        raise SpecError("data", f"{file}: repeated column name in the header {header}")
+    body = rows[1:]
+    if not body:
+        raise SpecError("data", f"{file} has a header but no rows")
+    if len(body) * len(header) > MAX_VALUES:
+        raise SpecError("data", f"too many values ({len(body) * len(header)} > {MAX_VALUES})")
+    values = np.empty((len(body), len(header)))
+    for r, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            raise SpecError(
+                f"data line {r}", f"expected {len(header)} cells as in the header, got {len(row)}"
+            )
+        for c, cell in enumerate(row):
+            try:
+                number = float(cell)
+            except ValueError:
+                raise SpecError(
+                    f"data line {r}, column {header[c]!r}", f"expected a number, got {cell.strip()!r}"
+                ) from None
+            if not math.isfinite(number):
+                raise SpecError(
+                    f"data line {r}, column {header[c]!r}", f"expected a finite number, got {cell.strip()}"
+                )
+            values[r - 2, c] = number
+    if isinstance(targets, int):
+        if not 1 <= targets < len(header):
+            raise SpecError("targets", f"expected 1..{len(header) - 1} target columns, got {targets}")
+        target_columns = header[-targets:]
+    else:
+        target_columns = list(targets)
+        for name in target_columns:
+            if name not in header:
+                raise SpecError("targets", f"no column {name!r} in {file} (columns: {', '.join(header)})")
+    input_columns = [name for name in header if name not in target_columns]
+    if not input_columns:
+        raise SpecError("targets", "every column is a target; no input columns are left")
+    x = values[:, [header.index(name) for name in input_columns]]
+    y = values[:, [header.index(name) for name in target_columns]]
+    return Data(x, y, source=str(file))

@@ -1,0 +1,196 @@
+"""Dense-network scenarios: ``mlp`` (any stack, your data and weights) and ``xor`` (its preset).
+
+``xor`` is the seed's network: 2 inputs, 3 hidden units, 1 sigmoid output, squared error, one
+point of the XOR truth table per step (online) by default, the whole table with ``--mode batch``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from handgrad.hand.network import HandNetwork, init_params, param_table
+from handgrad.harness import Experiment
+from handgrad.inputs import load_csv, load_weights
+from handgrad.scenarios.common import (
+    Scenario,
+    add_training_arguments,
+    loss_from_args,
+    optimizer_from_args,
+    parse_int_list,
+    schedule_from_args,
+)
+from handgrad.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule, SpecError
+from handgrad.twin.network import TwinNetwork
+
+XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+XOR_Y = np.array([[0.0], [1.0], [1.0], [0.0]])
+
+
+def dense_experiment(
+    scenario: str,
+    network: Network,
+    loss: Loss,
+    optimizer: Optimizer,
+    data: Data,
+    schedule: Schedule,
+    *,
+    steps: int,
+    seed: int,
+    dtype: str = "float64",
+    params: dict[str, np.ndarray] | None = None,
+    device: str = "cpu",
+    config: dict[str, object] | None = None,
+) -> Experiment:
+    """Both sides of a dense network, built from one spec and one set of initial weights."""
+    if data.x.shape[1] != network.input_shape[0]:
+        raise SpecError("data", f"expected {network.input_shape[0]} input columns, got {data.x.shape[1]}")
+    if data.y.shape[1] != network.output_shape[0]:
+        raise SpecError("data", f"expected {network.output_shape[0]} target columns, got {data.y.shape[1]}")
+    if loss.kind == "bce" and (data.y.min() < 0 or data.y.max() > 1):
+        raise SpecError("loss", "bce needs targets in [0, 1]")
+    initial = params if params is not None else init_params(network, seed, "float64")
+    initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
+    batches = schedule.batches(data.n, steps)
+    hand = HandNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype)
+    twin = TwinNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, device)
+    return Experiment(
+        scenario=scenario,
+        hand=hand,
+        twin=twin,
+        steps=steps,
+        dtype=dtype,
+        config=config or {},
+        spec={
+            "network": network,
+            "loss": loss,
+            "optimizer": optimizer,
+            "data": data,
+            "schedule": schedule,
+            "batches": batches,
+        },
+        initial_params=initial,
+    )
+
+
+def _add_dense_arguments(parser: argparse.ArgumentParser, *, hidden_default: str) -> None:
+    parser.add_argument(
+        "--activation",
+        default=hidden_default,
+        choices=ACTIVATIONS,
+        help="hidden activation (default %(default)s)",
+    )
+    parser.add_argument(
+        "--output-activation",
+        default="sigmoid",
+        choices=ACTIVATIONS,
+        help="output activation (default %(default)s)",
+    )
+    parser.add_argument("--slope", type=float, default=0.01, help="leaky_relu slope (default 0.01)")
+    parser.add_argument(
+        "--fold-bias",
+        action="store_true",
+        help="fold each bias into its weight matrix: W̃ = [W | b], input [x; 1]",
+    )
+    parser.add_argument(
+        "--weights", metavar="FILE", help="initial weights: JSON object or .npz keyed by parameter name"
+    )
+    parser.add_argument("--data", metavar="FILE", help="CSV with a header row")
+    parser.add_argument(
+        "--targets", metavar="COLS", help="target column names, comma-separated (default: the last columns)"
+    )
+
+
+def _build(name: str, args: argparse.Namespace, sizes: list[int], default_data: Data | None) -> Experiment:
+    network = Network.mlp(
+        sizes, args.activation, args.output_activation, slope=args.slope, fold_bias=args.fold_bias
+    )
+    if args.data:
+        targets: list[str] | int = args.targets.split(",") if args.targets else sizes[-1]
+        data = load_csv(args.data, targets)
+    elif default_data is not None:
+        data = default_data
+    else:
+        raise SpecError("data", f"scenario {name} needs --data FILE")
+    params = (
+        load_weights(args.weights, [(n, s) for n, s, _ in param_table(network)]) if args.weights else None
+    )
+    loss = loss_from_args(args)
+    optimizer = optimizer_from_args(args)
+    schedule = schedule_from_args(args)
+    config = {
+        "scenario": name,
+        "sizes": ",".join(map(str, sizes)),
+        "activation": args.activation,
+        "output_activation": args.output_activation,
+        "loss": loss.kind,
+        "reduction": loss.reduction,
+        "half": loss.half,
+        "optimizer": optimizer.kind,
+        "lr": optimizer.lr,
+        "mode": schedule.mode,
+        "batch_size": schedule.batch_size,
+        "order": schedule.order,
+        "seed": args.seed,
+        "steps": args.steps,
+        "dtype": args.dtype,
+        "fold_bias": args.fold_bias,
+        "weights": args.weights or f"seeded ({args.seed})",
+        "data": data.source,
+    }
+    return dense_experiment(
+        name,
+        network,
+        loss,
+        optimizer,
+        data,
+        schedule,
+        steps=args.steps,
+        seed=args.seed,
+        dtype=args.dtype,
+        params=params,
+        device=getattr(args, "device", "cpu"),
+        config=config,
+    )
+
+
+def _xor_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_arguments(parser, lr=0.5, steps=1000)
+    _add_dense_arguments(parser, hidden_default="sigmoid")
+    parser.add_argument("--hidden", type=int, default=3, help="hidden units (default 3)")
+
+
+def _xor_build(args: argparse.Namespace) -> Experiment:
+    return _build("xor", args, [2, args.hidden, 1], Data(XOR_X, XOR_Y, "XOR truth table"))
+
+
+def _mlp_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_arguments(parser, lr=0.1, steps=200)
+    _add_dense_arguments(parser, hidden_default="relu")
+    parser.add_argument("--sizes", default="2,2,2", help="layer sizes in,hidden...,out (default 2,2,2)")
+
+
+def _mlp_build(args: argparse.Namespace) -> Experiment:
+    sizes = parse_int_list("sizes", args.sizes)
+    default = None
+    if args.data is None:
+        rng = np.random.default_rng(args.seed + 1)
+        x = rng.uniform(-1, 1, size=(8, sizes[0]))
+        y = rng.uniform(0.1, 0.9, size=(8, sizes[-1]))
+        default = Data(x, y, f"seeded uniform ({args.seed + 1}), 8 rows")
+    return _build("mlp", args, sizes, default)
+
+
+XOR = Scenario(
+    "xor",
+    "the seed's 2-3-1 network on the XOR truth table, squared error, online SGD",
+    _xor_arguments,
+    _xor_build,
+)
+MLP = Scenario(
+    "mlp",
+    "any dense stack (--sizes 2,2,2) on your data and weights or a seeded set",
+    _mlp_arguments,
+    _mlp_build,
+)

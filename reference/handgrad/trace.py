@@ -1,0 +1,71 @@
+"""Terms and step traces: the contract between the hand side, the twin, the harness and the workbook.
+
+A :class:`Term` is one named quantity of one training step (``dense1.z``, ``loss.L``,
+``dense1.dL_dW``, ``sgd.momentum_buffer.dense1.W``). Both sides emit the same names in the same
+order; the name is the join key everywhere (report, JSON, workbook, manual).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+PHASES = ("forward", "loss", "backward", "update", "state", "diagnostic")
+
+
+@dataclass(frozen=True)
+class Term:
+    """One named value of one step.
+
+    ``name`` is ``<layer>.<term>`` (ASCII, stable); ``symbol`` is how the manual and the workbook
+    print it; ``phase`` is one of :data:`PHASES`; ``value`` is an ndarray in torch's layout;
+    ``source`` says which reference produced it (``hand``, ``torch.nn``, ``torch-ops``, ...).
+    """
+
+    name: str
+    symbol: str
+    phase: str
+    value: np.ndarray
+    source: str = "hand"
+
+    @property
+    def layer(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+@dataclass
+class StepTrace:
+    """The ordered terms of one step, as one side computed them."""
+
+    step: int
+    terms: list[Term] = field(default_factory=list)
+    _index: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def add(self, name: str, symbol: str, phase: str, value: object, source: str = "hand") -> np.ndarray:
+        """Append a term (a copy of ``value`` as an ndarray) and return the stored array."""
+        if name in self._index:
+            raise ValueError(f"term {name!r} added twice at step {self.step}")
+        array = np.array(value, copy=True)
+        self._index[name] = len(self.terms)
+        self.terms.append(Term(name, symbol, phase, array, source))
+        return array
+
+    def __getitem__(self, name: str) -> Term:
+        return self.terms[self._index[name]]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __iter__(self) -> Iterator[Term]:
+        return iter(self.terms)
+
+    def __len__(self) -> int:
+        return len(self.terms)
+
+    def names(self) -> list[str]:
+        return [term.name for term in self.terms]
+
+    def value(self, name: str) -> np.ndarray:
+        return self[name].value

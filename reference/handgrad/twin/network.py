@@ -1,0 +1,200 @@
+"""The torch twin of a layer stack: real ``torch.nn`` modules in an ``nn.Sequential``.
+
+Every term is read from what torch computed: module outputs from forward hooks (with
+``retain_grad`` so their ``.grad`` holds ∂L/∂out after ``backward()``), parameter gradients from
+``.grad``, updated parameters after ``optimizer.step()``, state from ``optimizer.state``. Names and
+order are the hand side's (see :mod:`handgrad.hand.network`); the only transformation is layout
+(a folded bias is shown as ``[weight | bias]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from handgrad.hand import optim as hand_optim
+from handgrad.hand.network import ops_for, param_table
+from handgrad.spec import Activation, Dense, Loss, Network, Optimizer, Stage
+from handgrad.trace import StepTrace
+from handgrad.twin import losses, optim
+
+SOURCE = "torch.nn"
+
+
+@dataclass(frozen=True)
+class TwinOps:
+    """How the twin builds one layer kind and maps its parameters to the hand side's names.
+
+    ``to_torch(stage, hand)`` maps hand short names (``W``, ``b``, ``Wt``) to the module's
+    ``state_dict`` keys; ``from_torch(stage, tensors)`` maps a dict of the module's parameter
+    tensors (or their ``.grad``) back to hand short names.
+    """
+
+    build: Callable[[Stage], torch.nn.Module]
+    to_torch: Callable[[Stage, dict[str, np.ndarray]], dict[str, np.ndarray]]
+    from_torch: Callable[[Stage, dict[str, torch.Tensor]], dict[str, np.ndarray]]
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
+
+
+def _dense_to_torch(stage: Stage, hand: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if "Wt" in hand:
+        return {"weight": hand["Wt"][:, :-1], "bias": hand["Wt"][:, -1]}
+    return {"weight": hand["W"], **({"bias": hand["b"]} if "b" in hand else {})}
+
+
+def _dense_from_torch(stage: Stage, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    if stage.layer.fold_bias:  # W̃ = [weight | bias]: a layout of torch's numbers, not a recomputation
+        return {"Wt": np.concatenate([_numpy(tensors["weight"]), _numpy(tensors["bias"])[:, None]], 1)}
+    result = {"W": _numpy(tensors["weight"])}
+    if "bias" in tensors:
+        result["b"] = _numpy(tensors["bias"])
+    return result
+
+
+def _activation_module(stage: Stage) -> torch.nn.Module:
+    layer: Activation = stage.layer  # type: ignore[assignment]
+    return {
+        "sigmoid": torch.nn.Sigmoid,
+        "tanh": torch.nn.Tanh,
+        "relu": torch.nn.ReLU,
+        "identity": torch.nn.Identity,
+        "leaky_relu": lambda: torch.nn.LeakyReLU(layer.slope),
+    }[layer.kind]()
+
+
+def _no_params(stage: Stage, _: dict) -> dict:
+    return {}
+
+
+TWIN_OPS: dict[type, TwinOps] = {
+    Dense: TwinOps(
+        build=lambda stage: torch.nn.Linear(
+            stage.layer.in_features, stage.layer.out_features, bias=stage.layer.bias
+        ),
+        to_torch=_dense_to_torch,
+        from_torch=_dense_from_torch,
+    ),
+    Activation: TwinOps(build=_activation_module, to_torch=_no_params, from_torch=_no_params),
+}
+
+
+def build_sequential(network: Network, dtype: torch.dtype) -> torch.nn.Sequential:
+    modules = [TWIN_OPS[type(stage.layer)].build(stage) for stage in network.stages()]
+    return torch.nn.Sequential(*modules).to(dtype)
+
+
+def state_dict_keys(network: Network) -> dict[str, list[str]]:
+    """Hand parameter name → the torch ``state_dict`` keys it maps onto (for the workbook)."""
+    mapping: dict[str, list[str]] = {}
+    for index, stage in enumerate(network.stages()):
+        for short, shape, _ in ops_for(stage).params(stage):
+            keys = TWIN_OPS[type(stage.layer)].to_torch(stage, {short: np.zeros(shape)})
+            mapping[f"{stage.name}.{short}"] = [f"{index}.{key}" for key in keys]
+    return mapping
+
+
+class TwinNetwork:
+    """The torch side of a run: its own ``nn.Sequential``, loss module and ``torch.optim``."""
+
+    def __init__(
+        self,
+        network: Network,
+        loss: Loss,
+        optimizer: Optimizer,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        batches: list[np.ndarray],
+        dtype: str = "float64",
+        device: str = "cpu",
+    ) -> None:
+        self.network = network
+        self.stages = network.stages()
+        self.torch_dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        self.model = build_sequential(network, self.torch_dtype).to(self.device)
+        self.loss_module = losses.build(loss)
+        self.optimizer_spec = optimizer
+        self.x = torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
+        self.y = torch.as_tensor(np.asarray(y), dtype=self.torch_dtype, device=self.device)
+        self.batches = [torch.as_tensor(rows, device=self.device) for rows in batches]
+        self.symbols = {name: symbol for name, _, symbol in param_table(network)}
+        self.load_params(params)
+        self.optimizer = optim.build(optimizer, list(self.model.parameters()))
+        self._outputs: list[torch.Tensor] = []
+        for module in self.model:
+            module.register_forward_hook(self._capture)
+
+    def _capture(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
+        output.retain_grad()
+        self._outputs.append(output)
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            for stage, module in zip(self.stages, self.model, strict=True):
+                short_names = [short for short, _, _ in ops_for(stage).params(stage)]
+                hand = {short: params[f"{stage.name}.{short}"] for short in short_names}
+                for key, value in TWIN_OPS[type(stage.layer)].to_torch(stage, hand).items():
+                    getattr(module, key).copy_(torch.as_tensor(np.asarray(value)))
+
+    def params(self) -> dict[str, np.ndarray]:
+        return self._read_params(lambda param: param)
+
+    def _read_params(self, pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
+        result: dict[str, np.ndarray] = {}
+        for stage, module in zip(self.stages, self.model, strict=True):
+            tensors = {name: pick(param) for name, param in module.named_parameters()}
+            for short, value in TWIN_OPS[type(stage.layer)].from_torch(stage, tensors).items():
+                result[f"{stage.name}.{short}"] = value
+        return result
+
+    def step(self, step: int) -> StepTrace:
+        trace = StepTrace(step)
+        rows = self.batches[step - 1]
+        x = self.x[rows].clone().requires_grad_(True)
+        y = self.y[rows]
+
+        self.optimizer.zero_grad(set_to_none=True)
+        self._outputs = []
+        yhat = self.model(x)
+        L = self.loss_module(yhat, y)
+        L.backward()
+        outputs, self._outputs = self._outputs, []
+
+        names = []
+        for stage, output in zip(self.stages, outputs, strict=True):
+            suffix, symbol = ops_for(stage).output(stage)
+            names.append((suffix, symbol))
+            trace.add(f"{stage.name}.{suffix}", symbol, "forward", _numpy(output), SOURCE)
+        trace.add("loss.L", "L", "loss", _numpy(L), SOURCE)
+
+        grads = self._read_params(lambda param: param.grad)
+        for index in reversed(range(len(self.stages))):
+            stage, (suffix, symbol) = self.stages[index], names[index]
+            trace.add(
+                f"{stage.name}.dL_d{suffix}", f"∂L/∂{symbol}", "backward", _numpy(outputs[index].grad), SOURCE
+            )
+            for short, _, param_symbol in ops_for(stage).params(stage):
+                name = f"{stage.name}.{short}"
+                trace.add(f"{stage.name}.dL_d{short}", f"∂L/∂{param_symbol}", "backward", grads[name], SOURCE)
+        trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
+
+        self.optimizer.step()
+        for name, value in self.params().items():
+            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
+        kind = self.optimizer_spec.kind
+        for key, symbol in hand_optim.state_keys(self.optimizer_spec):
+            values = self._read_params(lambda param, key=key: self.optimizer.state[param][key])
+            for name, value in values.items():
+                trace.add(
+                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", value, "torch.optim"
+                )
+        for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
+            trace.add(f"{kind}.{key}", symbol, "state", value, "torch.optim")
+        return trace

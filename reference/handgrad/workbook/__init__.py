@@ -1,0 +1,1 @@
+"""Excel export of a comparison run."""
