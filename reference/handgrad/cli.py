@@ -123,9 +123,11 @@ USAGE = """usage: handgrad compare SCENARIO [options]   compare hand vs torch (S
 
 
 def dispatch(argv: Sequence[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        raise SpecError("command", "expected compare or list (handgrad --help shows the usage)")
+    if argv[0] in ("-h", "--help"):
         print(USAGE)
-        return EXIT_OK if argv else EXIT_BAD_INPUT
+        return EXIT_OK
     command, rest = argv[0], list(argv[1:])
     if command == "list":
         return list_scenarios()

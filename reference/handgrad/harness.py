@@ -444,7 +444,8 @@ def run(
     for step in range(1, experiment.steps + 1):
         if resync and step > 1:
             experiment.twin.load_params(experiment.hand.params())
-        hand_trace = experiment.hand.step(step)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below
+            hand_trace = experiment.hand.step(step)
         twin_trace = experiment.twin.step(step)
         checks = compare_traces(hand_trace, twin_trace, tol)
         for check in checks:
