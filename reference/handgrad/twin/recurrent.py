@@ -1,0 +1,530 @@
+"""The torch side of the recurrent layers: two references and the check that ties them.
+
+(a) ``torch.nn``: the fused modules ``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM``, fed a packed batch
+    (``pack_padded_sequence(enforce_sorted=False)`` / ``pad_packed_sequence``) when lengths are
+    given. They report what they expose: the output at every step, h_n (and c_n), every parameter
+    gradient (``.grad``), ∂L/∂x and ∂L/∂h0, ∂L/∂c0 (``.grad`` of the input leaves).
+(b) ``torch-ops``: the same cells written with elementary torch operations (``@``, ``sigmoid``,
+    ``tanh``, ``where``) on ``requires_grad`` tensors, differentiated by autograd;
+    ``retain_grad()`` on every gate pre-activation and every state gives the per-step gate values
+    and gradients the fused modules keep to themselves.
+(c) ``check_agreement``: run every time, (b) must agree with (a) on everything (a) exposes, or a
+    :class:`ReferenceMismatch` names what differs.
+
+Every term records its source: ``torch.nn`` when the fused module exposes it, else
+``torch-ops``. Names, order, shapes and the ragged-batch row rule are the hand side's
+(``handgrad.hand.recurrent``): a per-step term holds the rows active at that step
+(``lengths >= t``) in ascending batch order; a step with no active row has no term.
+Nothing here is computed by hand: values are torch's tensors, only sliced and transposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from handgrad.spec import SpecError
+from handgrad.trace import StepTrace
+
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+GATES = {
+    "rnn_tanh": ("h",),
+    "rnn_relu": ("h",),
+    "gru": ("r", "z", "n"),
+    "lstm": ("i", "f", "g", "o"),
+}
+PREFIX = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "gru": "gru", "lstm": "lstm"}
+PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+PARAM_TERMS = ("dL_dW_ih", "dL_dW_hh", "dL_db_ih", "dL_db_hh")
+PARAM_SYMBOLS = ("∂L/∂W_ih", "∂L/∂W_hh", "∂L/∂b_ih", "∂L/∂b_hh")
+SOURCE_NN = "torch.nn"
+SOURCE_OPS = "torch-ops"
+
+# (rtol, atol) for the agreement of the two torch references: same dtype, different op order.
+AGREEMENT_TOLERANCE = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-4, 1e-5)}
+
+
+class ReferenceMismatch(AssertionError):
+    """The torch-ops reference disagrees with the fused torch.nn module."""
+
+
+class FusedResult(NamedTuple):
+    """What the fused module computed, as numpy, in the caller's layouts."""
+
+    output: np.ndarray  # T,N,H (N,T,H if batch_first)
+    h_n: np.ndarray  # L,N,H
+    c_n: np.ndarray | None  # L,N,H
+    grads: dict[str, np.ndarray]  # weight_ih_l0, ... (torch's names)
+    dx: np.ndarray  # like x
+    dh0: np.ndarray | None  # L,N,H   only when h0 was given
+    dc0: np.ndarray | None  # L,N,H
+
+
+class OpsLayer(NamedTuple):
+    """One layer of the torch-ops reference: the tensors themselves (read after backward)."""
+
+    inp: torch.Tensor  # T,N,I   layer input (retain_grad), time-major
+    pre: dict[str, list[torch.Tensor]]  # gate pre-activations per step (retain_grad)
+    acts: dict[str, list[torch.Tensor]]  # gate values per step
+    h: list[torch.Tensor]  # h_t per step (retain_grad), carried past a row's length
+    c: list[torch.Tensor] | None  # c_t per step (retain_grad), lstm
+    params: dict[str, torch.Tensor]  # leaves: weight_ih, weight_hh, bias_ih, bias_hh
+
+
+class OpsResult(NamedTuple):
+    output: torch.Tensor  # like the fused output
+    h_n: torch.Tensor  # L,N,H
+    c_n: torch.Tensor | None
+    x: torch.Tensor  # leaf
+    h0: torch.Tensor | None  # leaf
+    c0: torch.Tensor | None  # leaf
+    layers: tuple[OpsLayer, ...]
+
+
+class TwinResult(NamedTuple):
+    cell: str
+    lengths: np.ndarray  # N
+    active: np.ndarray  # T,N bool
+    batch_first: bool
+    initial_given: bool
+    fused: FusedResult
+    ops: OpsResult
+
+
+def _num_layers(params: Mapping[str, np.ndarray]) -> int:
+    count = 0
+    while f"weight_ih_l{count}" in params:
+        count += 1
+    if count == 0:
+        raise SpecError("params", "expected weight_ih_l0 (torch's names), found none")
+    return count
+
+
+def build_module(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    batch_first: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> nn.RNNBase:
+    """The fused torch module for ``cell`` (two biases, as torch always has)."""
+    kwargs = dict(num_layers=num_layers, bias=True, batch_first=batch_first, dtype=dtype)
+    if cell in ("rnn_tanh", "rnn_relu"):
+        return nn.RNN(input_size, hidden_size, nonlinearity=cell[4:], **kwargs)
+    if cell == "gru":
+        return nn.GRU(input_size, hidden_size, **kwargs)
+    if cell == "lstm":
+        return nn.LSTM(input_size, hidden_size, **kwargs)
+    raise SpecError("cell", f"expected one of {', '.join(CELLS)}; got {cell!r}")
+
+
+def load_params(module: nn.Module, params: Mapping[str, np.ndarray]) -> None:
+    """Copy numpy arrays into the module's parameters by torch's names (shapes must match)."""
+    own = dict(module.named_parameters())
+    missing = sorted(set(own) - set(params))
+    if missing:
+        raise SpecError("params", f"missing {', '.join(missing)}")
+    with torch.no_grad():
+        for key, parameter in own.items():
+            value = torch.as_tensor(np.asarray(params[key]), dtype=parameter.dtype)
+            if value.shape != parameter.shape:
+                raise SpecError(
+                    f"params.{key}",
+                    f"expected shape {tuple(parameter.shape)}, got {tuple(value.shape)}",
+                )
+            parameter.copy_(value)
+
+
+def _upstream(
+    upstream: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    shapes: tuple,
+    dtype: torch.dtype,
+) -> list[torch.Tensor]:
+    out = []
+    for value, shape in zip(upstream, shapes, strict=False):
+        if shape is None:
+            continue
+        out.append(
+            torch.zeros(shape, dtype=dtype)
+            if value is None
+            else torch.as_tensor(value, dtype=dtype)
+        )
+    return out
+
+
+def run_fused(
+    cell: str,
+    params: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    upstream: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    *,
+    lengths: np.ndarray | None = None,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    batch_first: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> FusedResult:
+    """Forward and backward through the fused module.
+
+    ``upstream`` = (∂L/∂output, ∂L/∂h_n, ∂L/∂c_n) in the module's layouts; None means zeros.
+    """
+    L = _num_layers(params)
+    H = np.asarray(params["weight_hh_l0"]).shape[1]
+    module = build_module(cell, x.shape[2], H, L, batch_first, dtype)
+    load_params(module, params)
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    T = x.shape[1] if batch_first else x.shape[0]
+    h0t = None if h0 is None else torch.tensor(h0, dtype=dtype, requires_grad=True)
+    c0t = None if c0 is None else torch.tensor(c0, dtype=dtype, requires_grad=True)
+    hx = None if h0t is None else ((h0t, c0t) if cell == "lstm" else h0t)
+    if lengths is None:
+        output, state = module(xt, hx)
+    else:
+        packed = pack_padded_sequence(
+            xt,
+            torch.as_tensor(lengths, dtype=torch.int64),
+            batch_first=batch_first,
+            enforce_sorted=False,
+        )
+        packed_out, state = module(packed, hx)
+        output, _ = pad_packed_sequence(packed_out, batch_first=batch_first, total_length=T)
+    h_n, c_n = state if cell == "lstm" else (state, None)
+    tensors = [output, h_n] + ([c_n] if c_n is not None else [])
+    shapes = (tuple(output.shape), tuple(h_n.shape), None if c_n is None else tuple(c_n.shape))
+    torch.autograd.backward(tensors, _upstream(upstream, shapes, dtype))
+    grads = {key: p.grad.detach().numpy().copy() for key, p in module.named_parameters()}
+    return FusedResult(
+        output.detach().numpy().copy(),
+        h_n.detach().numpy().copy(),
+        None if c_n is None else c_n.detach().numpy().copy(),
+        grads,
+        xt.grad.numpy().copy(),
+        None if h0t is None else h0t.grad.numpy().copy(),
+        None if c0t is None else c0t.grad.numpy().copy(),
+    )
+
+
+def _retain(tensor: torch.Tensor) -> torch.Tensor:
+    tensor.retain_grad()
+    return tensor
+
+
+def _ops_layer(
+    cell: str,
+    inp: torch.Tensor,
+    params: dict[str, torch.Tensor],
+    h: torch.Tensor,
+    c: torch.Tensor | None,
+    active: torch.Tensor,
+) -> tuple[OpsLayer, torch.Tensor]:
+    """One layer from elementary ops; returns the layer and its output (T,N,H, 0 when padded)."""
+    W_ih, W_hh, b_ih, b_hh = (params[k] for k in PARAM_NAMES)
+    gates = GATES[cell] if cell in ("gru", "lstm") else ("a",)
+    pre: dict[str, list[torch.Tensor]] = {g: [] for g in gates}
+    acts: dict[str, list[torch.Tensor]] = {g: [] for g in gates}
+    hs: list[torch.Tensor] = []
+    cs: list[torch.Tensor] | None = [] if cell == "lstm" else None
+    outputs: list[torch.Tensor] = []
+    for t in range(inp.shape[0]):
+        m = active[t][:, None]  # N,1
+        full = bool(active[t].all())
+        gi = inp[t] @ W_ih.T + b_ih  # N,G·H
+        gh = h @ W_hh.T + b_hh  # N,G·H
+        if cell == "lstm":
+            a_i, a_f, a_g, a_o = (_retain(a) for a in (gi + gh).chunk(4, dim=1))
+            i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
+            c_new = f * c + i * g
+            c = _retain(c_new if full else torch.where(m, c_new, c))
+            h_new = o * torch.tanh(c)
+            for name, a, v in zip(gates, (a_i, a_f, a_g, a_o), (i, f, g, o), strict=True):
+                pre[name].append(a)
+                acts[name].append(v)
+            cs.append(c)
+        elif cell == "gru":
+            gi_r, gi_z, gi_n = gi.chunk(3, dim=1)
+            gh_r, gh_z, gh_n = gh.chunk(3, dim=1)
+            a_r = _retain(gi_r + gh_r)
+            a_z = _retain(gi_z + gh_z)
+            r, z = torch.sigmoid(a_r), torch.sigmoid(a_z)
+            a_n = _retain(gi_n + r * gh_n)  # torch's placement: r ⊙ (W_hn h + b_hn)
+            n = torch.tanh(a_n)
+            h_new = (1 - z) * n + z * h
+            for name, a, v in zip(gates, (a_r, a_z, a_n), (r, z, n), strict=True):
+                pre[name].append(a)
+                acts[name].append(v)
+        else:
+            a = _retain(gi + gh)
+            h_new = torch.relu(a) if cell == "rnn_relu" else torch.tanh(a)
+            pre["a"].append(a)
+            acts["a"].append(h_new)
+        h = _retain(h_new if full else torch.where(m, h_new, h))
+        hs.append(h)
+        outputs.append(h if full else torch.where(m, h, torch.zeros_like(h)))
+    return OpsLayer(inp, pre, acts, hs, cs, params), torch.stack(outputs)
+
+
+def run_ops(
+    cell: str,
+    params: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    upstream: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    *,
+    lengths: np.ndarray | None = None,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    batch_first: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> OpsResult:
+    """The torch-ops reference: forward and backward, every gate and state retained."""
+    L = _num_layers(params)
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    inp = xt.transpose(0, 1) if batch_first else xt  # T,N,I
+    T, N = inp.shape[0], inp.shape[1]
+    H = np.asarray(params["weight_hh_l0"]).shape[1]
+    lens = np.full(N, T) if lengths is None else np.asarray(lengths)
+    active = torch.as_tensor(np.arange(T)[:, None] < lens[None, :])  # T,N
+    h0t = None if h0 is None else torch.tensor(h0, dtype=dtype, requires_grad=True)
+    c0t = None if c0 is None else torch.tensor(c0, dtype=dtype, requires_grad=True)
+    layers = []
+    finals_h, finals_c = [], []
+    for layer in range(L):
+        p = {
+            k: torch.tensor(np.asarray(params[f"{k}_l{layer}"]), dtype=dtype, requires_grad=True)
+            for k in PARAM_NAMES
+        }
+        h = torch.zeros(N, H, dtype=dtype) if h0t is None else h0t[layer]
+        c = None
+        if cell == "lstm":
+            c = torch.zeros(N, H, dtype=dtype) if c0t is None else c0t[layer]
+        if layer > 0:
+            inp = _retain(inp)
+        ops_layer, inp = _ops_layer(cell, inp, p, h, c, active)
+        layers.append(ops_layer)
+        finals_h.append(ops_layer.h[-1])
+        if cell == "lstm":
+            finals_c.append(ops_layer.c[-1])
+    output = inp.transpose(0, 1) if batch_first else inp
+    h_n = torch.stack(finals_h)
+    c_n = torch.stack(finals_c) if cell == "lstm" else None
+    tensors = [output, h_n] + ([c_n] if c_n is not None else [])
+    shapes = (tuple(output.shape), tuple(h_n.shape), None if c_n is None else tuple(c_n.shape))
+    torch.autograd.backward(tensors, _upstream(upstream, shapes, dtype))
+    return OpsResult(output, h_n, c_n, xt, h0t, c0t, tuple(layers))
+
+
+def _np(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().numpy()
+
+
+def check_agreement(fused: FusedResult, ops: OpsResult, dtype: torch.dtype = torch.float64) -> None:
+    """Raise :class:`ReferenceMismatch` unless torch-ops matches torch.nn on all it exposes."""
+    rtol, atol = AGREEMENT_TOLERANCE[dtype]
+    pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [
+        ("output", fused.output, _np(ops.output)),
+        ("h_n", fused.h_n, _np(ops.h_n)),
+        ("c_n", fused.c_n, None if ops.c_n is None else _np(ops.c_n)),
+        ("dL_dx", fused.dx, ops.x.grad.numpy()),
+        ("dL_dh0", fused.dh0, None if ops.h0 is None else ops.h0.grad.numpy()),
+        ("dL_dc0", fused.dc0, None if ops.c0 is None else ops.c0.grad.numpy()),
+    ]
+    for layer, ol in enumerate(ops.layers):
+        for base in PARAM_NAMES:
+            key = f"{base}_l{layer}"
+            pairs.append((f"grad {key}", fused.grads[key], ol.params[base].grad.numpy()))
+    problems = []
+    for name, want, got in pairs:
+        if want is None and got is None:
+            continue
+        if want is None or got is None or want.shape != got.shape:
+            problems.append(f"{name}: torch.nn {_shape(want)} vs torch-ops {_shape(got)}")
+            continue
+        err = np.abs(got - want)
+        bad = err > atol + rtol * np.abs(want)
+        if bad.any() or not np.all(np.isfinite(got)):
+            index = np.unravel_index(
+                int(np.argmax(np.where(np.isfinite(err), err, np.inf))), err.shape
+            )
+            problems.append(
+                f"{name}: {int(bad.sum())}/{bad.size} elements differ; greatest |Δ| at {index}: "
+                f"torch.nn {want[index]!r} vs torch-ops {got[index]!r} "
+                f"(rtol {rtol:g}, atol {atol:g})"
+            )
+    if problems:
+        raise ReferenceMismatch(
+            "the torch-ops reference disagrees with the fused torch.nn module:\n  "
+            + "\n  ".join(problems)
+        )
+
+
+def _shape(value: np.ndarray | None) -> str:
+    return "missing" if value is None else str(tuple(value.shape))
+
+
+def run(
+    cell: str,
+    params: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    upstream: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    *,
+    lengths: np.ndarray | None = None,
+    h0: np.ndarray | None = None,
+    c0: np.ndarray | None = None,
+    batch_first: bool = False,
+    dtype: torch.dtype = torch.float64,
+) -> TwinResult:
+    """Both references on the same input and upstream gradients, then their agreement check."""
+    if cell not in CELLS:
+        raise SpecError("cell", f"expected one of {', '.join(CELLS)}; got {cell!r}")
+    x = np.asarray(x, dtype=np.float64)
+    kwargs = dict(lengths=lengths, h0=h0, c0=c0, batch_first=batch_first, dtype=dtype)
+    fused = run_fused(cell, params, x, upstream, **kwargs)
+    ops = run_ops(cell, params, x, upstream, **kwargs)
+    check_agreement(fused, ops, dtype)
+    T, N = (x.shape[1], x.shape[0]) if batch_first else (x.shape[0], x.shape[1])
+    lens = np.full(N, T, dtype=np.int64) if lengths is None else np.asarray(lengths, dtype=np.int64)
+    active = np.arange(T)[:, None] < lens[None, :]
+    return TwinResult(cell, lens, active, batch_first, h0 is not None, fused, ops)
+
+
+# --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent) -----------------
+
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _symbol(base: str, layer: int, t: int | None = None) -> str:
+    sym = f"{base}⁽{str(layer).translate(_SUP)}⁾"
+    return sym if t is None else sym + str(t).translate(_SUB)
+
+
+def add_forward_terms(
+    trace: StepTrace, result: TwinResult, layer: int, name: str | None = None
+) -> None:
+    """Per step: gates (torch-ops), c (torch-ops), h (torch.nn on the top layer); then h_n, c_n."""
+    cell = result.cell
+    ol = result.ops.layers[layer]
+    prefix = f"{name or PREFIX[cell]}{layer + 1}"
+    l1 = layer + 1
+    top = layer == len(result.ops.layers) - 1
+    output = result.fused.output.transpose(1, 0, 2) if result.batch_first else result.fused.output
+    for t in range(1, result.active.shape[0] + 1):
+        m = result.active[t - 1]
+        if not m.any():
+            continue
+        if cell in ("gru", "lstm"):
+            for g in GATES[cell]:
+                trace.add(
+                    f"{prefix}.{g}[{t}]",
+                    _symbol(g, l1, t),
+                    "forward",
+                    _np(ol.acts[g][t - 1])[m],
+                    SOURCE_OPS,
+                )
+        if cell == "lstm":
+            trace.add(
+                f"{prefix}.c[{t}]", _symbol("c", l1, t), "forward", _np(ol.c[t - 1])[m], SOURCE_OPS
+            )
+        if top:
+            trace.add(
+                f"{prefix}.h[{t}]", _symbol("h", l1, t), "forward", output[t - 1][m], SOURCE_NN
+            )
+        else:
+            trace.add(
+                f"{prefix}.h[{t}]", _symbol("h", l1, t), "forward", _np(ol.h[t - 1])[m], SOURCE_OPS
+            )
+    trace.add(f"{prefix}.h_n", _symbol("h_n", l1), "forward", result.fused.h_n[layer], SOURCE_NN)
+    if cell == "lstm":
+        trace.add(
+            f"{prefix}.c_n", _symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN
+        )
+
+
+def add_backward_terms(
+    trace: StepTrace, result: TwinResult, layer: int, name: str | None = None
+) -> None:
+    """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂a_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
+    if given), ∂L/∂x (torch.nn for layer 1, torch-ops above), parameter gradients (torch.nn)."""
+    cell = result.cell
+    ol = result.ops.layers[layer]
+    prefix = f"{name or PREFIX[cell]}{layer + 1}"
+    l1 = layer + 1
+    gates = GATES[cell] if cell in ("gru", "lstm") else ("a",)
+    for t in range(result.active.shape[0], 0, -1):
+        m = result.active[t - 1]
+        if not m.any():
+            continue
+        trace.add(
+            f"{prefix}.dL_dh[{t}]",
+            _symbol("∂L/∂h", l1, t),
+            "backward",
+            ol.h[t - 1].grad.numpy()[m],
+            SOURCE_OPS,
+        )
+        if cell == "lstm":
+            trace.add(
+                f"{prefix}.dL_dc[{t}]",
+                _symbol("∂L/∂c", l1, t),
+                "backward",
+                ol.c[t - 1].grad.numpy()[m],
+                SOURCE_OPS,
+            )
+        for g in gates:
+            term = "dL_da" if g == "a" else f"dL_da_{g}"
+            sym = "∂L/∂a" if g == "a" else f"∂L/∂a_{g}"
+            trace.add(
+                f"{prefix}.{term}[{t}]",
+                _symbol(sym, l1, t),
+                "backward",
+                ol.pre[g][t - 1].grad.numpy()[m],
+                SOURCE_OPS,
+            )
+    if result.initial_given:
+        trace.add(
+            f"{prefix}.dL_dh0",
+            _symbol("∂L/∂h₀", l1),
+            "backward",
+            result.fused.dh0[layer],
+            SOURCE_NN,
+        )
+        if cell == "lstm":
+            trace.add(
+                f"{prefix}.dL_dc0",
+                _symbol("∂L/∂c₀", l1),
+                "backward",
+                result.fused.dc0[layer],
+                SOURCE_NN,
+            )
+    if layer == 0:
+        trace.add(f"{prefix}.dL_dx", _symbol("∂L/∂x", l1), "backward", result.fused.dx, SOURCE_NN)
+    else:
+        dx = ol.inp.grad.numpy()  # T,N,I
+        trace.add(
+            f"{prefix}.dL_dx",
+            _symbol("∂L/∂x", l1),
+            "backward",
+            dx.transpose(1, 0, 2) if result.batch_first else dx,
+            SOURCE_OPS,
+        )
+    for term, base, sym in zip(PARAM_TERMS, PARAM_NAMES, PARAM_SYMBOLS, strict=True):
+        trace.add(
+            f"{prefix}.{term}",
+            _symbol(sym, l1),
+            "backward",
+            result.fused.grads[f"{base}_l{layer}"],
+            SOURCE_NN,
+        )
+
+
+def add_terms(trace: StepTrace, result: TwinResult, name: str | None = None) -> None:
+    """All terms in the hand side's order: forward of layers 1..L, then backward of layers L..1."""
+    L = len(result.ops.layers)
+    for layer in range(L):
+        add_forward_terms(trace, result, layer, name)
+    for layer in reversed(range(L)):
+        add_backward_terms(trace, result, layer, name)
