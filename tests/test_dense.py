@@ -128,3 +128,11 @@ def test_non_finite_values_are_a_finding_not_a_pass():
     assert not report.ok
     assert report.stopped is not None and report.stopped.startswith("non-finite at step")
     assert report.first is not None and report.first.non_finite in {"hand", "torch", "both"}
+
+
+def test_planted_bug_makes_the_cli_exit_1(monkeypatch, capsys):
+    from handgrad.cli import main
+
+    monkeypatch.setattr(activations, "derivative", sigmoid_derivative_from_z)
+    assert main(["compare", "xor", "--steps", "5", "--quiet"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
