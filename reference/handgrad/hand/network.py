@@ -19,8 +19,22 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.hand import activations, dense, losses, optim
-from handgrad.spec import Activation, Dense, Loss, Network, Optimizer, Stage
+from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
+from handgrad.spec import (
+    Activation,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    LocalResponseNorm,
+    Loss,
+    MaxPool2d,
+    Network,
+    Optimizer,
+    SpecError,
+    Stage,
+)
 from handgrad.trace import StepTrace
 
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -72,10 +86,103 @@ ACTIVATION = LayerOps(
         activations.backward(stage.layer.kind, dout, cache),
         {},
     ),
-    output=lambda stage: ("a", f"a{sup(stage.k)}"),
+    output=lambda stage: ("a", f"a{sup(stage.k)}" if stage.name.startswith("dense") else f"a⁽{stage.name}⁾"),
 )
 
 LAYER_OPS: dict[type, LayerOps] = {Dense: DENSE, Activation: ACTIVATION}
+
+
+# --- the convolution family (hand/conv.py); symbols carry the stage name: z⁽conv1⁾, W⁽conv1⁾ ---
+# The lambdas look ``conv.<function>`` up at call time, so a test can monkeypatch a planted bug.
+
+
+def _conv_params(stage: Stage) -> list[tuple[str, tuple[int, ...], str]]:
+    layer: Conv2d = stage.layer  # type: ignore[assignment]
+    shape = (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)  # type: ignore[misc]
+    shapes = [("W", shape, f"W⁽{stage.name}⁾")]
+    if layer.bias:
+        shapes.append(("b", (layer.out_channels,), f"b⁽{stage.name}⁾"))
+    return shapes
+
+
+def _conv_fan_in(stage: Stage) -> int:
+    """torch's Conv2d init bound 1/√fan_in with fan_in = C_in/groups · kH · kW."""
+    layer: Conv2d = stage.layer  # type: ignore[assignment]
+    kh, kw = layer.kernel_size  # type: ignore[misc]
+    return layer.in_channels // layer.groups * kh * kw
+
+
+def _shape_only(suffix: str = "out") -> Callable[[Stage], tuple[str, str]]:
+    return lambda stage: (suffix, f"{suffix}⁽{stage.name}⁾")
+
+
+def _dropout_forward(stage: Stage, x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
+    if "mask" not in params:
+        raise SpecError("masks", f"{stage.name} needs its keep mask for every step (masks={{name: [...]}})")
+    return conv.dropout_forward(x, params["mask"], p=stage.layer.p)
+
+
+CONV_OPS: dict[type, LayerOps] = {
+    Conv2d: LayerOps(
+        params=_conv_params,
+        forward=lambda stage, x, params: conv.conv2d_forward(
+            x,
+            params,
+            stride=stage.layer.stride,
+            padding=stage.layer.padding,
+            dilation=stage.layer.dilation,
+            groups=stage.layer.groups,
+        ),
+        backward=lambda stage, dout, cache: conv.conv2d_backward(dout, cache),
+        output=lambda stage: ("z", f"z⁽{stage.name}⁾"),
+        fan_in=_conv_fan_in,
+    ),
+    MaxPool2d: LayerOps(
+        params=lambda stage: [],
+        forward=lambda stage, x, params: conv.maxpool2d_forward(
+            x,
+            kernel_size=stage.layer.kernel_size,
+            stride=stage.layer.stride,
+            padding=stage.layer.padding,
+            dilation=stage.layer.dilation,
+        ),
+        backward=lambda stage, dout, cache: conv.maxpool2d_backward(dout, cache),
+        output=_shape_only(),
+    ),
+    AvgPool2d: LayerOps(
+        params=lambda stage: [],
+        forward=lambda stage, x, params: conv.avgpool2d_forward(
+            x,
+            kernel_size=stage.layer.kernel_size,
+            stride=stage.layer.stride,
+            padding=stage.layer.padding,
+            count_include_pad=stage.layer.count_include_pad,
+        ),
+        backward=lambda stage, dout, cache: conv.avgpool2d_backward(dout, cache),
+        output=_shape_only(),
+    ),
+    LocalResponseNorm: LayerOps(
+        params=lambda stage: [],
+        forward=lambda stage, x, params: conv.local_response_norm_forward(
+            x, size=stage.layer.size, alpha=stage.layer.alpha, beta=stage.layer.beta, k=stage.layer.k
+        ),
+        backward=lambda stage, dout, cache: conv.local_response_norm_backward(dout, cache),
+        output=_shape_only(),
+    ),
+    Flatten: LayerOps(
+        params=lambda stage: [],
+        forward=lambda stage, x, params: conv.flatten_forward(x),
+        backward=lambda stage, dout, cache: conv.flatten_backward(dout, cache),
+        output=_shape_only(),
+    ),
+    Dropout: LayerOps(
+        params=lambda stage: [],
+        forward=_dropout_forward,
+        backward=lambda stage, dout, cache: conv.dropout_backward(dout, cache),
+        output=_shape_only(),
+    ),
+}
+LAYER_OPS.update(CONV_OPS)
 
 
 def ops_for(stage: Stage) -> LayerOps:
@@ -125,9 +232,13 @@ class HandNetwork:
         y: np.ndarray,
         batches: list[np.ndarray],
         dtype: str = "float64",
+        masks: dict[str, list[np.ndarray]] | None = None,
+        diagnostics: bool = False,
     ) -> None:
         self.network = network
         self.stages = network.stages()
+        self.diagnostics = diagnostics  # add phase-"diagnostic" terms (hand/diagnostics.py) each step
+        self.masks = masks or {}  # dropout keep masks: stage name -> one per step (data, like batches)
         self.loss = loss
         self.optimizer = optimizer
         self.dtype = np.dtype(dtype)
@@ -135,6 +246,8 @@ class HandNetwork:
         self.x = np.asarray(x, dtype=self.dtype)
         self.y = np.asarray(y, dtype=self.dtype)
         self.batches = batches
+        if len(network.output_shape) == 1:  # the loss refuses targets it cannot take (class ids, bce range)
+            self.target_form = loss.check_targets(self.y, network.output_shape[0])
         self.state = optim.init_state(optimizer, self._params)
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
 
@@ -154,17 +267,20 @@ class HandNetwork:
         out = x
         for stage in self.stages:
             ops = ops_for(stage)
-            stage_params = self._stage_params(stage)
+            stage_params = self._stage_params(stage, step)
             out, cache = ops.forward(stage, out, stage_params)
             suffix, symbol = ops.output(stage)
             trace.add(f"{stage.name}.{suffix}", symbol, "forward", out)
             caches.append(cache)
 
         L, loss_cache = losses.forward(self.loss, out, y)
+        if self.loss.reduction == "none":  # ℓ per element (row); the run trains on L = Σℓ
+            trace.add("loss.l", "ℓ", "loss", L)
+            L = np.sum(L)
         trace.add("loss.L", "L", "loss", L)
 
         grads: dict[str, np.ndarray] = {}
-        dout = losses.backward(self.loss, loss_cache)
+        dout = losses.backward(self.loss, loss_cache)  # reduction none: upstream ones, ∂Σℓ/∂ŷ
         for stage, cache in zip(reversed(self.stages), reversed(caches), strict=True):
             ops = ops_for(stage)
             suffix, symbol = ops.output(stage)
@@ -181,6 +297,13 @@ class HandNetwork:
                 )
         trace.add("input.dL_dx", "∂L/∂x", "backward", dout)
 
+        if self.optimizer.clip is not None:  # clipping between backward and the update
+            grads, total_norm = optim.clip_gradients(self.optimizer, grads)
+            if total_norm is not None:
+                trace.add("clip.total_norm", "‖g‖", "update", total_norm)
+            for name in self._params:
+                trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", grads[name])
+        params_before = self._params  # for the diagnostics' ‖ΔW‖ (optim.step never writes in place)
         self._params, self.state = optim.step(self.optimizer, self._params, grads, self.state)
         for name, value in self._params.items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
@@ -192,8 +315,18 @@ class HandNetwork:
                 )
         for key, symbol, value in optim.scalar_state(self.optimizer, self.state):
             trace.add(f"{kind}.{key}", symbol, "state", value)
+        self.state = optim.schedule_step(self.optimizer, self.state)  # the lr of the next step
+        # --- diagnostics (issue 8): grad norm, saturated/dead fraction, update ratio per layer ---
+        if self.diagnostics:
+            after = self._params
+            terms = diagnostics.step_terms(self.stages, caches, trace, params_before, after, self.symbols)
+            for name, symbol, value in terms:
+                trace.add(name, symbol, "diagnostic", value)
         return trace
 
-    def _stage_params(self, stage: Stage) -> dict[str, np.ndarray]:
+    def _stage_params(self, stage: Stage, step: int | None = None) -> dict[str, np.ndarray]:
         prefix = stage.name + "."
-        return {short: self._params[prefix + short] for short, _, _ in ops_for(stage).params(stage)}
+        params = {short: self._params[prefix + short] for short, _, _ in ops_for(stage).params(stage)}
+        if step is not None and stage.name in self.masks:  # data of this step, not a parameter
+            params["mask"] = np.asarray(self.masks[stage.name][step - 1], dtype=self.dtype)
+        return params

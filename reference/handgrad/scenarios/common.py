@@ -10,10 +10,14 @@ from handgrad.harness import Experiment
 from handgrad.spec import (
     DTYPES,
     LOSSES,
+    LR_SCHEDULES,
     MODES,
+    OPTIMIZERS,
     ORDERS,
     REDUCTIONS,
+    Clip,
     Loss,
+    LRSchedule,
     Optimizer,
     Schedule,
     SpecError,
@@ -46,22 +50,79 @@ def parse_float_list(field: str, text: str) -> list[float]:
         raise SpecError(field, f"expected comma-separated numbers, got {text!r}") from None
 
 
+def parse_optional_floats(field: str, text: str | None) -> tuple[float, ...] | None:
+    return None if text is None else tuple(parse_float_list(field, text))
+
+
 def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps: int) -> None:
-    """Options every scenario takes: length, seed, dtype, loss, optimizer, data schedule."""
+    """Options every scenario takes: length, seed, dtype, loss, optimizer, lr schedule, gradient
+    clipping, data schedule. An optimizer option left out takes torch's default for that optimizer;
+    one given to an optimizer that has no such option is refused (exit 2, naming it)."""
     parser.add_argument("--steps", type=int, default=steps, help="training steps (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and order")
     parser.add_argument(
         "--dtype", default="float64", choices=DTYPES, help="dtype of both sides (default float64)"
     )
     parser.add_argument("--lr", type=float, default=lr, help="learning rate η (default %(default)s)")
-    parser.add_argument("--loss", default="mse", choices=LOSSES, help="loss (default mse)")
-    parser.add_argument(
-        "--reduction", default="mean", choices=REDUCTIONS, help="loss reduction (default mean, as torch)"
+
+    losses = parser.add_argument_group("loss (torch's module of the same name)")
+    losses.add_argument("--loss", default="mse", choices=LOSSES, help="loss (default mse)")
+    losses.add_argument(
+        "--reduction",
+        default="mean",
+        choices=REDUCTIONS,
+        help="loss reduction (default mean, as torch; none trains on the sum of the per-element losses)",
     )
-    parser.add_argument(
+    losses.add_argument(
         "--half", action="store_true", help="multiply the squared error by ½ (the textbook ½·Σ(ŷ−y)²)"
     )
-    parser.add_argument("--optimizer", default="sgd", choices=("sgd",), help="optimizer (default sgd)")
+    losses.add_argument("--beta", type=float, help="smooth_l1: β, the quadratic zone |d| < β (default 1)")
+    losses.add_argument("--delta", type=float, help="huber: δ, the quadratic zone |d| < δ (default 1)")
+    losses.add_argument(
+        "--pos-weight", metavar="W[,W...]", help="bce_logits: positive-class weight, one or one per output"
+    )
+    losses.add_argument(
+        "--class-weight", metavar="W,W,...", help="cross_entropy, nll: one weight per class (torch's weight)"
+    )
+    losses.add_argument(
+        "--ignore-index", type=int, help="cross_entropy, nll: class id whose rows are left out (default -100)"
+    )
+    losses.add_argument("--label-smoothing", type=float, help="cross_entropy: ε in [0, 1] (default 0)")
+
+    optim = parser.add_argument_group("optimizer (torch.optim; unset options take torch's defaults)")
+    optim.add_argument("--optimizer", default="sgd", choices=OPTIMIZERS, help="optimizer (default sgd)")
+    optim.add_argument("--momentum", type=float, help="sgd, rmsprop: momentum μ (default 0)")
+    optim.add_argument("--dampening", type=float, help="sgd: dampening τ (default 0)")
+    optim.add_argument("--nesterov", action="store_true", help="sgd: Nesterov momentum (needs --momentum)")
+    optim.add_argument("--weight-decay", type=float, help="L2 weight decay λ (default 0; adamw 0.01)")
+    optim.add_argument("--maximize", action="store_true", help="ascend the loss (torch's maximize)")
+    optim.add_argument("--betas", metavar="B1,B2", help="adam, adamw: β₁,β₂ in [0, 1) (default 0.9,0.999)")
+    optim.add_argument("--eps", type=float, help="adam, adamw, rmsprop: 1e-8; adagrad: 1e-10")
+    optim.add_argument("--amsgrad", action="store_true", help="adam, adamw: keep max v (AMSGrad)")
+    optim.add_argument("--alpha", type=float, help="rmsprop: smoothing α in [0, 1] (default 0.99)")
+    optim.add_argument("--centered", action="store_true", help="rmsprop: subtract the mean gradient")
+    optim.add_argument("--lr-decay", type=float, help="adagrad: lr decay (default 0)")
+    optim.add_argument(
+        "--initial-accumulator-value", type=float, help="adagrad: starting value of the sum G (default 0)"
+    )
+
+    schedule = parser.add_argument_group("learning-rate schedule (stepped after every optimizer step)")
+    schedule.add_argument(
+        "--schedule",
+        default="none",
+        choices=LR_SCHEDULES,
+        help="step: StepLR, exponential: ExponentialLR, cosine: CosineAnnealingLR (default none)",
+    )
+    schedule.add_argument("--step-size", type=int, default=1, help="step: decay every k steps (default 1)")
+    schedule.add_argument("--gamma", type=float, default=0.1, help="step, exponential: factor γ (0.1)")
+    schedule.add_argument("--t-max", type=int, help="cosine: T_max in steps (default --steps)")
+    schedule.add_argument("--eta-min", type=float, default=0.0, help="cosine: η_min (default 0)")
+
+    clip = parser.add_argument_group("gradient clipping (between backward and the update)")
+    clip.add_argument("--clip-norm", type=float, metavar="MAX", help="clip_grad_norm_: total norm ≤ MAX")
+    clip.add_argument("--norm-type", type=float, default=2.0, help="clip-norm: p of the norm (inf allowed)")
+    clip.add_argument("--clip-value", type=float, metavar="V", help="clip_grad_value_: each element to ±V")
+
     parser.add_argument(
         "--mode",
         default="online",
@@ -75,11 +136,59 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps:
 
 
 def loss_from_args(args: argparse.Namespace) -> Loss:
-    return Loss(args.loss, args.reduction, args.half)
+    """The Loss of the options; a loss option left out keeps its default."""
+    given: dict[str, object] = {}
+    for name in ("beta", "delta", "ignore_index", "label_smoothing"):
+        if getattr(args, name, None) is not None:
+            given[name] = getattr(args, name)
+    pos_weight = parse_optional_floats("pos_weight", getattr(args, "pos_weight", None))
+    weight = parse_optional_floats("class_weight", getattr(args, "class_weight", None))
+    if pos_weight is not None:
+        given["pos_weight"] = pos_weight
+    if weight is not None:
+        given["weight"] = weight
+    try:
+        return Loss(args.loss, args.reduction, args.half, **given)
+    except SpecError as error:  # the field as the command line spells it
+        raise SpecError(_LOSS_FIELDS.get(error.field, error.field), error.message) from None
+
+
+_LOSS_FIELDS = {"weight": "class_weight"}
+_OPTIMIZER_OPTIONS = (
+    "momentum",
+    "dampening",
+    "nesterov",
+    "weight_decay",
+    "maximize",
+    "betas",
+    "eps",
+    "amsgrad",
+    "alpha",
+    "centered",
+    "lr_decay",
+    "initial_accumulator_value",
+)
 
 
 def optimizer_from_args(args: argparse.Namespace) -> Optimizer:
-    return Optimizer(args.optimizer, require_float("lr", args.lr, positive=True))
+    """The Optimizer of the options with its schedule and clipping; an option the chosen optimizer
+    does not take is refused, naming it."""
+    options: dict[str, object] = {}
+    for name in _OPTIMIZER_OPTIONS:
+        value = getattr(args, name, None)
+        if value is None or value is False:  # not given (a flag left off is torch's default, False)
+            continue
+        options[name] = tuple(parse_float_list("betas", value)) if name == "betas" else value
+    schedule = None
+    if getattr(args, "schedule", "none") != "none":
+        t_max = args.t_max if args.t_max is not None else args.steps
+        schedule = LRSchedule(args.schedule, args.step_size, args.gamma, t_max, args.eta_min)
+    clip = None
+    if getattr(args, "clip_norm", None) is not None or getattr(args, "clip_value", None) is not None:
+        clip = Clip(args.clip_norm, args.norm_type, args.clip_value)
+    return Optimizer(
+        args.optimizer, require_float("lr", args.lr, positive=True), options, schedule=schedule, clip=clip
+    )
 
 
 def schedule_from_args(args: argparse.Namespace) -> Schedule:

@@ -42,19 +42,22 @@ def dense_experiment(
     params: dict[str, np.ndarray] | None = None,
     device: str = "cpu",
     config: dict[str, object] | None = None,
+    diagnostics: bool = False,
 ) -> Experiment:
-    """Both sides of a dense network, built from one spec and one set of initial weights."""
+    """Both sides of a dense network, built from one spec and one set of initial weights;
+    ``diagnostics`` adds the per-layer diagnostic terms (:mod:`handgrad.hand.diagnostics`)."""
     if data.x.shape[1] != network.input_shape[0]:
         raise SpecError("data", f"expected {network.input_shape[0]} input columns, got {data.x.shape[1]}")
-    if data.y.shape[1] != network.output_shape[0]:
-        raise SpecError("data", f"expected {network.output_shape[0]} target columns, got {data.y.shape[1]}")
-    if loss.kind == "bce" and (data.y.min() < 0 or data.y.max() > 1):
-        raise SpecError("loss", "bce needs targets in [0, 1]")
+    loss.check_targets(data.y, network.output_shape[0])
     initial = params if params is not None else init_params(network, seed, "float64")
     initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
     batches = schedule.batches(data.n, steps)
-    hand = HandNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype)
-    twin = TwinNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, device)
+    hand = HandNetwork(
+        network, loss, optimizer, initial, data.x, data.y, batches, dtype, diagnostics=diagnostics
+    )
+    twin = TwinNetwork(
+        network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, diagnostics=diagnostics
+    )
     return Experiment(
         scenario=scenario,
         hand=hand,
@@ -129,6 +132,9 @@ def _build(name: str, args: argparse.Namespace, sizes: list[int], default_data: 
         "half": loss.half,
         "optimizer": optimizer.kind,
         "lr": optimizer.lr,
+        **{f"optimizer.{key}": value for key, value in sorted(optimizer.options.items())},
+        "schedule": repr(optimizer.schedule) if optimizer.schedule else "none",
+        "clip": repr(optimizer.clip) if optimizer.clip else "none",
         "mode": schedule.mode,
         "batch_size": schedule.batch_size,
         "order": schedule.order,

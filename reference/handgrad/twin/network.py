@@ -17,9 +17,22 @@ import torch
 
 from handgrad.hand import optim as hand_optim
 from handgrad.hand.network import ops_for, param_table
-from handgrad.spec import Activation, Dense, Loss, Network, Optimizer, Stage
+from handgrad.spec import (
+    Activation,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    LocalResponseNorm,
+    Loss,
+    MaxPool2d,
+    Network,
+    Optimizer,
+    Stage,
+)
 from handgrad.trace import StepTrace
-from handgrad.twin import losses, optim
+from handgrad.twin import diagnostics, losses, optim
 
 SOURCE = "torch.nn"
 
@@ -84,6 +97,94 @@ TWIN_OPS: dict[type, TwinOps] = {
 }
 
 
+# --- the convolution family: real torch.nn modules (Dropout: torch's arithmetic, a shared mask) --
+
+
+def _conv_to_torch(stage: Stage, hand: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {"weight": hand["W"], **({"bias": hand["b"]} if "b" in hand else {})}
+
+
+def _conv_from_torch(stage: Stage, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    result = {"W": _numpy(tensors["weight"])}
+    if "bias" in tensors:
+        result["b"] = _numpy(tensors["bias"])
+    return result
+
+
+class SharedMaskDropout(torch.nn.Module):
+    """Inverted dropout with a keep mask given from outside (one per step, the hand side's too).
+
+    ``forward`` is what ``torch.nn.functional.dropout`` computes on CPU once its mask is drawn
+    (``noise = bernoulli(1−p) / (1−p); x · noise``; ``x · 0`` at p = 1); only the draw is moved
+    out, so that both sides see the same mask. The masks come from torch's own generator
+    (:func:`handgrad.scenarios.conv.dropout_masks`), the same draw ``F.dropout`` makes under
+    that seed.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.mask: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            raise RuntimeError("SharedMaskDropout needs its mask for this step")
+        if self.p == 1:
+            return x * torch.zeros((), dtype=x.dtype, device=x.device)
+        return x * self.mask.div(1 - self.p)
+
+
+TWIN_OPS.update(
+    {
+        Conv2d: TwinOps(
+            build=lambda stage: torch.nn.Conv2d(
+                stage.layer.in_channels,
+                stage.layer.out_channels,
+                stage.layer.kernel_size,
+                stride=stage.layer.stride,
+                padding=stage.layer.padding,
+                dilation=stage.layer.dilation,
+                groups=stage.layer.groups,
+                bias=stage.layer.bias,
+            ),
+            to_torch=_conv_to_torch,
+            from_torch=_conv_from_torch,
+        ),
+        MaxPool2d: TwinOps(
+            build=lambda stage: torch.nn.MaxPool2d(
+                stage.layer.kernel_size,
+                stride=stage.layer.stride,
+                padding=stage.layer.padding,
+                dilation=stage.layer.dilation,
+            ),
+            to_torch=_no_params,
+            from_torch=_no_params,
+        ),
+        AvgPool2d: TwinOps(
+            build=lambda stage: torch.nn.AvgPool2d(
+                stage.layer.kernel_size,
+                stride=stage.layer.stride,
+                padding=stage.layer.padding,
+                count_include_pad=stage.layer.count_include_pad,
+            ),
+            to_torch=_no_params,
+            from_torch=_no_params,
+        ),
+        LocalResponseNorm: TwinOps(
+            build=lambda stage: torch.nn.LocalResponseNorm(
+                stage.layer.size, alpha=stage.layer.alpha, beta=stage.layer.beta, k=stage.layer.k
+            ),
+            to_torch=_no_params,
+            from_torch=_no_params,
+        ),
+        Flatten: TwinOps(build=lambda stage: torch.nn.Flatten(), to_torch=_no_params, from_torch=_no_params),
+        Dropout: TwinOps(
+            build=lambda stage: SharedMaskDropout(stage.layer.p), to_torch=_no_params, from_torch=_no_params
+        ),
+    }
+)
+
+
 def build_sequential(network: Network, dtype: torch.dtype) -> torch.nn.Sequential:
     modules = [TWIN_OPS[type(stage.layer)].build(stage) for stage in network.stages()]
     return torch.nn.Sequential(*modules).to(dtype)
@@ -113,13 +214,28 @@ class TwinNetwork:
         batches: list[np.ndarray],
         dtype: str = "float64",
         device: str = "cpu",
+        masks: dict[str, list[np.ndarray]] | None = None,
+        diagnostics: bool = False,
     ) -> None:
         self.network = network
         self.stages = network.stages()
+        self.diagnostics = diagnostics  # add phase-"diagnostic" terms (twin/diagnostics.py) each step
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
+        self.masks = {  # dropout keep masks: stage name -> one per step, the hand side's arrays
+            name: [torch.as_tensor(np.asarray(m), dtype=self.torch_dtype, device=self.device) for m in ms]
+            for name, ms in (masks or {}).items()
+        }
         self.model = build_sequential(network, self.torch_dtype).to(self.device)
-        self.loss_module = losses.build(loss)
+        self.loss_spec = loss
+        target_form = (  # class ids travel as floats in one column; the loss module takes them as long
+            loss.target_form(np.asarray(y).shape[1], network.output_shape[0])
+            if len(network.output_shape) == 1
+            else "value"
+        )
+        self.loss_module = losses.build(
+            loss, self.torch_dtype, index_targets=target_form == "index", device=self.device
+        )
         self.optimizer_spec = optimizer
         self.x = torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
         self.y = torch.as_tensor(np.asarray(y), dtype=self.torch_dtype, device=self.device)
@@ -127,9 +243,16 @@ class TwinNetwork:
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
         self.load_params(params)
         self.optimizer = optim.build(optimizer, list(self.model.parameters()))
+        self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
         self._outputs: list[torch.Tensor] = []
         for module in self.model:
             module.register_forward_hook(self._capture)
+
+    def _load_masks(self, step: int) -> None:
+        """Hand each dropout module its keep mask for this step (data, like the batch rows)."""
+        for stage, module in zip(self.stages, self.model, strict=True):
+            if isinstance(module, SharedMaskDropout):
+                module.mask = self.masks[stage.name][step - 1] if stage.name in self.masks else None
 
     def _capture(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
         output.retain_grad()
@@ -162,8 +285,12 @@ class TwinNetwork:
 
         self.optimizer.zero_grad(set_to_none=True)
         self._outputs = []
+        self._load_masks(step)
         yhat = self.model(x)
         L = self.loss_module(yhat, y)
+        per_element = None
+        if self.loss_spec.reduction == "none":  # ℓ per element (row); the run trains on L = Σℓ
+            per_element, L = L, L.sum()
         L.backward()
         outputs, self._outputs = self._outputs, []
 
@@ -172,6 +299,8 @@ class TwinNetwork:
             suffix, symbol = ops_for(stage).output(stage)
             names.append((suffix, symbol))
             trace.add(f"{stage.name}.{suffix}", symbol, "forward", _numpy(output), SOURCE)
+        if per_element is not None:
+            trace.add("loss.l", "ℓ", "loss", _numpy(per_element), SOURCE)
         trace.add("loss.L", "L", "loss", _numpy(L), SOURCE)
 
         grads = self._read_params(lambda param: param.grad)
@@ -185,6 +314,13 @@ class TwinNetwork:
                 trace.add(f"{stage.name}.dL_d{short}", f"∂L/∂{param_symbol}", "backward", grads[name], SOURCE)
         trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
 
+        if self.optimizer_spec.clip is not None:  # clip_grad_norm_ / clip_grad_value_ on .grad, in place
+            total_norm = optim.clip_gradients(self.optimizer_spec, list(self.model.parameters()))
+            if total_norm is not None:  # what clip_grad_norm_ returned: the norm before clipping
+                trace.add("clip.total_norm", "‖g‖", "update", _numpy(total_norm), "torch.nn.utils")
+            for name, value in self._read_params(lambda param: param.grad).items():
+                trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", value, "torch.nn.utils")
+        params_before = self.params() if self.diagnostics else {}  # for the diagnostics' ‖ΔW‖
         self.optimizer.step()
         for name, value in self.params().items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
@@ -197,4 +333,14 @@ class TwinNetwork:
                 )
         for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
             trace.add(f"{kind}.{key}", symbol, "state", value, "torch.optim")
+        if self.scheduler is not None:
+            self.scheduler.step()  # the lr of the next step, into param_groups
+        # --- diagnostics (issue 8): grad norm, saturated/dead fraction, update ratio per layer ---
+        if self.diagnostics:
+            after = self.params()
+            terms = diagnostics.step_terms(
+                self.stages, list(self.model), outputs, trace, params_before, after, self.symbols
+            )
+            for name, symbol, value in terms:
+                trace.add(name, symbol, "diagnostic", value, diagnostics.SOURCE)
         return trace

@@ -1,7 +1,10 @@
-"""The real ``torch.optim`` optimizer for a spec, and its scalar state read back.
+"""The real ``torch.optim`` optimizer, scheduler and gradient clipping for a spec, and their
+scalar state read back.
 
 Per-parameter state (``momentum_buffer``, ``exp_avg``, ...) is read by the twin network straight
-from ``optimizer.state[param][key]`` for the keys :func:`handgrad.hand.optim.state_keys` names.
+from ``optimizer.state[param][key]`` for the keys :func:`handgrad.hand.optim.state_keys` names;
+the step count from ``optimizer.state[param]["step"]``, the lr in force from
+``optimizer.param_groups[0]["lr"]``. Nothing here recomputes a term.
 """
 
 from __future__ import annotations
@@ -13,12 +16,93 @@ from handgrad.spec import Optimizer
 
 
 def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    o = spec.options
     if spec.kind == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr)
+        return torch.optim.SGD(
+            params,
+            lr=spec.lr,
+            momentum=o["momentum"],
+            dampening=o["dampening"],
+            weight_decay=o["weight_decay"],
+            nesterov=o["nesterov"],
+            maximize=o["maximize"],
+        )
+    if spec.kind in ("adam", "adamw"):
+        cls = torch.optim.Adam if spec.kind == "adam" else torch.optim.AdamW
+        return cls(
+            params,
+            lr=spec.lr,
+            betas=tuple(o["betas"]),
+            eps=o["eps"],
+            weight_decay=o["weight_decay"],
+            amsgrad=o["amsgrad"],
+            maximize=o["maximize"],
+        )
+    if spec.kind == "rmsprop":
+        return torch.optim.RMSprop(
+            params,
+            lr=spec.lr,
+            alpha=o["alpha"],
+            eps=o["eps"],
+            weight_decay=o["weight_decay"],
+            momentum=o["momentum"],
+            centered=o["centered"],
+            maximize=o["maximize"],
+        )
+    if spec.kind == "adagrad":
+        return torch.optim.Adagrad(
+            params,
+            lr=spec.lr,
+            lr_decay=o["lr_decay"],
+            weight_decay=o["weight_decay"],
+            initial_accumulator_value=o["initial_accumulator_value"],
+            eps=o["eps"],
+            maximize=o["maximize"],
+        )
     raise ValueError(f"unknown optimizer {spec.kind!r}")
+
+
+def build_scheduler(
+    spec: Optimizer, optimizer: torch.optim.Optimizer
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """torch's scheduler for ``spec.schedule`` (None for no schedule); step it after ``optimizer.step()``."""
+    schedule = spec.schedule
+    if schedule is None or schedule.kind == "none":
+        return None
+    from torch.optim import lr_scheduler
+
+    if schedule.kind == "step":
+        return lr_scheduler.StepLR(optimizer, step_size=schedule.step_size, gamma=schedule.gamma)
+    if schedule.kind == "exponential":
+        return lr_scheduler.ExponentialLR(optimizer, gamma=schedule.gamma)
+    if schedule.kind == "cosine":
+        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.t_max, eta_min=schedule.eta_min)
+    raise ValueError(f"unknown schedule {schedule.kind!r}")
+
+
+def clip_gradients(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor | None:
+    """Clip the ``.grad`` of ``params`` in place as the spec says; returns the total norm that
+    ``clip_grad_norm_`` returned (None for clip-by-value or no clipping)."""
+    clip = spec.clip
+    if clip is None:
+        return None
+    if clip.max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, clip.max_norm, norm_type=clip.norm_type)
+    torch.nn.utils.clip_grad_value_(params, clip.value)
+    return None
 
 
 def scalar_state(spec: Optimizer, optimizer: torch.optim.Optimizer) -> list[tuple[str, str, np.ndarray]]:
     """Scalars of the optimizer (step count, lr in force) as (key, symbol, value), in the hand
-    side's order (:func:`handgrad.hand.optim.scalar_state`)."""
-    return []
+    side's order (:func:`handgrad.hand.optim.scalar_state`).
+
+    torch keeps ``step`` per parameter (a float tensor in each ``optimizer.state[p]``); they move
+    together, so the first parameter's is shown. SGD keeps none.
+    """
+    scalars: list[tuple[str, str, np.ndarray]] = []
+    if spec.kind != "sgd":
+        first = optimizer.param_groups[0]["params"][0]
+        step = optimizer.state[first]["step"]
+        scalars.append(("step", "t", np.asarray(step.detach().cpu().numpy(), dtype=np.float64)))
+    scalars.append(("lr", "η", np.asarray(float(optimizer.param_groups[0]["lr"]))))
+    return scalars

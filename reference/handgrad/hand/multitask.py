@@ -1,0 +1,243 @@
+r"""A shared trunk with two heads trained jointly, by hand. Pure NumPy; never imports torch.
+
+The model (torch's modules in brackets):
+
+    z⁽trunk⁾ = x W⁽trunk⁾ᵀ + b⁽trunk⁾,   a⁽trunk⁾ = f(z⁽trunk⁾)          [nn.Linear, activation]
+    head 1 (regression):     ŷ₁ = z⁽head1⁾ = a⁽trunk⁾ W⁽head1⁾ᵀ + b⁽head1⁾   [nn.Linear]
+    head 2 (classification): z⁽head2⁾ = a⁽trunk⁾ W⁽head2⁾ᵀ + b⁽head2⁾       [nn.Linear], logits
+
+    L₁ = loss₁(ŷ₁, y₁)          squared error (nn.MSELoss; or l1, smooth_l1, huber)
+    L₂ = loss₂(z⁽head2⁾, t)     cross-entropy on the logits against class ids (nn.CrossEntropyLoss)
+    L  = w₁L₁ + w₂L₂
+
+Backward. Each head sees only its own loss, scaled by its weight:
+
+.. math::
+
+    \frac{\partial L}{\partial z^{(h1)}} = w_1 \frac{\partial L_1}{\partial \hat y_1}, \qquad
+    \frac{\partial L}{\partial z^{(h2)}} = w_2 \frac{\partial L_2}{\partial z^{(h2)}}
+
+and the trunk's activation feeds both heads, so its gradient is the **sum** of what flows back
+from each (the multivariate chain rule over the two paths a⁽trunk⁾ → L):
+
+.. math::
+
+    \underbrace{\frac{\partial L}{\partial a^{(t)}}}_{\texttt{trunk.dL\_da}}
+    = \underbrace{w_1 \frac{\partial L_1}{\partial a^{(t)}}}_{\texttt{trunk.dL1\_da}}
+    + \underbrace{w_2 \frac{\partial L_2}{\partial a^{(t)}}}_{\texttt{trunk.dL2\_da}}
+    = \frac{\partial L}{\partial z^{(h1)}} W^{(h1)} + \frac{\partial L}{\partial z^{(h2)}} W^{(h2)}
+
+then the trunk's own backward (∂L/∂z⁽trunk⁾ = ∂L/∂a⁽trunk⁾ ⊙ f′(z⁽trunk⁾), ∂L/∂W⁽trunk⁾, ...).
+A trunk that received only one head's gradient would train the shared layer for one task and
+leave the other head to fend for itself: the harness names that at ``trunk.dL_da``.
+
+Terms, in computation order:
+
+    forward   trunk.z, trunk.a, head1.z (= ŷ₁), head2.z (logits)
+    loss      loss.L1, loss.L2, loss.L
+    backward  head1.dL_dz, head1.dL_dW, head1.dL_db, trunk.dL1_da,
+              head2.dL_dz, head2.dL_dW, head2.dL_db, trunk.dL2_da,
+              trunk.dL_da, trunk.dL_dz, trunk.dL_dW, trunk.dL_db, input.dL_dx
+    update    clip.* (with clipping), <param>_next ..., the optimizer's state terms
+
+Targets: ``y`` holds head 1's ``outputs`` columns, then one column of class ids for head 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from handgrad.hand import activations, dense, losses, optim
+from handgrad.spec import (
+    ACTIVATIONS,
+    Loss,
+    Optimizer,
+    SpecError,
+    require_choice,
+    require_float,
+    require_int,
+)
+from handgrad.trace import StepTrace
+
+REGRESSION_LOSSES = ("mse", "l1", "smooth_l1", "huber")
+PARTS = ("trunk", "head1", "head2")
+
+
+@dataclass(frozen=True)
+class Multitask:
+    """The trunk's size and activation, each head's size and loss, and the loss weights (w₁, w₂)."""
+
+    in_features: int
+    hidden: int
+    outputs: int = 1  # head 1: regression outputs
+    classes: int = 3  # head 2: classes
+    activation: str = "tanh"
+    slope: float = 0.01
+    loss1: Loss = Loss("mse")
+    loss2: Loss = Loss("cross_entropy")
+    weights: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        require_int("in_features", self.in_features, 1)
+        require_int("hidden", self.hidden, 1)
+        require_int("outputs", self.outputs, 1)
+        require_int("classes", self.classes, 2)
+        require_choice("activation", self.activation, ACTIVATIONS)
+        require_float("slope", self.slope)
+        require_choice("loss", self.loss1.kind, REGRESSION_LOSSES)
+        if self.loss2.kind != "cross_entropy":
+            raise SpecError("loss2", f"head 2 is a cross_entropy head, got {self.loss2.kind!r}")
+        for field_name, loss in (("reduction", self.loss1), ("reduction", self.loss2)):
+            if loss.reduction == "none":
+                raise SpecError(field_name, "the heads' losses are summed as scalars: expected mean or sum")
+        if len(self.weights) != 2:
+            raise SpecError("loss_weights", f"expected two weights w1,w2, got {list(self.weights)}")
+        weights = tuple(require_float("loss_weights", w, non_negative=True) for w in self.weights)
+        object.__setattr__(self, "weights", weights)
+
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """(out, in) of each part's Linear."""
+        return {
+            "trunk": (self.hidden, self.in_features),
+            "head1": (self.outputs, self.hidden),
+            "head2": (self.classes, self.hidden),
+        }
+
+
+def param_table(model: Multitask) -> list[tuple[str, tuple[int, ...], str]]:
+    """Every parameter as (name, shape, symbol), in the twin's ``parameters()`` order."""
+    table: list[tuple[str, tuple[int, ...], str]] = []
+    for part, (n_out, n_in) in model.sizes().items():
+        table.append((f"{part}.W", (n_out, n_in), f"W⁽{part}⁾"))
+        table.append((f"{part}.b", (n_out,), f"b⁽{part}⁾"))
+    return table
+
+
+def init_params(model: Multitask, seed: int, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """U(−1/√fan_in, 1/√fan_in) for every weight and bias, as torch's nn.Linear (another generator)."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, np.ndarray] = {}
+    for name, shape, _ in param_table(model):
+        n_in = model.sizes()[name.split(".")[0]][1]
+        bound = 1.0 / np.sqrt(n_in)
+        params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+    return params
+
+
+def join_heads(dL1_da: np.ndarray, dL2_da: np.ndarray) -> np.ndarray:
+    """∂L/∂a⁽trunk⁾ = w₁∂L₁/∂a⁽trunk⁾ + w₂∂L₂/∂a⁽trunk⁾: the trunk feeds both heads, so both flow back."""
+    return dL1_da + dL2_da  # N,H
+
+
+class HandMultitask:
+    """The hand side of a multitask run: its own parameters, stepped by hand-derived NumPy."""
+
+    def __init__(
+        self,
+        model: Multitask,
+        optimizer: Optimizer,
+        params: dict[str, np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        batches: list[np.ndarray],
+        dtype: str = "float64",
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.dtype = np.dtype(dtype)
+        self._params = {name: np.asarray(value, dtype=self.dtype) for name, value in params.items()}
+        self.x = np.asarray(x, dtype=self.dtype)
+        self.y = np.asarray(y, dtype=self.dtype)
+        self.batches = batches
+        self.state = optim.init_state(optimizer, self._params)
+        self.symbols = {name: symbol for name, _, symbol in param_table(model)}
+
+    def params(self) -> dict[str, np.ndarray]:
+        return dict(self._params)
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        self._params = {name: np.asarray(value, dtype=self.dtype) for name, value in params.items()}
+
+    def _part(self, part: str) -> dict[str, np.ndarray]:
+        return {"W": self._params[f"{part}.W"], "b": self._params[f"{part}.b"]}
+
+    def step(self, step: int) -> StepTrace:
+        """Run training step ``step`` (1-based) and return its terms."""
+        m = self.model
+        w1, w2 = m.weights
+        trace = StepTrace(step)
+        rows = self.batches[step - 1]
+        x, y = self.x[rows], self.y[rows]
+        y1, y2 = y[:, : m.outputs], y[:, m.outputs :]  # N,R  N,1 (class ids)
+
+        # forward
+        z_t, trunk_cache = dense.forward(x, self._part("trunk"))  # N,H
+        a_t, act_cache = activations.forward(m.activation, z_t, m.slope)  # N,H
+        z_1, head1_cache = dense.forward(a_t, self._part("head1"))  # N,R
+        z_2, head2_cache = dense.forward(a_t, self._part("head2"))  # N,C
+        trace.add("trunk.z", "z⁽trunk⁾", "forward", z_t)
+        trace.add("trunk.a", "a⁽trunk⁾", "forward", a_t)
+        trace.add("head1.z", "ŷ₁", "forward", z_1)
+        trace.add("head2.z", "z⁽head2⁾", "forward", z_2)
+
+        # loss
+        L1, loss1_cache = losses.forward(m.loss1, z_1, y1)
+        L2, loss2_cache = losses.forward(m.loss2, z_2, y2)
+        L = w1 * L1 + w2 * L2  # L = w₁L₁ + w₂L₂
+        trace.add("loss.L1", "L₁", "loss", L1)
+        trace.add("loss.L2", "L₂", "loss", L2)
+        trace.add("loss.L", "L = w₁L₁ + w₂L₂", "loss", L)
+
+        # backward: each head from its own weighted loss, then the trunk from both
+        grads: dict[str, np.ndarray] = {}
+        dz_1 = losses.backward(m.loss1, loss1_cache, w1)  # ∂L/∂z⁽h1⁾ = w₁ ∂L₁/∂ŷ₁   N,R
+        trace.add("head1.dL_dz", "∂L/∂z⁽head1⁾", "backward", dz_1)
+        dL1_da, head1_grads = dense.backward(dz_1, head1_cache)  # w₁∂L₁/∂a = ∂L/∂z⁽h1⁾ W⁽h1⁾   N,H
+        self._add_param_grads(trace, grads, "head1", head1_grads)
+        trace.add("trunk.dL1_da", "w₁·∂L₁/∂a⁽trunk⁾", "backward", dL1_da)
+
+        dz_2 = losses.backward(m.loss2, loss2_cache, w2)  # ∂L/∂z⁽h2⁾ = w₂ ∂L₂/∂z⁽h2⁾   N,C
+        trace.add("head2.dL_dz", "∂L/∂z⁽head2⁾", "backward", dz_2)
+        dL2_da, head2_grads = dense.backward(dz_2, head2_cache)  # w₂∂L₂/∂a = ∂L/∂z⁽h2⁾ W⁽h2⁾   N,H
+        self._add_param_grads(trace, grads, "head2", head2_grads)
+        trace.add("trunk.dL2_da", "w₂·∂L₂/∂a⁽trunk⁾", "backward", dL2_da)
+
+        dL_da = join_heads(dL1_da, dL2_da)  # ∂L/∂a⁽trunk⁾ = w₁∂L₁/∂a + w₂∂L₂/∂a   N,H
+        trace.add("trunk.dL_da", "∂L/∂a⁽trunk⁾", "backward", dL_da)
+        dz_t = activations.backward(m.activation, dL_da, act_cache)  # ∂L/∂z = ∂L/∂a ⊙ f′(z)   N,H
+        trace.add("trunk.dL_dz", "∂L/∂z⁽trunk⁾", "backward", dz_t)
+        dx, trunk_grads = dense.backward(dz_t, trunk_cache)  # ∂L/∂x = ∂L/∂z W   N,in
+        self._add_param_grads(trace, grads, "trunk", trunk_grads)
+        trace.add("input.dL_dx", "∂L/∂x", "backward", dx)
+
+        # update, as the dense stack does it (hand/network.py)
+        grads = {name: grads[name] for name in self._params}  # the parameters' order
+        if self.optimizer.clip is not None:
+            grads, total_norm = optim.clip_gradients(self.optimizer, grads)
+            if total_norm is not None:
+                trace.add("clip.total_norm", "‖g‖", "update", total_norm)
+            for name in self._params:
+                trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", grads[name])
+        self._params, self.state = optim.step(self.optimizer, self._params, grads, self.state)
+        for name, value in self._params.items():
+            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
+        kind = self.optimizer.kind
+        for key, symbol in optim.state_keys(self.optimizer):
+            for name in self._params:
+                trace.add(
+                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]
+                )
+        for key, symbol, value in optim.scalar_state(self.optimizer, self.state):
+            trace.add(f"{kind}.{key}", symbol, "state", value)
+        self.state = optim.schedule_step(self.optimizer, self.state)  # the lr of the next step
+        return trace
+
+    def _add_param_grads(
+        self, trace: StepTrace, grads: dict[str, np.ndarray], part: str, part_grads: dict[str, np.ndarray]
+    ) -> None:
+        for short in ("W", "b"):
+            grads[f"{part}.{short}"] = part_grads[short]
+            symbol = f"∂L/∂{self.symbols[f'{part}.{short}']}"
+            trace.add(f"{part}.dL_d{short}", symbol, "backward", part_grads[short])
