@@ -1,0 +1,350 @@
+"""Convolution scenarios: ``alexnet-mini``, AlexNet's pattern at toy size on synthetic bar images.
+
+    conv → relu → LRN → maxpool → conv → relu → LRN → maxpool → flatten → dense → relu → dropout
+    → dense → softmax cross-entropy
+
+The task is generated here: 1×16×16 binary images, each holding one bar two pixels thick,
+horizontal (class 0) or vertical (class 1), at a seeded position and extent. The pixels are
+exactly 0 or 1, so the flat background gives every conv the same value over whole regions and
+the max-pools see **exact ties** in most windows: the tie rule is exercised at every step.
+
+Dropout masks are data (see :func:`dropout_masks`): drawn once before the run from torch's
+generator under the run's seed, and given to both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from handgrad.hand.network import HandNetwork, init_params, param_table
+from handgrad.harness import Experiment
+from handgrad.inputs import load_weights
+from handgrad.scenarios.common import (
+    Scenario,
+    add_training_arguments,
+    loss_from_args,
+    optimizer_from_args,
+    parse_int_list,
+    schedule_from_args,
+)
+from handgrad.spec import (
+    Activation,
+    Conv2d,
+    Data,
+    Dense,
+    Dropout,
+    Flatten,
+    LocalResponseNorm,
+    Loss,
+    MaxPool2d,
+    Network,
+    Optimizer,
+    Schedule,
+    SpecError,
+    require_float,
+    require_int,
+)
+from handgrad.twin.network import TwinNetwork
+
+# --- data ----------------------------------------------------------------------------------------
+
+
+def bars(n: int, size: int, seed: int, thickness: int = 2) -> Data:
+    """``n`` binary 1×size×size images of one bar: horizontal (class 0) or vertical (class 1).
+
+    Classes alternate (balanced); the bar's offset across and its extent along (at least half the
+    image) are drawn from ``numpy.random.default_rng(seed)``. ``y`` holds the class index as one
+    float column, the layout cross-entropy targets use here.
+    """
+    n = require_int("samples", n, 2)
+    size = require_int("image_size", size, thickness + 1)
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, 1, size, size))  # N,1,H,W
+    y = np.zeros((n, 1))  # N,1
+    for i in range(n):
+        label = i % 2
+        offset = int(rng.integers(0, size - thickness + 1))
+        length = int(rng.integers((size + 1) // 2, size + 1))
+        start = int(rng.integers(0, size - length + 1))
+        across, along = slice(offset, offset + thickness), slice(start, start + length)
+        if label == 0:
+            x[i, 0, across, along] = 1.0  # rows offset.. : a horizontal bar
+        else:
+            x[i, 0, along, across] = 1.0  # columns offset.. : a vertical bar
+        y[i, 0] = label
+    return Data(x, y, f"bars: {n} seeded ({seed}) 1×{size}×{size} images, horizontal 0 / vertical 1")
+
+
+# --- dropout masks: data drawn before the run ---------------------------------------------------
+
+
+def stage_input_shapes(network: Network) -> dict[str, tuple[int, ...]]:
+    """Per-sample input shape of every stage that is not an activation, by stage name."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    shape = tuple(network.input_shape)
+    for stage in network.stages():
+        if not isinstance(stage.layer, Activation):
+            shapes[stage.name] = shape
+        shape = stage.layer.output_shape(shape)
+    return shapes
+
+
+def dropout_masks(network: Network, batches: Sequence[np.ndarray], seed: int) -> dict[str, list[np.ndarray]]:
+    """Keep masks for every dropout stage and step, from torch's generator seeded with ``seed``.
+
+    Step by step, stage by stage (the order ``nn.Dropout`` modules would draw in training), each
+    mask is ``torch.empty(N, *shape, dtype=float64).bernoulli_(1 − p, generator)``: the very call
+    ``F.dropout`` makes on CPU, so with the global generator seeded the same ``F.dropout`` would
+    drop exactly these elements (``tests/test_conv_network.py`` checks it). The masks are plain
+    0/1 arrays handed to both sides; neither side draws anything.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    shapes = stage_input_shapes(network)
+    drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
+    masks: dict[str, list[np.ndarray]] = {stage.name: [] for stage in drops}
+    for rows in batches:
+        for stage in drops:
+            empty = torch.empty((len(rows), *shapes[stage.name]), dtype=torch.float64)
+            masks[stage.name].append(empty.bernoulli_(1 - stage.layer.p, generator=generator).numpy())
+    return masks
+
+
+# --- one experiment from a network spec ----------------------------------------------------------
+
+
+def _check_targets(network: Network, loss: Loss, data: Data) -> None:
+    out = network.output_shape
+    if len(out) != 1:
+        raise SpecError("layers", f"the network must end in one vector per sample (Flatten), not {out}")
+    loss.check_targets(data.y, out[0])
+
+
+def conv_experiment(
+    scenario: str,
+    network: Network,
+    loss: Loss,
+    optimizer: Optimizer,
+    data: Data,
+    schedule: Schedule,
+    *,
+    steps: int,
+    seed: int,
+    dtype: str = "float64",
+    params: dict[str, np.ndarray] | None = None,
+    device: str = "cpu",
+    config: dict[str, object] | None = None,
+) -> Experiment:
+    """Both sides of any layer stack (conv family, dense, activations), from one spec, one set of
+    initial weights and one set of dropout masks."""
+    if data.x.shape[1:] != tuple(network.input_shape):
+        raise SpecError(
+            "data.x", f"expected samples of shape {tuple(network.input_shape)}, got {data.x.shape[1:]}"
+        )
+    _check_targets(network, loss, data)
+    initial = params if params is not None else init_params(network, seed, "float64")
+    initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
+    batches = schedule.batches(data.n, steps)
+    masks = dropout_masks(network, batches, seed)
+    hand = HandNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, masks=masks)
+    twin = TwinNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, masks=masks)
+    return Experiment(
+        scenario=scenario,
+        hand=hand,
+        twin=twin,
+        steps=steps,
+        dtype=dtype,
+        config=config or {},
+        spec={
+            "network": network,
+            "loss": loss,
+            "optimizer": optimizer,
+            "data": data,
+            "schedule": schedule,
+            "batches": batches,
+            "masks": masks,
+        },
+        initial_params=initial,
+    )
+
+
+# --- alexnet-mini --------------------------------------------------------------------------------
+
+
+class _StackBuilder:
+    """Builds a layer stack one layer at a time, naming any bad value by its stage:
+    ``conv1.kernel_size: ...`` rather than ``layers[0].kernel_size``."""
+
+    def __init__(self, input_shape: tuple[int, ...]) -> None:
+        self.input_shape = input_shape
+        self.shape = input_shape
+        self.layers: list[object] = []
+        self.counts: dict[str, int] = {}
+        self.owner = "input"
+
+    def add(self, make: Callable[[], object], prefix: str | None) -> None:
+        """``prefix`` is the layer kind's stage prefix (None for an activation: its owner's name)."""
+        if prefix is not None:
+            self.counts[prefix] = self.counts.get(prefix, 0) + 1
+            self.owner = f"{prefix}{self.counts[prefix]}"
+        try:
+            layer = make()
+            self.shape = layer.output_shape(self.shape)  # type: ignore[attr-defined]
+        except SpecError as error:
+            raise SpecError(f"{self.owner}.{error.field}", error.message) from None
+        self.layers.append(layer)
+
+    def network(self) -> Network:
+        return Network(tuple(self.layers), self.input_shape)
+
+
+def _per_conv(field: str, text: str) -> list[int]:
+    """``"3"`` → both convs 3; ``"3,5"`` → conv1 3, conv2 5. The layers validate the values, so an
+    error names the stage: ``conv2.groups: ...``."""
+    values = parse_int_list(field, text)
+    if len(values) not in (1, 2):
+        raise SpecError(field, f"expected one value or two (conv1,conv2), got {text!r}")
+    return values * 2 if len(values) == 1 else values
+
+
+def alexnet_mini_network(
+    *,
+    image_size: int = 16,
+    channels: Sequence[int] = (4, 8),
+    kernel: Sequence[int] = (3, 3),
+    stride: Sequence[int] = (1, 1),
+    padding: Sequence[int] = (1, 1),
+    dilation: Sequence[int] = (1, 1),
+    groups: Sequence[int] = (1, 1),
+    lrn: tuple[int, float, float, float] = (3, 0.5, 0.75, 2.0),
+    hidden: int = 32,
+    dropout: float = 0.5,
+    classes: int = 2,
+) -> Network:
+    """AlexNet's pattern at toy size; ``lrn`` is (size, α, β, k)."""
+    builder = _StackBuilder((1, require_int("image_size", image_size, 1), image_size))
+    c_in = 1
+    for i in range(2):
+        builder.add(
+            lambda i=i, c_in=c_in: Conv2d(
+                c_in, channels[i], kernel[i], stride[i], padding[i], dilation[i], groups[i]
+            ),
+            "conv",
+        )
+        builder.add(lambda: Activation("relu"), None)
+        builder.add(lambda: LocalResponseNorm(*lrn), "lrn")
+        builder.add(lambda: MaxPool2d(2), "pool")
+        c_in = channels[i]
+    builder.add(Flatten, "flatten")
+    builder.add(lambda: Dense(math.prod(builder.shape), hidden), "dense")
+    builder.add(lambda: Activation("relu"), None)
+    builder.add(lambda: Dropout(dropout), "dropout")
+    builder.add(lambda: Dense(hidden, classes), "dense")
+    return builder.network()
+
+
+CROSS_ENTROPY = "cross_entropy"
+
+
+def _alexnet_arguments(parser: argparse.ArgumentParser) -> None:
+    add_training_arguments(parser, lr=0.5, steps=100)
+    parser.set_defaults(loss=CROSS_ENTROPY, mode="minibatch", batch_size=8, order="shuffle")
+    parser.add_argument("--samples", type=int, default=32, help="synthetic images (default 32)")
+    parser.add_argument("--image-size", type=int, default=16, help="image side in pixels (default 16)")
+    parser.add_argument("--channels", default="4,8", help="output channels of conv1,conv2 (default 4,8)")
+    for name, default, what in (
+        ("kernel", "3", "kernel size"),
+        ("stride", "1", "stride"),
+        ("padding", "1", "zero padding"),
+        ("dilation", "1", "dilation"),
+        ("groups", "1", "groups"),
+    ):
+        parser.add_argument(f"--{name}", default=default, help=f"conv {what}: one value or conv1,conv2")
+    parser.add_argument("--lrn-size", type=int, default=3, help="LRN window n in channels (default 3)")
+    parser.add_argument("--lrn-alpha", type=float, default=0.5, help="LRN α (torch divides it by n)")
+    parser.add_argument("--lrn-beta", type=float, default=0.75, help="LRN β (default 0.75, AlexNet's)")
+    parser.add_argument("--lrn-k", type=float, default=2.0, help="LRN k (default 2, AlexNet's)")
+    parser.add_argument("--hidden", type=int, default=32, help="units of the first dense layer")
+    parser.add_argument("--dropout", type=float, default=0.5, help="dropout probability p (default 0.5)")
+    parser.add_argument(
+        "--weights", metavar="FILE", help="initial weights: JSON object or .npz keyed by parameter name"
+    )
+
+
+def _alexnet_build(args: argparse.Namespace) -> Experiment:
+    network = alexnet_mini_network(
+        image_size=args.image_size,
+        channels=_per_conv("channels", args.channels),
+        kernel=_per_conv("kernel", args.kernel),
+        stride=_per_conv("stride", args.stride),
+        padding=_per_conv("padding", args.padding),
+        dilation=_per_conv("dilation", args.dilation),
+        groups=_per_conv("groups", args.groups),
+        lrn=(
+            args.lrn_size,
+            require_float("lrn_alpha", args.lrn_alpha),
+            require_float("lrn_beta", args.lrn_beta),
+            require_float("lrn_k", args.lrn_k),
+        ),
+        hidden=require_int("hidden", args.hidden, 1),
+        dropout=args.dropout,
+    )
+    data = bars(args.samples, args.image_size, args.seed + 1)
+    params = (
+        load_weights(args.weights, [(n, s) for n, s, _ in param_table(network)]) if args.weights else None
+    )
+    loss = loss_from_args(args)
+    optimizer = optimizer_from_args(args)
+    schedule = schedule_from_args(args)
+    config = {
+        "scenario": "alexnet-mini",
+        "network": " → ".join(f"{type(layer).__name__}" for layer in network.layers),
+        "channels": args.channels,
+        "kernel": args.kernel,
+        "stride": args.stride,
+        "padding": args.padding,
+        "dilation": args.dilation,
+        "groups": args.groups,
+        "lrn": f"n={args.lrn_size} α={args.lrn_alpha} β={args.lrn_beta} k={args.lrn_k}",
+        "hidden": args.hidden,
+        "dropout": args.dropout,
+        "loss": loss.kind,
+        "reduction": loss.reduction,
+        "optimizer": optimizer.kind,
+        "lr": optimizer.lr,
+        "mode": schedule.mode,
+        "batch_size": schedule.batch_size,
+        "order": schedule.order,
+        "seed": args.seed,
+        "steps": args.steps,
+        "dtype": args.dtype,
+        "weights": args.weights or f"seeded ({args.seed})",
+        "data": data.source,
+        "dropout_masks": f"torch.Generator seeded {args.seed}, bernoulli_(1 − p) per step",
+    }
+    return conv_experiment(
+        "alexnet-mini",
+        network,
+        loss,
+        optimizer,
+        data,
+        schedule,
+        steps=args.steps,
+        seed=args.seed,
+        dtype=args.dtype,
+        params=params,
+        device=getattr(args, "device", "cpu"),
+        config=config,
+    )
+
+
+ALEXNET_MINI = Scenario(
+    "alexnet-mini",
+    "AlexNet's conv/LRN/maxpool/dropout pattern at toy size on seeded bar images, cross-entropy",
+    _alexnet_arguments,
+    _alexnet_build,
+)

@@ -1,0 +1,680 @@
+"""The conv walkthrough: a small first conv layer (and the activation and max-pool after it) as
+live formulas, forward and backward, with the windows laid out where the eye can see them.
+
+Every feature map is a block of cells in its own spatial layout (rows = h, columns = w): one
+band of blocks per sample ``n``, one block per channel across. So the formula of an output pixel
+reads a *contiguous* window of the block above it, and clicking the cell makes LibreOffice or
+Excel outline that window.
+
+- x (the step's images), W, b and η are plain input cells (edit one: the whole sheet recomputes);
+- x̃: x with its zero padding (references to x; not a term);
+- z⁽conv⁾[n,o,i,j] = Σ_c SUMPRODUCT(window of x̃[n,c], W[o,c]) + b[o], one formula per pixel
+  (torch's conv is a cross-correlation: the kernel is not flipped);
+- a = f(z) (the activation's formula), out⁽pool⁾ = MAX over each window, and the winner of each
+  window (the first maximum in row-major order: torch's tie rule) as a nested IF;
+- backward: ∂L/∂out⁽pool⁾ comes in as plain numbers (the layers after are on the Trace sheet),
+  routed to each window's winner only (IF(winner = tap, δ, 0), summed over overlapping
+  windows); ∂L/∂z = ∂L/∂a ⊙ f′(z); ∂L/∂W[o,c,u,v] = Σ_n SUMPRODUCT(δ[n,o], x̃[n,c] shifted by
+  (u, v)): a sum over windows; ∂L/∂b[o] = Σ SUM(δ[n,o]); ∂L/∂x = the full correlation of δ̂ (δ
+  dilated by the stride and zero-padded by k−1) with rot180(W), also laid out as blocks;
+- the update W′ = W − η·∂L/∂W (the optimizer's live rule, :mod:`handgrad.workbook.formulas`).
+
+Beside each computed block: torch's values (plain numbers) and |Δ| by formula. ``grid.checks``
+maps each formula cell that computes a hand term to (step, term, flat index).
+
+Larger layers (more than :data:`MAX_LIVE_ELEMENTS` elements in a block) get the Trace sheet
+only: :func:`conv_unsupported_reason` says why, and :func:`conv_walkthrough_grids` refuses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from handgrad.hand.network import HandNetwork, ops_for
+from handgrad.harness import Experiment
+from handgrad.spec import Activation, Conv2d, MaxPool2d, Network, SpecError, Stage
+from handgrad.trace import StepTrace
+from handgrad.workbook import formulas as fx
+from handgrad.workbook.grid import Grid, address, area
+
+LEFT = 2  # blocks start in column B; column A holds the titles
+MAX_LIVE_ELEMENTS = 2048  # the largest 4-D block (N·C·H·W) written as live formulas
+LIVE_ACTIVATIONS = tuple(fx.ACTIVATION_EQUATIONS)
+
+Shape4 = tuple[int, int, int, int]
+
+
+# --- what the conv walkthrough covers ------------------------------------------------------------
+
+
+def covered_stages(network: Network) -> list[Stage]:
+    """The conv stage first, then the activation and the max-pool right after it, if present."""
+    stages = network.stages()
+    if not stages or not isinstance(stages[0].layer, Conv2d):
+        return []
+    covered = [stages[0]]
+    rest = stages[1:]
+    if rest and isinstance(rest[0].layer, Activation) and rest[0].layer.kind in LIVE_ACTIVATIONS:
+        covered.append(rest[0])
+        rest = rest[1:]
+    if rest and isinstance(rest[0].layer, MaxPool2d):
+        covered.append(rest[0])
+    return covered
+
+
+def _shapes(network: Network, batch: int) -> dict[str, Shape4]:
+    """(N, C, H, W) of every block the sheet lays out."""
+    conv: Conv2d = network.layers[0]  # type: ignore[assignment]
+    c_in, h, w = network.input_shape  # type: ignore[misc]
+    (kh, kw), (ph, pw) = conv.kernel_size, conv.padding  # type: ignore[misc]
+    c_out, ho, wo = conv.output_shape((c_in, h, w))
+    shapes = {
+        "x": (batch, c_in, h, w),
+        "xp": (batch, c_in, h + 2 * ph, w + 2 * pw),
+        "z": (batch, c_out, ho, wo),
+        "W": (c_out, c_in // conv.groups, kh, kw),
+        "dhat": (batch, c_out, h + 2 * ph + kh - 1, w + 2 * pw + kw - 1),
+    }
+    return shapes
+
+
+def conv_unsupported_reason(experiment: Experiment) -> str | None:
+    """``None`` when the conv walkthrough can be written for this run, else why not (one line)."""
+    spec = experiment.spec
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("network"), Network):
+        return "the conv walkthrough needs a network spec"
+    network: Network = spec["network"]
+    covered = covered_stages(network)
+    if not covered:
+        return "the conv walkthrough covers networks whose first layer is Conv2d"
+    conv: Conv2d = covered[0].layer  # type: ignore[assignment]
+    if conv.dilation != (1, 1):
+        return f"{covered[0].name} has dilation {conv.dilation}: its windows are not contiguous (see Trace)"
+    if len(covered) > 2 and covered[-1].layer.dilation != (1, 1):  # type: ignore[attr-defined]
+        return f"{covered[-1].name} has dilation > 1 (see Trace)"
+    batch = max(len(rows) for rows in spec["batches"])
+    largest = max(int(np.prod(shape)) for shape in _shapes(network, batch).values())
+    if largest > MAX_LIVE_ELEMENTS:
+        return (
+            f"{covered[0].name} is too large for a live walkthrough ({largest:,} cells in one block, "
+            f"more than {MAX_LIVE_ELEMENTS:,}): its terms are on the Trace sheet"
+        )
+    return None
+
+
+def default_steps(captured: Mapping[int, object]) -> list[int]:
+    """Step 1, and every captured k whose k − 1 is captured too (its weights come from there)."""
+    return [k for k in sorted(captured) if k == 1 or k - 1 in captured]
+
+
+def sheet_name(step: int) -> str:
+    return "Conv walkthrough" if step == 1 else f"Conv walkthrough {step}"
+
+
+def conv_walkthrough_grids(
+    experiment: Experiment,
+    captured: Mapping[int, tuple[StepTrace, StepTrace]],
+    steps: Iterable[int] | None = None,
+) -> list[Grid]:
+    """One Grid per walkthrough step ("Conv walkthrough", "Conv walkthrough 50", ...);
+    ``captured[k]`` is (hand trace, torch trace) of step k."""
+    reason = conv_unsupported_reason(experiment)
+    if reason is not None:
+        raise SpecError("workbook", reason)
+    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
+    return [conv_walkthrough_grid(experiment, step, captured) for step in chosen]
+
+
+def _params_before(
+    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]], names: list[str]
+) -> dict[str, np.ndarray]:
+    """The hand side's weights before ``step``: initial ones, the ``*_next`` of step − 1 (from
+    ``captured``), or a replay of the hand side (with the run's dropout masks)."""
+    if step == 1:
+        return {name: np.asarray(experiment.initial_params[name], dtype=float) for name in names}
+    if step - 1 in captured:
+        trace = captured[step - 1][0]
+    else:
+        spec = experiment.spec
+        hand = HandNetwork(
+            spec["network"],
+            spec["loss"],
+            spec["optimizer"],
+            {name: np.array(value) for name, value in experiment.initial_params.items()},
+            spec["data"].x,
+            spec["data"].y,
+            spec["batches"],
+            experiment.dtype,
+            masks=spec.get("masks"),
+        )
+        for k in range(1, step):
+            trace = hand.step(k)
+    return {name: np.asarray(trace.value(f"{name}_next"), dtype=float) for name in names}
+
+
+# --- layout --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Maps:
+    """A 4-D array (A, B, H, W) laid out as A bands of B maps of H×W cells; each map has a label
+    row above it and one empty column after it."""
+
+    top: int
+    left: int
+    shape: Shape4
+
+    def origin(self, a: int, b: int) -> tuple[int, int]:
+        _, _, h, w = self.shape
+        return self.top + a * (h + 2) + 1, self.left + b * (w + 1)
+
+    def cell(self, a: int, b: int, h: int, w: int, absolute: bool = False) -> str:
+        row, col = self.origin(a, b)
+        return address(row + h, col + w, absolute=absolute)
+
+    def window(self, a: int, b: int, h: int, w: int, rows: int, cols: int) -> str:
+        row, col = self.origin(a, b)
+        return area(row + h, col + w, rows, cols)
+
+    @property
+    def height(self) -> int:
+        return self.shape[0] * (self.shape[2] + 2)
+
+    @property
+    def width(self) -> int:
+        return self.shape[1] * (self.shape[3] + 1)
+
+
+def _indices(shape: Shape4) -> Iterable[tuple[int, int, int, int]]:
+    return np.ndindex(*shape)  # type: ignore[return-value]
+
+
+class _Sheet:
+    """Builds one conv walkthrough Grid; ``top`` is the next free row."""
+
+    def __init__(self, grid: Grid, step: int, hand: StepTrace, torch: StepTrace | None, width: int) -> None:
+        self.grid = grid
+        self.step = step
+        self.hand = hand
+        self.torch = torch
+        self.torch_left = LEFT + width + 1
+        self.delta_left = self.torch_left + width + 1
+        self.top = 1
+
+    def heading(self, text: str, style: str, torch: bool = False) -> None:
+        self.grid.text(self.top, 1, text, style)
+        if torch:
+            self.grid.text(self.top, self.torch_left, "torch", "torch")
+            self.grid.text(self.top, self.delta_left, "|Δ| = |hand − torch|", "delta")
+        self.top += 1
+
+    def note(self, text: str) -> None:
+        self.grid.text(self.top, 1, text, "note")
+        self.top += 1
+
+    def _labels(self, maps: Maps, labels: tuple[str, str], lefts: Iterable[int]) -> None:
+        a_count, b_count, _, _ = maps.shape
+        for left in lefts:
+            shifted = Maps(maps.top, left, maps.shape)
+            for a in range(a_count):
+                for b in range(b_count):
+                    row, col = shifted.origin(a, b)
+                    if labels == ("", ""):  # one row of per-output-channel values (a bias)
+                        for w in range(maps.shape[3]):
+                            self.grid.text(row - 1, col + w, f"o{w + 1}", "header")
+                        continue
+                    parts = [f"{name}{index + 1}" for name, index in zip(labels, (a, b), strict=True) if name]
+                    self.grid.text(row - 1, col, " ".join(parts), "header")
+
+    def inputs(self, title: str, values: np.ndarray, shape: Shape4, labels: tuple[str, str]) -> Maps:
+        """Plain input cells (editable), laid out as maps."""
+        self.heading(title, "subtitle")
+        maps = Maps(self.top, LEFT, shape)
+        self._labels(maps, labels, [LEFT])
+        array = np.asarray(values, dtype=float).reshape(shape)
+        for a, b, h, w in _indices(shape):
+            row, col = maps.origin(a, b)
+            self.grid.set(row + h, col + w, float(array[a, b, h, w]), "input")
+        self.top += maps.height
+        return maps
+
+    def computed(
+        self,
+        term: str | None,
+        title: str,
+        phase: str,
+        shape: Shape4,
+        body: Callable[[int, int, int, int], str],
+        labels: tuple[str, str],
+    ) -> Maps:
+        """One formula per cell (``body(a, b, h, w)``, without its ``=``). With ``term``: each
+        cell is recorded in ``grid.checks`` (flat index = C order of ``shape``, a reshape of the
+        term's value), torch's values and |Δ| are laid out beside it."""
+        has_torch = False
+        if term is not None:
+            if term not in self.hand:
+                raise SpecError("workbook", f"the hand trace of step {self.step} has no term {term!r}")
+            size = self.hand.value(term).size
+            if size != int(np.prod(shape)):
+                raise SpecError("workbook", f"{term}: the sheet lays out {shape}, the hand term has {size}")
+            title = f"{self.hand[term].symbol}:  {title}"
+            has_torch = self.torch is not None and term in self.torch
+        self.heading(title, phase if term is not None else "subtitle", torch=has_torch)
+        maps = Maps(self.top, LEFT, shape)
+        lefts = [LEFT, self.torch_left, self.delta_left] if has_torch else [LEFT]
+        self._labels(maps, labels, lefts)
+        torch_maps = Maps(self.top, self.torch_left, shape)
+        delta_maps = Maps(self.top, self.delta_left, shape)
+        torch_values = np.asarray(self.torch.value(term), dtype=float).reshape(shape) if has_torch else None
+        for index, (a, b, h, w) in enumerate(_indices(shape)):
+            row, col = maps.origin(a, b)
+            self.grid.set(row + h, col + w, fx.formula(body(a, b, h, w)), phase)
+            if term is None:
+                continue
+            self.grid.check(row + h, col + w, self.step, term, index)
+            if torch_values is not None:
+                t_row, t_col = torch_maps.origin(a, b)
+                self.grid.set(t_row + h, t_col + w, float(torch_values[a, b, h, w]), "torch")
+                d_row, d_col = delta_maps.origin(a, b)
+                hand_cell, torch_cell = maps.cell(a, b, h, w), torch_maps.cell(a, b, h, w)
+                self.grid.set(
+                    d_row + h, d_col + w, fx.formula(fx.absolute_difference(hand_cell, torch_cell)), "delta"
+                )
+        self.top += maps.height
+        return maps
+
+    def given(self, term: str, title: str, shape: Shape4, labels: tuple[str, str]) -> Maps:
+        """A term from outside the sheet (the hand value as plain numbers), torch's beside it."""
+        has_torch = self.torch is not None and term in self.torch
+        self.heading(f"{self.hand[term].symbol}:  {title}", "backward", torch=has_torch)
+        maps = Maps(self.top, LEFT, shape)
+        lefts = [LEFT, self.torch_left, self.delta_left] if has_torch else [LEFT]
+        self._labels(maps, labels, lefts)
+        hand = np.asarray(self.hand.value(term), dtype=float).reshape(shape)
+        torch = np.asarray(self.torch.value(term), dtype=float).reshape(shape) if has_torch else None
+        torch_maps, delta_maps = (
+            Maps(self.top, self.torch_left, shape),
+            Maps(self.top, self.delta_left, shape),
+        )
+        for a, b, h, w in _indices(shape):
+            row, col = maps.origin(a, b)
+            self.grid.set(row + h, col + w, float(hand[a, b, h, w]), "backward")
+            if torch is not None:
+                t_row, t_col = torch_maps.origin(a, b)
+                self.grid.set(t_row + h, t_col + w, float(torch[a, b, h, w]), "torch")
+                d_row, d_col = delta_maps.origin(a, b)
+                hand_cell, torch_cell = maps.cell(a, b, h, w), torch_maps.cell(a, b, h, w)
+                self.grid.set(
+                    d_row + h, d_col + w, fx.formula(fx.absolute_difference(hand_cell, torch_cell)), "delta"
+                )
+        self.top += maps.height
+        return maps
+
+
+# --- the sheet -----------------------------------------------------------------------------------
+
+
+def _sum(parts: list[str]) -> str:
+    return "+".join(parts) if parts else "0"
+
+
+def conv_walkthrough_grid(
+    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
+) -> Grid:
+    """The live conv walkthrough of one step (``captured[step]`` = (hand trace, torch trace))."""
+    reason = conv_unsupported_reason(experiment)
+    if reason is not None:
+        raise SpecError("workbook", reason)
+    if step not in captured:
+        raise SpecError("walkthrough", f"step {step} was not captured (the run has {experiment.steps} steps)")
+    hand, torch = captured[step]
+    spec = experiment.spec
+    network: Network = spec["network"]
+    stages = covered_stages(network)
+    conv_stage = stages[0]
+    conv: Conv2d = conv_stage.layer  # type: ignore[assignment]
+    act = next((s for s in stages if isinstance(s.layer, Activation)), None)
+    pool = next((s for s in stages if isinstance(s.layer, MaxPool2d)), None)
+    name = conv_stage.name
+    rows_used = np.asarray(spec["batches"][step - 1])
+    x = np.asarray(spec["data"].x[rows_used], dtype=float)
+    n = x.shape[0]
+    shapes = _shapes(network, n)
+    c_out, c_g, kh, kw = shapes["W"]
+    _, c_in, h_in, w_in = shapes["x"]
+    _, _, ho, wo = shapes["z"]
+    (sh, sw), (ph, pw), groups = conv.stride, conv.padding, conv.groups  # type: ignore[misc]
+    o_g = c_out // groups
+    param_names = [f"{name}.{short}" for short, _, _ in ops_for(conv_stage).params(conv_stage)]
+    params = _params_before(experiment, step, captured, param_names)
+    try:
+        rule: fx.UpdateRule | None = fx.update_rule(spec["optimizer"])
+        if rule is not None and rule.state_keys(spec["optimizer"]):
+            rule = None  # a stateful optimizer's state lives on the Trace sheet
+    except SpecError:
+        rule = None
+
+    pool_shape: Shape4 | None = None
+    if pool is not None:
+        pool_shape = (n, *pool.layer.output_shape(shapes["z"][1:]))  # type: ignore[assignment]
+    widths = [Maps(0, 0, s).width for s in (*shapes.values(), *([pool_shape] if pool_shape else []))]
+    grid = Grid(sheet_name(step))
+    sheet = _Sheet(grid, step, hand, torch, max(widths))
+    grid.widths[1] = 14.0
+
+    chain = " → ".join([name, *([f"{act.layer.kind}"] if act else []), *([pool.name] if pool else [])])
+    sheet.heading(f"Conv walkthrough, step {step}: {chain}, as live formulas", "title")
+    sheet.note(
+        "Each map is laid out as the image it is (rows h, columns w); click a formula cell and the "
+        "window it reads is outlined. Yellow cells are inputs: edit one and the step recomputes."
+    )
+    sheet.note(
+        "Colours: yellow input · blue forward · red backward · green update · grey torch's value · "
+        "|Δ| by formula. The layers after are on the Trace sheet."
+    )
+    sheet.top += 1
+
+    # --- inputs ---
+    hyper: dict[str, str] = {}
+    if rule is not None:
+        sheet.heading("Hyper-parameters (inputs)", "subtitle")
+        for item in rule.hyper(spec["optimizer"]):
+            grid.text(sheet.top, 1, item.symbol, "header")
+            grid.set(sheet.top, LEFT, float(item.value), "input")
+            hyper[item.key] = address(sheet.top, LEFT, absolute=True)
+            sheet.top += 1
+        sheet.top += 1
+    x_maps = sheet.inputs(
+        f"x: the step's {n} image(s), (N, C_in, H, W) = {shapes['x']}", x, shapes["x"], ("n", "c")
+    )
+    sheet.top += 1
+    w_maps = sheet.inputs(
+        f"W⁽{name}⁾: the kernel before the step, (C_out, C_in/G, kH, kW) = {shapes['W']}",
+        params[f"{name}.W"],
+        shapes["W"],
+        ("o", "c"),
+    )
+    b_maps: Maps | None = None
+    if conv.bias:
+        sheet.top += 1
+        b_maps = sheet.inputs(
+            f"b⁽{name}⁾: one bias per output channel", params[f"{name}.b"], (1, 1, 1, c_out), ("", "")
+        )
+    sheet.top += 1
+
+    # --- forward ---
+    if ph or pw:
+        xp_maps = sheet.computed(
+            None,
+            f"x̃ = x zero-padded by p = ({ph}, {pw}) on each side (not a term: the windows read it)",
+            "forward",
+            shapes["xp"],
+            lambda a, b, h, w: (
+                x_maps.cell(a, b, h - ph, w - pw) if ph <= h < ph + h_in and pw <= w < pw + w_in else "0"
+            ),
+            ("n", "c"),
+        )
+        sheet.top += 1
+    else:
+        xp_maps = x_maps
+
+    def z_body(a: int, o: int, i: int, j: int) -> str:
+        g = o // o_g
+        parts = [
+            f"SUMPRODUCT({xp_maps.window(a, g * c_g + c, i * sh, j * sw, kh, kw)},"
+            f"{w_maps.window(o, c, 0, 0, kh, kw)})"
+            for c in range(c_g)
+        ]
+        if b_maps is not None:
+            parts.append(b_maps.cell(0, 0, 0, o))
+        return _sum(parts)
+
+    z_maps = sheet.computed(
+        f"{name}.z",
+        f"z[n,o,i,j] = Σ_c SUMPRODUCT(x̃[n,c] window at ({sh}·i, {sw}·j), W[o,c]) + b[o]  "
+        "(a cross-correlation: the kernel is not flipped)",
+        "forward",
+        shapes["z"],
+        z_body,
+        ("n", "o"),
+    )
+    sheet.top += 1
+    out_maps = z_maps
+    a_maps: Maps | None = None
+    if act is not None:
+        kind, slope = act.layer.kind, act.layer.slope  # type: ignore[attr-defined]
+        a_maps = sheet.computed(
+            f"{name}.a",
+            f"a = {fx.ACTIVATION_EQUATIONS[kind][0]}",
+            "forward",
+            shapes["z"],
+            lambda a, o, i, j: fx.activation(kind, z_maps.cell(a, o, i, j), slope),
+            ("n", "c"),
+        )
+        sheet.top += 1
+        out_maps = a_maps
+
+    win_maps: Maps | None = None
+    pool_maps: Maps | None = None
+    taps: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+    if pool is not None and pool_shape is not None:
+        pk, ps, pp = pool.layer.kernel_size, pool.layer.stride, pool.layer.padding  # type: ignore[attr-defined]
+        _, _, po_h, po_w = pool_shape
+        for i in range(po_h):
+            for j in range(po_w):
+                taps[(i, j)] = [
+                    (u * pk[1] + v, i * ps[0] - pp[0] + u, j * ps[1] - pp[1] + v)
+                    for u in range(pk[0])
+                    for v in range(pk[1])
+                    if 0 <= i * ps[0] - pp[0] + u < ho and 0 <= j * ps[1] - pp[1] + v < wo
+                ]  # (tap u·kW + v, h, w) of the real pixels of window (i, j), row-major
+        src = out_maps
+        pool_maps = sheet.computed(
+            f"{pool.name}.out",
+            f"out[n,c,i,j] = MAX of the {pk[0]}×{pk[1]} window at ({ps[0]}·i − {pp[0]}, {ps[1]}·j − {pp[1]})",
+            "forward",
+            pool_shape,
+            lambda a, c, i, j: "MAX({})".format(
+                ",".join(src.cell(a, c, hh, ww) for _, hh, ww in taps[(i, j)])
+            ),
+            ("n", "c"),
+        )
+        sheet.top += 1
+        pooled = pool_maps
+
+        def winner(a: int, c: int, i: int, j: int) -> str:
+            real = taps[(i, j)]
+            text = str(real[-1][0])
+            for tap, hh, ww in reversed(real[:-1]):
+                text = f"IF({src.cell(a, c, hh, ww)}={pooled.cell(a, c, i, j)},{tap},{text})"
+            return text
+
+        win_maps = sheet.computed(
+            None,
+            f"winner of each window, as tap u·{pk[1]} + v: the FIRST maximum in row-major order "
+            "(torch's tie rule; ties are common here)",
+            "forward",
+            pool_shape,
+            winner,
+            ("n", "c"),
+        )
+        sheet.top += 1
+
+    # --- backward ---
+    last = stages[-1]
+    suffix, _ = ops_for(last).output(last)
+    upstream_term = f"{last.name}.dL_d{suffix}"
+    up_shape = pool_shape if pool is not None and pool_shape is not None else shapes["z"]
+    up_maps = sheet.given(
+        upstream_term,
+        "from the layers after (the hand side's numbers; their terms are on the Trace sheet)",
+        up_shape,
+        ("n", "c"),
+    )
+    sheet.top += 1
+    grad_out = up_maps  # ∂L/∂(output of the conv block so far), walking back
+    if pool is not None and win_maps is not None:
+        routes: dict[tuple[int, int], list[tuple[int, int, int]]] = {}
+        for (i, j), real in taps.items():
+            for tap, hh, ww in real:
+                routes.setdefault((hh, ww), []).append((i, j, tap))
+        winners = win_maps
+
+        def routed(a: int, c: int, hh: int, ww: int) -> str:
+            return _sum(
+                [
+                    f"IF({winners.cell(a, c, i, j)}={tap},{up_maps.cell(a, c, i, j)},0)"
+                    for i, j, tap in routes.get((hh, ww), [])
+                ]
+            )
+
+        target = f"{name}.dL_da" if act is not None else f"{name}.dL_dz"
+        grad_out = sheet.computed(
+            target,
+            "each window's gradient goes to its winner only: Σ over the windows holding the pixel of "
+            "IF(winner = this tap, ∂L/∂out, 0)",
+            "backward",
+            shapes["z"],
+            routed,
+            ("n", "c"),
+        )
+        sheet.top += 1
+    if act is not None and a_maps is not None:
+        kind, slope = act.layer.kind, act.layer.slope  # type: ignore[attr-defined]
+        upstream_a, a_cells = grad_out, a_maps
+        grad_out = sheet.computed(
+            f"{name}.dL_dz",
+            f"∂L/∂z = ∂L/∂a ⊙ f′(z), {fx.ACTIVATION_EQUATIONS[kind][1]}",
+            "backward",
+            shapes["z"],
+            lambda a, o, i, j: fx.times_derivative(
+                kind, upstream_a.cell(a, o, i, j), z_maps.cell(a, o, i, j), a_cells.cell(a, o, i, j), slope
+            ),
+            ("n", "o"),
+        )
+        sheet.top += 1
+    dz_maps = grad_out
+
+    # δ̂: ∂L/∂z dilated by the stride (s − 1 zeros between entries), zero-padded by k − 1 before and
+    # enough after to give every pixel of x̃ a full window
+    def dhat_body(a: int, o: int, r: int, q: int) -> str:
+        i, i_rem = divmod(r - (kh - 1), sh)
+        j, j_rem = divmod(q - (kw - 1), sw)
+        if r >= kh - 1 and q >= kw - 1 and not i_rem and not j_rem and i < ho and j < wo:
+            return dz_maps.cell(a, o, i, j)
+        return "0"
+
+    dhat = sheet.computed(
+        None,
+        f"δ̂ = ∂L/∂z dilated by s = ({sh}, {sw}) and zero-padded by k − 1 = ({kh - 1}, {kw - 1}): "
+        "what the full correlation slides over (not a term)",
+        "backward",
+        shapes["dhat"],
+        dhat_body,
+        ("n", "o"),
+    )
+    sheet.top += 1
+
+    def dw_body(o: int, c: int, u: int, v: int) -> str:
+        g = o // o_g
+        rows, cols = (ho - 1) * sh + 1, (wo - 1) * sw + 1
+        if sh == 1 and sw == 1:  # δ itself, against x̃ shifted by the tap (u, v)
+            return _sum(
+                [
+                    f"SUMPRODUCT({dz_maps.window(a, o, 0, 0, ho, wo)},"
+                    f"{xp_maps.window(a, g * c_g + c, u, v, ho, wo)})"
+                    for a in range(n)
+                ]
+            )
+        return _sum(  # the stride-dilated δ (the core of δ̂) against the same span of x̃
+            [
+                f"SUMPRODUCT({dhat.window(a, o, kh - 1, kw - 1, rows, cols)},"
+                f"{xp_maps.window(a, g * c_g + c, u, v, rows, cols)})"
+                for a in range(n)
+            ]
+        )
+
+    dw_maps = sheet.computed(
+        f"{name}.dL_dW",
+        "∂L/∂W[o,c,u,v] = Σ_n SUMPRODUCT(∂L/∂z[n,o], x̃[n,c] shifted by (u, v)): a sum over the "
+        "windows of δ × the pixel tap (u, v) saw",
+        "backward",
+        shapes["W"],
+        dw_body,
+        ("o", "c"),
+    )
+    sheet.top += 1
+    db_maps: Maps | None = None
+    if conv.bias:
+        db_maps = sheet.computed(
+            f"{name}.dL_db",
+            "∂L/∂b[o] = Σ_n SUM(∂L/∂z[n,o])",
+            "backward",
+            (1, 1, 1, c_out),
+            lambda _a, _b, _h, o: _sum([f"SUM({dz_maps.window(a, o, 0, 0, ho, wo)})" for a in range(n)]),
+            ("", ""),
+        )
+        sheet.top += 1
+
+    rot = sheet.computed(
+        None,
+        "rot180(W)[o,c,u,v] = W[o,c,kH−1−u,kW−1−v]: the flipped kernel (not a term)",
+        "backward",
+        shapes["W"],
+        lambda o, c, u, v: w_maps.cell(o, c, kh - 1 - u, kw - 1 - v),
+        ("o", "c"),
+    )
+    sheet.top += 1
+
+    def dx_body(a: int, c: int, hh: int, ww: int) -> str:
+        g, local = divmod(c, c_g)
+        return _sum(
+            [
+                f"SUMPRODUCT({dhat.window(a, o, hh + ph, ww + pw, kh, kw)},"
+                f"{rot.window(o, local, 0, 0, kh, kw)})"
+                for o in range(g * o_g, (g + 1) * o_g)
+            ]
+        )
+
+    sheet.computed(
+        "input.dL_dx",
+        "∂L/∂x[n,c,h,w] = Σ_o SUMPRODUCT(δ̂[n,o] window at (h + p, w + p), rot180(W)[o,c]): the full "
+        "correlation with the flipped kernel, padding cropped",
+        "backward",
+        shapes["x"],
+        dx_body,
+        ("n", "c"),
+    )
+    sheet.top += 1
+
+    # --- update ---
+    if rule is not None:
+        sheet.computed(
+            f"{name}.W_next",
+            rule.equation,
+            "update",
+            shapes["W"],
+            lambda o, c, u, v: (
+                rule.build(w_maps.cell(o, c, u, v), dw_maps.cell(o, c, u, v), hyper, {}, str(step)).next
+            ),
+            ("o", "c"),
+        )
+        sheet.top += 1
+        if b_maps is not None and db_maps is not None:
+            bias_maps, grad_b = b_maps, db_maps
+            sheet.computed(
+                f"{name}.b_next",
+                rule.equation,
+                "update",
+                (1, 1, 1, c_out),
+                lambda _a, _b, _h, o: (
+                    rule.build(bias_maps.cell(0, 0, 0, o), grad_b.cell(0, 0, 0, o), hyper, {}, str(step)).next
+                ),
+                ("", ""),
+            )
+    else:
+        sheet.note("The update of this optimizer is on the Trace sheet (no live formula for it here).")
+    return grid
