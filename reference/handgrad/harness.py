@@ -20,28 +20,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from handgrad.tolerance import TOLERANCES, Tolerance, tolerance_for  # noqa: F401 (re-exported)
 from handgrad.trace import StepTrace, Term
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    rtol: float
-    atol: float
-
-    def describe(self) -> str:
-        return f"atol {self.atol:.0e} + rtol {self.rtol:.0e}·|torch|"
-
-
-# float64: both sides round differently (BLAS order, fused ops) but only at the last bits; over
-# thousands of lock-step steps the drift stays near 1e-14. float32 is looser by its epsilon.
-TOLERANCES: dict[str, Tolerance] = {
-    "float64": Tolerance(rtol=1e-10, atol=1e-12),
-    "float32": Tolerance(rtol=1e-4, atol=1e-5),
-}
-
-
-def tolerance_for(dtype: str) -> Tolerance:
-    return TOLERANCES[str(np.dtype(dtype))]
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from handgrad.spec import SpecError
+from handgrad.tolerance import tolerance_for
 from handgrad.trace import StepTrace
 
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
@@ -44,9 +45,6 @@ PARAM_TERMS = ("dL_dW_ih", "dL_dW_hh", "dL_db_ih", "dL_db_hh")
 PARAM_SYMBOLS = ("∂L/∂W_ih", "∂L/∂W_hh", "∂L/∂b_ih", "∂L/∂b_hh")
 SOURCE_NN = "torch.nn"
 SOURCE_OPS = "torch-ops"
-
-# (rtol, atol) for the agreement of the two torch references: same dtype, different op order.
-AGREEMENT_TOLERANCE = {torch.float64: (1e-10, 1e-12), torch.float32: (1e-4, 1e-5)}
 
 
 class ReferenceMismatch(AssertionError):
@@ -324,7 +322,8 @@ def _np(tensor: torch.Tensor) -> np.ndarray:
 
 def check_agreement(fused: FusedResult, ops: OpsResult, dtype: torch.dtype = torch.float64) -> None:
     """Raise :class:`ReferenceMismatch` unless torch-ops matches torch.nn on all it exposes."""
-    rtol, atol = AGREEMENT_TOLERANCE[dtype]
+    tol = tolerance_for(dtype)  # the project's one table (same dtype, different op order)
+    rtol, atol = tol.rtol, tol.atol
     pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [
         ("output", fused.output, _np(ops.output)),
         ("h_n", fused.h_n, _np(ops.h_n)),

@@ -1,0 +1,385 @@
+r"""The hand side of a recurrent model: recurrent layer(s), a Dense head, a loss, clipping, an
+optimizer; one training step emits every term. Pure NumPy; never imports torch.
+
+The model (torch's modules in brackets):
+
+    h_t^{(l)}  = cell(h_{t-1}^{(l)}, x_t^{(l)})         l = 1..L   [nn.RNN / nn.GRU / nn.LSTM]
+    many-to-one:   z = W_y h_n^{(L)} + b_y   ŷ = act(z)             [nn.Linear, activation]
+    many-to-many:  z_t = W_y h_t^{(L)} + b_y   ŷ_t = act(z_t)        at every step t
+
+``h_n`` is each sequence's state at its *own* last step (``lengths``), as torch's packed
+sequences give it. The loss is the foundation's (``handgrad.hand.losses``):
+
+    many-to-one:   L = loss(ŷ, y) over the N sequences of the batch
+    many-to-many:  L = loss(ŷ_valid, y_valid) over the valid steps only,
+
+where ``valid`` are the (t, b) with t ≤ lengths[b]: padded steps are not in the loss at all, so a
+``mean`` reduction divides by the number of *real* steps times the output size,
+``n = O · Σ_b lengths[b]``, not by ``O·N·T``. (The twin does the same through torch modules:
+``loss_module(ŷ[mask], y[mask])`` with a boolean mask.)
+
+Backward: the loss gradient flows into the head (∂L/∂ŷ, ∂L/∂z, ∂L/∂W_y, ∂L/∂b_y, ∂L/∂x of the
+head = W_yᵀ ∂L/∂z), then into the recurrent stack as ∂L/∂h_n of the top layer (many-to-one) or as
+∂L/∂output at every valid step (many-to-many), then BPTT (``handgrad.hand.recurrent``).
+
+Optional gradient clipping between backward and the update, as the optimizer spec says
+(``Optimizer.clip``): by norm as ``torch.nn.utils.clip_grad_norm_`` (every gradient multiplied by
+``min(max_norm / (‖g‖ + 1e-6), 1)``) or by value as ``clip_grad_value_`` (``handgrad.hand.clip``).
+A learning-rate schedule (``Optimizer.schedule``) steps after each update, as torch's schedulers.
+
+Terms, in computation order (``<rec>`` is ``rnn``, ``gru`` or ``lstm``; ``dense1`` the head):
+
+    forward   <rec>1.<gates>[t], <rec>1.h[t], ..., <rec>1.h_n, (<rec>L ...)
+              dense1.z, dense1.a                    (many-to-one)
+              dense1.z[t], dense1.a[t]  t = 1..T     (many-to-many; rows active at t)
+    loss      loss.L
+    backward  dense1.dL_da, dense1.dL_dz, dense1.dL_dW, dense1.dL_db, dense1.dL_dx  (many-to-one)
+              dense1.dL_da[t], dense1.dL_dz[t], dense1.dL_dx[t]  t = T..1 (∂L/∂x_y: at the head's
+              input h_t, before the part carried back from t + 1), then
+              dense1.dL_dW, dense1.dL_db                                          (many-to-many)
+              <rec>L...<rec>1 BPTT terms (see handgrad.hand.recurrent)
+    update    clip.total_norm (clipping by norm), <layer>.dL_d<p>_clipped ... (with clipping)
+              <param>_next ..., then the optimizer's state terms (and its lr in force)
+
+Parameters are named ``<rec><l>.W_ih``, ``.W_hh``, ``.b_ih``, ``.b_hh`` (torch's
+``weight_ih_l{l-1}`` ...) and ``dense1.W``, ``dense1.b`` (the head's ``weight``, ``bias``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from handgrad.hand import activations, dense, losses, optim, recurrent
+from handgrad.spec import ACTIVATIONS, Loss, Optimizer, SpecError, require_choice, require_int
+from handgrad.trace import StepTrace
+
+HEADS = ("many-to-one", "many-to-many")
+# the command line's names for the cells -> handgrad.hand.recurrent's names (torch's modes)
+CELL_NAMES = {"rnn": "rnn_tanh", "rnn-relu": "rnn_relu", "gru": "gru", "lstm": "lstm"}
+HEAD = "dense1"
+SHORT_NAMES = ("W_ih", "W_hh", "b_ih", "b_hh")  # <rec><l>.<short> <-> torch's <base>_l{l-1}
+_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def sub(t: int) -> str:
+    """``3 -> '₃'``: the time step as a subscript."""
+    return str(t).translate(_SUB)
+
+
+@dataclass(frozen=True)
+class RecurrentModel:
+    """A stack of ``num_layers`` recurrent layers of one ``cell`` and a Dense head.
+
+    ``cell``: ``rnn_tanh``, ``rnn_relu``, ``gru``, ``lstm`` (the command line's ``rnn``,
+    ``rnn-relu`` are accepted); ``head``: ``many-to-one`` (the last state → Dense) or
+    ``many-to-many`` (a Dense at every step); ``output_activation`` follows the head's Dense;
+    ``batch_first``: the layout of x and of the output, as torch's flag (the data is the same).
+    """
+
+    cell: str
+    input_size: int
+    hidden_size: int
+    num_layers: int = 1
+    output_size: int = 1
+    head: str = "many-to-one"
+    output_activation: str = "sigmoid"
+    batch_first: bool = False
+    slope: float = 0.01
+
+    def __post_init__(self) -> None:
+        cell = CELL_NAMES.get(self.cell, self.cell)
+        require_choice("cell", cell, recurrent.CELLS)
+        object.__setattr__(self, "cell", cell)
+        require_int("input_size", self.input_size, 1)
+        require_int("hidden", self.hidden_size, 1)
+        require_int("layers", self.num_layers, 1)
+        require_int("output_size", self.output_size, 1)
+        require_choice("head", self.head, HEADS)
+        require_choice("output_activation", self.output_activation, ACTIVATIONS)
+
+    @property
+    def prefix(self) -> str:
+        return recurrent.PREFIX[self.cell]
+
+    @property
+    def gates(self) -> int:
+        return len(recurrent.GATES[self.cell])
+
+    def layer_name(self, layer: int) -> str:
+        """``lstm1`` for layer 0."""
+        return recurrent.term_prefix(self.cell, layer)
+
+
+def param_table(model: RecurrentModel) -> list[tuple[str, tuple[int, ...], str]]:
+    """Every parameter as (hand name, shape, symbol), in the twin's ``parameters()`` order."""
+    G, H = model.gates, model.hidden_size
+    table: list[tuple[str, tuple[int, ...], str]] = []
+    for layer in range(model.num_layers):
+        n_in = model.input_size if layer == 0 else H
+        shapes = ((G * H, n_in), (G * H, H), (G * H,), (G * H,))
+        for short, shape in zip(SHORT_NAMES, shapes, strict=True):
+            table.append(
+                (f"{model.layer_name(layer)}.{short}", shape, recurrent.term_symbol(short, layer + 1))
+            )
+    table.append((f"{HEAD}.W", (model.output_size, H), "W_y"))
+    table.append((f"{HEAD}.b", (model.output_size,), "b_y"))
+    return table
+
+
+def torch_names(model: RecurrentModel) -> dict[str, str]:
+    """Hand name → the twin's parameter name (``lstm1.W_ih`` → ``rnn.weight_ih_l0``)."""
+    names = {}
+    for layer in range(model.num_layers):
+        for short, base in zip(SHORT_NAMES, recurrent.PARAM_NAMES, strict=True):
+            names[f"{model.layer_name(layer)}.{short}"] = f"rnn.{base}_l{layer}"
+    names[f"{HEAD}.W"] = "head.weight"
+    names[f"{HEAD}.b"] = "head.bias"
+    return names
+
+
+def init_params(model: RecurrentModel, seed: int) -> dict[str, np.ndarray]:
+    """Seeded draw from torch's default families: every recurrent weight and bias from
+    U(−1/√H, 1/√H) (``nn.RNNBase.reset_parameters``), the head from U(−1/√H, 1/√H) (``nn.Linear``
+    with fan-in H). Other numbers than torch's (another generator), the same distribution."""
+    rng = np.random.default_rng(seed)
+    bound = 1.0 / np.sqrt(model.hidden_size)
+    return {name: rng.uniform(-bound, bound, size=shape) for name, shape, _ in param_table(model)}
+
+
+@dataclass(frozen=True, eq=False)
+class SequenceData:
+    """A padded batch of sequences: ``x`` (S, T, I) stored sequence-major whatever the model's
+    layout, ``lengths`` (S,) in 1..T, targets ``y`` (S, O) for many-to-one or (S, T, O) for
+    many-to-many (values at padded steps are ignored). ``packed``: the lengths reach both sides
+    (the twin packs, the hand masks); False only when every length is T (a plain padded batch)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    lengths: np.ndarray
+    packed: bool = True
+    source: str = "built-in"
+
+    def __post_init__(self) -> None:
+        x = np.asarray(self.x, dtype=np.float64)
+        if x.ndim != 3 or 0 in x.shape:
+            raise SpecError(
+                "data.x", f"expected a non-empty (sequences, length, inputs) array, got {x.shape}"
+            )
+        if not np.all(np.isfinite(x)):
+            raise SpecError("data.x", "expected finite numbers, found NaN or inf")
+        S, T, _ = x.shape
+        lengths = check_lengths(self.lengths, S, T)
+        if not self.packed and np.any(lengths != T):
+            raise SpecError("lengths", f"unpacked data needs every length equal to {T}")
+        y = np.asarray(self.y, dtype=np.float64)
+        if y.ndim not in (2, 3) or y.shape[0] != S or (y.ndim == 3 and y.shape[1] != T) or 0 in y.shape:
+            raise SpecError(
+                "data.y", f"expected ({S}, outputs) or ({S}, {T}, outputs) targets, got shape {y.shape}"
+            )
+        if not np.all(np.isfinite(y)):
+            raise SpecError("data.y", "expected finite numbers, found NaN or inf")
+        object.__setattr__(self, "x", x)
+        object.__setattr__(self, "y", y)
+        object.__setattr__(self, "lengths", lengths)
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def steps(self) -> int:
+        return int(self.x.shape[1])
+
+
+def check_lengths(lengths: object, sequences: int, steps: int) -> np.ndarray:
+    """``lengths`` as int64 (S,), every one in 1..T, or a SpecError naming ``lengths``."""
+    array = np.asarray(lengths)
+    if array.ndim != 1 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        raise SpecError("lengths", f"expected {sequences} integers (one per sequence), got {lengths!r}")
+    if array.shape[0] != sequences:
+        raise SpecError("lengths", f"expected {sequences} lengths (one per sequence), got {array.shape[0]}")
+    bad = [int(v) for v in array if not 1 <= v <= steps]
+    if bad:
+        raise SpecError("lengths", f"expected every length in 1..{steps} (the padded length), got {bad[0]}")
+    return array.astype(np.int64)
+
+
+def check_targets(model: RecurrentModel, loss: Loss, data: SequenceData) -> str:
+    """Refuse data the model and loss cannot take, naming the field; return the loss's target form
+    (``value``, or ``index`` / ``probability`` for the class losses: see ``Loss.target_form``)."""
+    if data.x.shape[2] != model.input_size:
+        raise SpecError("data.x", f"expected {model.input_size} inputs per step, got {data.x.shape[2]}")
+    want = 2 if model.head == "many-to-one" else 3
+    if data.y.ndim != want:
+        shape = "(sequences, outputs)" if want == 2 else "(sequences, length, outputs)"
+        raise SpecError("data.y", f"a {model.head} head needs targets {shape}, got shape {data.y.shape}")
+    if loss.reduction == "none":
+        raise SpecError("reduction", "a recurrent run takes mean or sum (the loss must be one number)")
+    valid = data.y if want == 2 else data.y[np.arange(data.steps)[None, :] < data.lengths[:, None]]
+    return loss.check_targets(valid, model.output_size)
+
+
+def recurrent_params(model: RecurrentModel, params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The recurrent layers' parameters under torch's names (``weight_ih_l0`` ...)."""
+    return {
+        f"{base}_l{layer}": params[f"{model.layer_name(layer)}.{short}"]
+        for layer in range(model.num_layers)
+        for short, base in zip(SHORT_NAMES, recurrent.PARAM_NAMES, strict=True)
+    }
+
+
+class Batch:
+    """What step k feeds both sides: the rows ``rows`` of the data, in the model's layout."""
+
+    def __init__(
+        self,
+        model: RecurrentModel,
+        data: SequenceData,
+        rows: np.ndarray,
+        h0: np.ndarray | None,
+        c0: np.ndarray | None,
+    ) -> None:
+        x = data.x[rows]  # N,T,I
+        self.x = x if model.batch_first else np.ascontiguousarray(x.transpose(1, 0, 2))
+        self.lengths = data.lengths[rows] if data.packed else None
+        self.active = np.arange(data.steps)[:, None] < data.lengths[rows][None, :]  # T,N
+        y = data.y[rows]  # N,O or N,T,O
+        self.y = y if y.ndim == 2 else y.transpose(1, 0, 2)  # N,O or T,N,O (time-major)
+        self.h0 = None if h0 is None else h0[:, rows]  # L,N,H
+        self.c0 = None if c0 is None else c0[:, rows]  # L,N,H
+
+
+class HandRecurrent:
+    """The hand side of a recurrent run: its own parameters, stepped by hand-derived NumPy."""
+
+    def __init__(
+        self,
+        model: RecurrentModel,
+        loss: Loss,
+        optimizer: Optimizer,
+        params: dict[str, np.ndarray],
+        data: SequenceData,
+        batches: list[np.ndarray],
+        *,
+        h0: np.ndarray | None = None,
+        c0: np.ndarray | None = None,
+    ) -> None:
+        check_targets(model, loss, data)
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.data = data
+        self.batches = batches
+        self.h0, self.c0 = h0, c0
+        self.table = param_table(model)
+        self.symbols = {name: symbol for name, _, symbol in self.table}
+        self._params = {name: np.array(params[name], dtype=np.float64) for name, _, _ in self.table}
+        self.state = optim.init_state(optimizer, self._params)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return dict(self._params)
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        self._params = {name: np.asarray(params[name], dtype=np.float64) for name, _, _ in self.table}
+
+    def step(self, step: int) -> StepTrace:
+        """Run training step ``step`` (1-based) and return its terms."""
+        model, trace = self.model, StepTrace(step)
+        batch = Batch(model, self.data, self.batches[step - 1], self.h0, self.c0)
+        out, cache = recurrent.forward(
+            batch.x,
+            recurrent_params(model, self._params),
+            cell=model.cell,
+            lengths=batch.lengths,
+            h0=batch.h0,
+            c0=batch.c0,
+            batch_first=model.batch_first,
+        )
+        for layer in range(model.num_layers):
+            recurrent.add_forward_terms(trace, cache, layer)
+
+        head = {"W": self._params[f"{HEAD}.W"], "b": self._params[f"{HEAD}.b"]}
+        act, slope = model.output_activation, model.slope
+        active = batch.active  # T,N
+        if model.head == "many-to-one":
+            z, dense_cache = dense.forward(out.h_n[-1], head)  # N,O   z = W_y h_n + b_y
+            yhat, act_cache = activations.forward(act, z, slope)  # N,O
+            trace.add(f"{HEAD}.z", "z_y", "forward", z)
+            trace.add(f"{HEAD}.a", "ŷ", "forward", yhat)
+            L, loss_cache = losses.forward(self.loss, yhat, batch.y)
+        else:
+            output = out.output.transpose(1, 0, 2) if model.batch_first else out.output  # T,N,H
+            T, N, H = output.shape
+            z, dense_cache = dense.forward(output.reshape(T * N, H), head)  # T·N,O
+            yhat, act_cache = activations.forward(act, z, slope)  # T·N,O
+            z3, yhat3 = z.reshape(T, N, -1), yhat.reshape(T, N, -1)  # T,N,O
+            for t in range(1, T + 1):
+                m = active[t - 1]
+                if m.any():
+                    trace.add(f"{HEAD}.z[{t}]", f"z_y{sub(t)}", "forward", z3[t - 1][m])
+                    trace.add(f"{HEAD}.a[{t}]", f"ŷ{sub(t)}", "forward", yhat3[t - 1][m])
+            # NOTE: only the valid steps enter the loss: a mean divides by O · Σ lengths
+            L, loss_cache = losses.forward(self.loss, yhat3[active], batch.y[active])  # n_valid,O
+        trace.add("loss.L", "L", "loss", L)
+
+        dyhat = losses.backward(self.loss, loss_cache)  # ∂L/∂ŷ, like ŷ (or its valid rows)
+        if model.head == "many-to-one":
+            trace.add(f"{HEAD}.dL_da", "∂L/∂ŷ", "backward", dyhat)
+            dz = activations.backward(act, dyhat, act_cache)  # N,O   ∂L/∂z = ∂L/∂ŷ ⊙ act′(z)
+            trace.add(f"{HEAD}.dL_dz", "∂L/∂z_y", "backward", dz)
+            dx_head, head_grads = dense.backward(dz, dense_cache)  # N,H   ∂L/∂h_n = W_yᵀ ∂L/∂z
+            trace.add(f"{HEAD}.dL_dW", "∂L/∂W_y", "backward", head_grads["W"])
+            trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", head_grads["b"])
+            trace.add(f"{HEAD}.dL_dx", "∂L/∂h_n", "backward", dx_head)
+            dh_n = np.zeros((model.num_layers, *dx_head.shape))  # L,N,H
+            dh_n[-1] = dx_head  # only the top layer's h_n feeds the head
+            upstream = (np.zeros_like(out.output), dh_n, None)
+        else:
+            dyhat3 = np.zeros_like(yhat3)  # T,N,O   padded steps are not in the loss: 0
+            dyhat3[active] = dyhat
+            dz = activations.backward(act, dyhat3.reshape(T * N, -1), act_cache)  # T·N,O
+            dx_head, head_grads = dense.backward(dz, dense_cache)  # T·N,H   ∂L/∂h_t = W_yᵀ ∂L/∂z_t
+            dz3, dx3 = dz.reshape(T, N, -1), dx_head.reshape(T, N, H)
+            for t in range(T, 0, -1):
+                m = active[t - 1]
+                if m.any():
+                    trace.add(f"{HEAD}.dL_da[{t}]", f"∂L/∂ŷ{sub(t)}", "backward", dyhat3[t - 1][m])
+                    trace.add(f"{HEAD}.dL_dz[{t}]", f"∂L/∂z_y{sub(t)}", "backward", dz3[t - 1][m])
+                    trace.add(f"{HEAD}.dL_dx[{t}]", f"∂L/∂x_y{sub(t)}", "backward", dx3[t - 1][m])
+            trace.add(f"{HEAD}.dL_dW", "∂L/∂W_y", "backward", head_grads["W"])
+            trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", head_grads["b"])
+            upstream = (dx3.transpose(1, 0, 2) if model.batch_first else dx3, None, None)
+
+        seq_grads, rec_grads = recurrent.backward(upstream, cache)
+        for layer in reversed(range(model.num_layers)):
+            recurrent.add_backward_terms(trace, cache, seq_grads, layer)
+
+        grads = {
+            f"{model.layer_name(layer)}.{short}": rec_grads[f"{base}_l{layer}"]
+            for layer in range(model.num_layers)
+            for short, base in zip(SHORT_NAMES, recurrent.PARAM_NAMES, strict=True)
+        }
+        grads[f"{HEAD}.W"], grads[f"{HEAD}.b"] = head_grads["W"], head_grads["b"]
+        if self.optimizer.clip is not None:
+            grads, norm = optim.clip_gradients(self.optimizer, grads)
+            if norm is not None:
+                trace.add("clip.total_norm", "‖∂L/∂θ‖", "update", np.asarray(norm))
+            for name, value in grads.items():
+                layer, short = name.split(".")
+                trace.add(f"{layer}.dL_d{short}_clipped", f"clip(∂L/∂{self.symbols[name]})", "update", value)
+
+        self._params, self.state = optim.step(self.optimizer, self._params, grads, self.state)
+        for name, value in self._params.items():
+            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
+        kind = self.optimizer.kind
+        for key, symbol in optim.state_keys(self.optimizer):
+            for name in self._params:
+                trace.add(
+                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]
+                )
+        for key, symbol, value in optim.scalar_state(self.optimizer, self.state):
+            trace.add(f"{kind}.{key}", symbol, "state", value)
+        self.state = optim.schedule_step(self.optimizer, self.state)  # the lr of the next step
+        return trace
