@@ -1,3 +1,18 @@
 """handgrad: backprop by hand, checked by PyTorch, laid out in a spreadsheet."""
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["__version__", "check_layer"]
+
+
+def check_layer(*args: Any, **kwargs: Any) -> Any:
+    """Check a hand-written layer against a torch module; see :func:`handgrad.layercheck.check_layer`.
+
+    Imported lazily so that ``import handgrad`` (and the hand side) never pulls in torch.
+    """
+    from handgrad.layercheck import check_layer as check
+
+    return check(*args, **kwargs)

@@ -1,0 +1,155 @@
+r"""``handgrad gradcheck``: the hand pass checked by finite differences, with no torch involved.
+
+For training step k of a hand side (``HandNetwork``, ``HandRecurrent``, ``HandMultitask``) at its
+current parameters, :func:`gradcheck_problem` returns ``(loss, point, gradients)`` for
+:func:`handgrad.oracle.check_gradients`:
+
+* ``point``: every parameter by its full name (``dense1.W``) and the step's input batch as
+  ``input.x``;
+* ``loss(point)``: L of step k's batch at those parameters and that input — the hand side's own
+  forward and loss, run on a shallow copy so that the side itself is left untouched;
+* ``gradients``: the hand side's analytic ∂L/∂θ (the ``<layer>.dL_d<param>`` terms of step k)
+  and ∂L/∂x (``input.dL_dx``, or the first recurrent layer's ``dL_dx``).
+
+The oracle then compares each by central differences (element by element up to 64 elements,
+along 6 seeded random directions above; h = 6e-6·max(1, |θ|), the float64 cube-root balance of
+truncation and rounding error; tolerance 1e-7 + 1e-5·|g|: see :mod:`handgrad.oracle`).
+``--steps k`` trains k − 1 steps by hand first, then checks step k.
+
+This module imports no torch; only building a built-in scenario does (its twin), which the CLI
+needs to parse the scenario's options.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from handgrad.oracle import OracleCheck, check_gradients
+
+INPUT = "input.x"
+# Scenarios whose input sits, by design, where L is not differentiable in x: the check of ∂L/∂x is
+# left out there (with this reason printed) rather than reported as a mismatch.
+NON_DIFFERENTIABLE_INPUT = {
+    "alexnet-mini": "the bars images put max-pool windows on exact ties (tested on purpose), where "
+    "L has no derivative in x; the parameters are still checked",
+}
+
+
+def _grad_term(name: str) -> str:
+    layer, short = name.split(".", 1)
+    return f"{layer}.dL_d{short}"
+
+
+def _input_of(hand: Any, step: int) -> tuple[np.ndarray, Callable[[Any, np.ndarray], None], str] | None:
+    """(x of step k's batch, how to put a changed x into a copy of the side, its gradient's term)."""
+    rows = np.asarray(hand.batches[step - 1])
+    if len(np.unique(rows)) != len(rows):  # a row twice in one batch: x is not one variable per row
+        return None
+    if hasattr(hand, "x"):
+
+        def put(side: Any, x: np.ndarray) -> None:
+            side.x = side.x.copy()
+            side.x[rows] = x
+
+        return np.array(hand.x[rows], dtype=np.float64), put, "input.dL_dx"
+    data = getattr(hand, "data", None)
+    if data is not None and hasattr(data, "x"):
+
+        def put_sequence(side: Any, x: np.ndarray) -> None:
+            full = np.array(side.data.x, dtype=np.float64)
+            full[rows] = x
+            side.data = dataclasses.replace(side.data, x=full)
+
+        first = next(iter(hand.params())).split(".", 1)[0]
+        return np.array(data.x[rows], dtype=np.float64), put_sequence, f"{first}.dL_dx"
+    return None
+
+
+def gradcheck_problem(
+    hand: Any, step: int = 1, *, with_input: bool = True
+) -> tuple[Callable[[dict[str, np.ndarray]], float], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """``(loss, point, gradients)`` of training step ``step`` at the side's current parameters."""
+    names = list(hand.params())
+    taken = _input_of(hand, step) if with_input else None
+
+    def trace_at(point: dict[str, np.ndarray]) -> Any:
+        side = copy.copy(hand)  # shallow: step() rebinds its attributes, never writes into arrays
+        side.diagnostics = False
+        side.load_params({name: point[name] for name in names})
+        if taken is not None and INPUT in point:
+            taken[1](side, point[INPUT])
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return side.step(step)
+
+    point = {name: np.array(value, dtype=np.float64) for name, value in hand.params().items()}
+    if taken is not None:
+        point[INPUT] = taken[0]
+    trace = trace_at(point)
+    gradients = {name: np.array(trace.value(_grad_term(name)), dtype=np.float64) for name in names}
+    if taken is not None and taken[2] in trace:
+        dx = np.array(trace.value(taken[2]), dtype=np.float64)
+        model = getattr(hand, "model", None)
+        if dx.ndim == 3 and not getattr(model, "batch_first", True):  # time-major (T,N,I) -> (N,T,I)
+            dx = dx.transpose(1, 0, 2)
+        gradients[INPUT] = dx
+    else:
+        point.pop(INPUT, None)
+
+    def loss(at: dict[str, np.ndarray]) -> float:
+        return float(trace_at(at).value("loss.L"))
+
+    return loss, point, gradients
+
+
+def gradcheck_side(hand: Any, step: int = 1, *, seed: int = 0, with_input: bool = True) -> list[OracleCheck]:
+    """Train ``step − 1`` steps by hand, then check step ``step`` by finite differences."""
+    for earlier in range(1, step):
+        hand.step(earlier)
+    loss, point, gradients = gradcheck_problem(hand, step, with_input=with_input)
+    return check_gradients(loss, point, gradients, seed=seed)
+
+
+def command(name: str, argv: list[str]) -> int:
+    """``handgrad gradcheck SCENARIO [options]``: exit 0 when every gradient agrees, 1 otherwise."""
+    from handgrad.cli import ArgumentParser
+    from handgrad.scenarios import SCENARIOS
+    from handgrad.spec import require_int
+
+    scenario = SCENARIOS[name]
+    parser = ArgumentParser(
+        prog=f"handgrad gradcheck {name}",
+        description=f"finite-difference check of the hand pass of {name} (no torch in the check)",
+    )
+    scenario.add_arguments(parser)
+    parser.add_argument("--at-step", type=int, default=1, help="check training step K (default 1)")
+    parser.add_argument("--no-input", action="store_true", help="check the parameters only, not ∂L/∂x")
+    parser.add_argument("--fd-seed", type=int, default=0, help="seed of the random directions")
+    args = parser.parse_args(argv)
+    at = require_int("at_step", args.at_step, 1)
+    args.steps = max(getattr(args, "steps", 1), at)
+    if getattr(args, "dtype", "float64") != "float64":
+        from handgrad.spec import SpecError
+
+        raise SpecError("dtype", "gradcheck runs in float64 only (the oracle's step size assumes it)")
+    hand = scenario.build(args).hand
+    reason = NON_DIFFERENTIABLE_INPUT.get(name)
+    with_input = not args.no_input and reason is None
+    checks = gradcheck_side(hand, at, seed=args.fd_seed, with_input=with_input)
+    for check in checks:
+        print(("ok   " if check.ok else "FAIL ") + check.message())
+    if reason is not None and not args.no_input:
+        print(f"input.x not checked: {reason}")
+    failing = [check for check in checks if not check.ok]
+    verdict = (
+        f"all {len(checks)} gradients agree with central finite differences at step {at}"
+        if not failing
+        else f"MISMATCH: {len(failing)} of {len(checks)} gradients disagree with finite differences; "
+        f"first: {failing[0].message()}"
+    )
+    print(f"{name} gradcheck: {verdict}")
+    return 0 if not failing else 1
