@@ -106,7 +106,7 @@ class TwinMultitask:
         y = self.y[rows]
         y1, y2 = y[:, : self.spec.outputs], y[:, self.spec.outputs :]
 
-        self.optimizer.zero_grad(set_to_none=True)
+        optim.zero_grad(self.optimizer)
         z_t, a_t, z_1, z_2 = self.module(x)
         L1 = self.loss1(z_1, y1)
         L2 = self.loss2(z_2, y2)
@@ -152,7 +152,7 @@ class TwinMultitask:
                     _numpy(param.grad),
                     "torch.nn.utils",
                 )
-        self.optimizer.step()
+        optim.step(self.optimizer)
         for name, value in self.params().items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind

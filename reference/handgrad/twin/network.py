@@ -283,7 +283,7 @@ class TwinNetwork:
         x = self.x[rows].clone().requires_grad_(True)
         y = self.y[rows]
 
-        self.optimizer.zero_grad(set_to_none=True)
+        optim.zero_grad(self.optimizer)
         self._outputs = []
         self._load_masks(step)
         yhat = self.model(x)
@@ -321,7 +321,7 @@ class TwinNetwork:
             for name, value in self._read_params(lambda param: param.grad).items():
                 trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", value, "torch.nn.utils")
         params_before = self.params() if self.diagnostics else {}  # for the diagnostics' ‖ΔW‖
-        self.optimizer.step()
+        optim.step(self.optimizer)
         for name, value in self.params().items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind

@@ -13,12 +13,14 @@ import numpy as np
 import torch
 
 from handgrad.spec import Optimizer
+from handgrad.twin import eager
 
 
 def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
     o = spec.options
     if spec.kind == "sgd":
-        return torch.optim.SGD(
+        return eager.make_optimizer(
+            torch.optim.SGD,
             params,
             lr=spec.lr,
             momentum=o["momentum"],
@@ -29,7 +31,8 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
         )
     if spec.kind in ("adam", "adamw"):
         cls = torch.optim.Adam if spec.kind == "adam" else torch.optim.AdamW
-        return cls(
+        return eager.make_optimizer(
+            cls,
             params,
             lr=spec.lr,
             betas=tuple(o["betas"]),
@@ -39,7 +42,8 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             maximize=o["maximize"],
         )
     if spec.kind == "rmsprop":
-        return torch.optim.RMSprop(
+        return eager.make_optimizer(
+            torch.optim.RMSprop,
             params,
             lr=spec.lr,
             alpha=o["alpha"],
@@ -50,7 +54,8 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             maximize=o["maximize"],
         )
     if spec.kind == "adagrad":
-        return torch.optim.Adagrad(
+        return eager.make_optimizer(
+            torch.optim.Adagrad,
             params,
             lr=spec.lr,
             lr_decay=o["lr_decay"],
@@ -60,6 +65,16 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             maximize=o["maximize"],
         )
     raise ValueError(f"unknown optimizer {spec.kind!r}")
+
+
+def step(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.step()``, torch's own arithmetic, without importing the compiler (see eager.py)."""
+    eager.optimizer_step(optimizer)
+
+
+def zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """``optimizer.zero_grad(set_to_none=True)``, without importing the compiler."""
+    eager.zero_grad(optimizer, set_to_none=True)
 
 
 def build_scheduler(
@@ -72,11 +87,15 @@ def build_scheduler(
     from torch.optim import lr_scheduler
 
     if schedule.kind == "step":
-        return lr_scheduler.StepLR(optimizer, step_size=schedule.step_size, gamma=schedule.gamma)
+        return eager.make_scheduler(
+            lr_scheduler.StepLR, optimizer, step_size=schedule.step_size, gamma=schedule.gamma
+        )
     if schedule.kind == "exponential":
-        return lr_scheduler.ExponentialLR(optimizer, gamma=schedule.gamma)
+        return eager.make_scheduler(lr_scheduler.ExponentialLR, optimizer, gamma=schedule.gamma)
     if schedule.kind == "cosine":
-        return lr_scheduler.CosineAnnealingLR(optimizer, T_max=schedule.t_max, eta_min=schedule.eta_min)
+        return eager.make_scheduler(
+            lr_scheduler.CosineAnnealingLR, optimizer, T_max=schedule.t_max, eta_min=schedule.eta_min
+        )
     raise ValueError(f"unknown schedule {schedule.kind!r}")
 
 

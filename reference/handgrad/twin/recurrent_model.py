@@ -138,7 +138,7 @@ class TwinRecurrent:
             key[len("rnn.") :]: _numpy(p) for key, p in net.named_parameters() if key.startswith("rnn.")
         }
 
-        self.optimizer.zero_grad(set_to_none=True)
+        optim.zero_grad(self.optimizer)
         x = self._tensor(batch.x, requires_grad=True)
         h0 = None if batch.h0 is None else self._tensor(batch.h0, requires_grad=True)
         c0 = None if batch.c0 is None else self._tensor(batch.c0, requires_grad=True)
@@ -251,7 +251,7 @@ class TwinRecurrent:
                     SOURCE_CLIP,
                 )
 
-        self.optimizer.step()
+        optim.step(self.optimizer)
         for name, value in self.params().items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind
