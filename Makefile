@@ -14,7 +14,7 @@ $(BIN)/handgrad: pyproject.toml constraints.txt
 
 demo: $(BIN)/handgrad
 	mkdir -p out
-	$(BIN)/handgrad compare xor --steps 1000 --json out/xor.json
+	$(BIN)/handgrad compare xor --steps 1000 --json out/xor.json --xlsx out/xor.xlsx
 
 test: $(BIN)/handgrad
 	$(BIN)/python -m pytest -q

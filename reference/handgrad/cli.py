@@ -15,7 +15,7 @@ from handgrad import harness
 from handgrad.atomic import atomic_write_bytes, check_output_path
 from handgrad.harness import Report
 from handgrad.scenarios import SCENARIOS
-from handgrad.spec import SpecError
+from handgrad.spec import SpecError, require_int
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -36,6 +36,20 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
         "--resync", action="store_true", help="copy the hand weights into torch before each step"
     )
     parser.add_argument("--quiet", action="store_true", help="print the verdict line only")
+    parser.add_argument("--xlsx", metavar="FILE", help="write the workbook (live formulas, every term)")
+    parser.add_argument(
+        "--walkthrough",
+        metavar="STEPS",
+        default="1",
+        help="steps the workbook shows as live formulas, e.g. 1,50,1000 (default 1)",
+    )
+    parser.add_argument(
+        "--live-steps",
+        metavar="N",
+        type=int,
+        default=1000,
+        help="steps of the Training sheet written as live formulas (default 1000)",
+    )
 
 
 def scenario_parser(name: str) -> ArgumentParser:
@@ -85,8 +99,30 @@ def compare(name: str, argv: Sequence[str]) -> int:
     args = scenario_parser(name).parse_args(list(argv))
     if args.json:
         check_output_path("--json", args.json)
+    workbook = None
+    if args.xlsx:
+        from handgrad.workbook.writer import WorkbookWriter, parse_walkthrough
+        from handgrad.workbook.xlsx import EXCEL_MAX_ROWS
+
+        check_output_path("--xlsx", args.xlsx)
+        walkthrough = parse_walkthrough(args.walkthrough)
+        require_int("live_steps", args.live_steps, 1)
+        if args.live_steps >= EXCEL_MAX_ROWS - 10:
+            raise SpecError("live_steps", f"expected at most {EXCEL_MAX_ROWS - 11:,} (Excel's row limit)")
     experiment = SCENARIOS[name].build(args)
-    report = harness.run(experiment, resync=args.resync, progress=_Progress(name))
+    if args.xlsx:
+        late = [step for step in walkthrough if step > experiment.steps]
+        if late:
+            raise SpecError("walkthrough", f"step {late[0]} is past the last step ({experiment.steps})")
+        workbook = WorkbookWriter(experiment, walkthrough_steps=walkthrough, live_steps=args.live_steps)
+    try:
+        observers = [workbook.observe] if workbook else []
+        report = harness.run(experiment, resync=args.resync, observers=observers, progress=_Progress(name))
+        if workbook:  # written even when the run stopped early: it holds the steps run
+            workbook.write(args.xlsx, report)
+    finally:
+        if workbook:
+            workbook.close()
     if args.json:
         _write_json(args.json, report)
     if not args.quiet:
@@ -119,7 +155,8 @@ def list_scenarios() -> int:
 
 USAGE = """usage: handgrad compare SCENARIO [options]   compare hand vs torch (SCENARIO 'all' runs every one)
        handgrad compare SCENARIO --help          the options of a scenario
-       handgrad list                             the built-in scenarios"""
+       handgrad list                             the built-in scenarios
+       handgrad gradcheck SCENARIO [options]     finite-difference check of the hand pass (no torch)"""
 
 
 def dispatch(argv: Sequence[str]) -> int:
@@ -131,6 +168,13 @@ def dispatch(argv: Sequence[str]) -> int:
     command, rest = argv[0], list(argv[1:])
     if command == "list":
         return list_scenarios()
+    if command == "gradcheck":  # the torch-free oracle: handgrad/gradcheck.py
+        if not rest or rest[0].startswith("-") or rest[0] not in SCENARIOS:
+            got = f" (got {rest[0]!r})" if rest and not rest[0].startswith("-") else ""
+            raise SpecError("scenario", f"expected one of {', '.join(SCENARIOS)}{got}")
+        from handgrad.gradcheck import command as gradcheck_command
+
+        return gradcheck_command(rest[0], rest[1:])
     if command == "compare":
         if not rest or rest[0].startswith("-"):
             raise SpecError("scenario", f"expected one of {', '.join(SCENARIOS)} or all")

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from openpyxl.utils import get_column_letter
 
 
@@ -50,6 +49,9 @@ class Grid:
     defined_names: dict[str, str] = field(default_factory=dict)  # name -> range on this sheet
     freeze: str | None = None  # e.g. "B2"
     hidden: bool = False
+    # (row, col) of a formula cell -> (step, term name, flat index into the term's value): what the
+    # cell computes, so that a recomputed sheet can be checked against the hand side's numbers
+    checks: dict[tuple[int, int], tuple[int, str, int]] = field(default_factory=dict)
 
     def set(
         self, row: int, col: int, value: object, style: str | None = None, number_format: str | None = None
@@ -61,7 +63,12 @@ class Grid:
         self.cells[(row, col)] = Cell(str(value), style, None, is_text=True)
 
     def block(
-        self, top: int, left: int, values: np.ndarray, style: str | None = None, number_format: str | None = None
+        self,
+        top: int,
+        left: int,
+        values: np.ndarray,
+        style: str | None = None,
+        number_format: str | None = None,
     ) -> str:
         """Write a 2-D block of plain numbers (1-D becomes a column); return its absolute range."""
         array = np.asarray(values, dtype=float)
@@ -74,6 +81,11 @@ class Grid:
     def name(self, name: str, top: int, left: int, rows: int = 1, cols: int = 1) -> None:
         """Give a block a defined name; names must never read as cell addresses (``W_1``, not ``W1``)."""
         self.defined_names[name] = area(top, left, rows, cols, absolute=True)
+
+    def check(self, row: int, col: int, step: int, term: str, index: int) -> None:
+        """Record that the formula at (row, col) computes element ``index`` (flat, C order) of
+        ``term`` at ``step``."""
+        self.checks[(row, col)] = (int(step), str(term), int(index))
 
     @property
     def max_row(self) -> int:

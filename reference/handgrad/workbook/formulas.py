@@ -1,0 +1,370 @@
+r"""Excel formula builders for the live sheets (Walkthrough, Training).
+
+Each builder takes cell references (``"C7"``, ``"$C$7"``, a range or a defined name such as
+``W_1``) and returns the body of a formula without its leading ``=``; :func:`formula` adds the
+``=`` and enforces Excel's limit of 8,192 characters. The element-wise formulas are written in
+the operation order of the NumPy code they mirror (``handgrad.hand``), so a spreadsheet agrees with
+the hand side to the last bits or nearly so (sums and matrix products may add in another order):
+
+- activations (:func:`activation`) and their derivatives (:func:`times_derivative`), with torch's
+  choice at the kinks: relu′(0) = 0, leaky′(0) = s;
+- the sigmoid written so that a large negative z never asks for ``EXP`` of a large positive
+  number (no ``#NUM!``): ``IF(z>=0, 1/(1+EXP(-z)), EXP(z)/(1+EXP(z)))``;
+- losses (:func:`mse_loss`, :func:`bce_element`, :func:`bce_loss`) and their gradient
+  (:func:`loss_gradient`): the mean is over the N·out elements of ŷ, as ``nn.MSELoss``; binary
+  cross-entropy clamps each log at −100 and the gradient's denominator at 1e-12, as
+  ``nn.BCELoss``;
+- optimizer updates keyed by optimizer kind (:data:`UPDATE_RULES`, :func:`update_rule`): SGD as
+  torch writes it (momentum and dampening, Nesterov, weight decay, maximize), its momentum buffer
+  as state that each step reads from the step before; a learning-rate schedule and gradient
+  clipping have no live formulas yet (the sheets refuse them, naming why).
+
+Only functions of the Excel 2007 era are used (``MMULT``, ``TRANSPOSE``, ``SUMXMY2``, ``INDEX``,
+``IF``, ``MAX``, ``EXP``, ``LN``, ``TANH``, ``SUM``, ``ABS``).
+
+NOTE: LibreOffice rounds a difference of two numbers that agree to about 15 digits to exactly 0
+(``rtl::math::approxSub``). Where NumPy keeps ~1e-16 the sheet shows 0; the absolute error stays
+below 1e-15 of the operands, far inside the comparison tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from handgrad.spec import Loss, Optimizer, SpecError
+
+MAX_FORMULA_CHARS = 8192  # Excel's limit on the length of a formula's text
+BCE_LOG_FLOOR = -100  # nn.BCELoss clamps each log at −100
+BCE_GRAD_EPS = "1e-12"  # ... and the gradient's denominator p(1−p) at 1e-12
+
+
+class TooLarge(SpecError):
+    """A live sheet would break one of Excel's limits (formula length, columns, rows)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("workbook", message)
+
+
+def formula(body: str) -> str:
+    """``'A1+B1' -> '=A1+B1'``; raise :class:`TooLarge` when Excel could not hold the formula."""
+    text = body if body.startswith("=") else "=" + body
+    if len(text) > MAX_FORMULA_CHARS:
+        raise TooLarge(
+            f"a live formula would be {len(text):,} characters long; Excel allows {MAX_FORMULA_CHARS:,} "
+            f"(the layer or the batch is too wide for a live sheet; begins {text[:60]!r})",
+        )
+    return text
+
+
+def number(value: float) -> str:
+    """A float as a formula literal that reads back to the same double (``repr``)."""
+    value = float(value)
+    if not math.isfinite(value):
+        raise SpecError("workbook", f"cannot write the non-finite number {value} into a formula")
+    text = repr(value)
+    return text[:-2] if text.endswith(".0") else text
+
+
+# --- sums and products ------------------------------------------------------------------------
+
+
+def mmult(left: str, right: str) -> str:
+    return f"MMULT({left},{right})"
+
+
+def transpose(block: str) -> str:
+    return f"TRANSPOSE({block})"
+
+
+def dot(pairs: Sequence[tuple[str, str]]) -> str:
+    """``Σ aᵢ·bᵢ`` written out left to right (the order a naive matrix product sums in)."""
+    if not pairs:
+        return "0"
+    return "+".join(f"{a}*{b}" for a, b in pairs)
+
+
+def total(terms: Sequence[str]) -> str:
+    """``a+b+c`` left to right; ``0`` for nothing."""
+    return "+".join(terms) if terms else "0"
+
+
+def absolute_difference(hand: str, torch: str) -> str:
+    return f"ABS({hand}-{torch})"
+
+
+# --- activations ------------------------------------------------------------------------------
+
+
+def sigmoid(z: str) -> str:
+    """σ(z), taking EXP only of −|z| so that no z gives #NUM! (as the hand side's ``sigmoid``)."""
+    return f"IF({z}>=0,1/(1+EXP(-{z})),EXP({z})/(1+EXP({z})))"
+
+
+def activation(kind: str, z: str, slope: float = 0.01) -> str:
+    """a = f(z) for one cell."""
+    if kind == "sigmoid":
+        return sigmoid(z)
+    if kind == "tanh":
+        return f"TANH({z})"
+    if kind == "relu":
+        return f"MAX({z},0)"
+    if kind == "leaky_relu":
+        return f"IF({z}>0,{z},{z}*{number(slope)})"
+    if kind == "identity":
+        return z
+    raise SpecError("activation", f"no live formula for activation {kind!r}")
+
+
+def derivative(kind: str, z: str, a: str, slope: float = 0.01) -> str:
+    """f′(z) for one cell, from the output a where that is exact (σ, tanh), else from z."""
+    if kind == "sigmoid":
+        return f"{a}*(1-{a})"  # σ'(z) = a(1 − a)
+    if kind == "tanh":
+        return f"1-{a}*{a}"  # tanh'(z) = 1 − a²
+    if kind == "relu":
+        return f"IF({z}>0,1,0)"  # NOTE: relu'(0) = 0, as torch
+    if kind == "leaky_relu":
+        return f"IF({z}>0,1,{number(slope)})"  # NOTE: leaky'(0) = s, as torch
+    if kind == "identity":
+        return "1"
+    raise SpecError("activation", f"no live formula for activation {kind!r}")
+
+
+def times_derivative(kind: str, upstream: str, z: str, a: str, slope: float = 0.01) -> str:
+    """∂L/∂z = ∂L/∂a ⊙ f′(z) for one cell."""
+    if kind == "identity":
+        return upstream  # ∂L/∂a · 1
+    return f"{upstream}*({derivative(kind, z, a, slope)})"
+
+
+ACTIVATION_EQUATIONS: dict[str, tuple[str, str]] = {
+    # kind: (a = f(z), f′(z))
+    "sigmoid": ("σ(z) = 1/(1+e^(−z))", "σ′(z) = a(1−a)"),
+    "tanh": ("tanh(z)", "tanh′(z) = 1−a²"),
+    "relu": ("max(z, 0)", "relu′(z) = [z > 0]  (0 at z = 0, as torch)"),
+    "leaky_relu": ("z if z > 0 else s·z", "leaky′(z) = 1 if z > 0 else s  (s at z = 0, as torch)"),
+    "identity": ("z", "1"),
+}
+
+
+# --- losses -------------------------------------------------------------------------------------
+
+LIVE_LOSSES = ("mse", "bce")
+LIVE_REDUCTIONS = ("mean", "sum")
+
+
+def check_loss(spec: Loss) -> None:
+    """Refuse a loss the live sheets have no formulas for."""
+    if spec.kind not in LIVE_LOSSES:
+        raise SpecError("loss", f"no live spreadsheet formulas for loss {spec.kind!r} yet (have: mse, bce)")
+    if spec.reduction not in LIVE_REDUCTIONS:
+        raise SpecError(
+            "reduction", f"no live spreadsheet formulas for reduction {spec.reduction!r} (have: mean, sum)"
+        )
+
+
+def mse_loss(spec: Loss, pairs: Sequence[tuple[str, str]], count: int) -> str:
+    """L = Σ(ŷ − y)²/n (mean; n = N·out, the elements of ŷ) or Σ(ŷ − y)² (sum), ×½ with half,
+    over ``pairs`` of (ŷ range, y range) of equal shape. Written as the hand side: the reduction
+    first, then ½."""
+    squares = "+".join(f"SUMXMY2({yhat},{y})" for yhat, y in pairs)
+    if spec.reduction == "mean":
+        reduced = f"({squares})/{count}" if len(pairs) > 1 else f"{squares}/{count}"
+    else:
+        reduced = squares
+    if spec.half:
+        return f"0.5*({reduced})" if ("+" in reduced or "/" in reduced) else f"0.5*{reduced}"
+    return reduced
+
+
+def bce_element(y: str, p: str) -> str:
+    """ℓ = −[y·ln p + (1−y)·ln(1−p)] of one element, written as torch: (y−1)·ln(1−p) − y·ln p,
+    each log clamped at −100 (and ``LN(0)`` never asked)."""
+    floor = BCE_LOG_FLOOR
+    log_p = f"IF({p}>0,MAX(LN({p}),{floor}),{floor})"
+    log_1mp = f"IF(1-{p}>0,MAX(LN(1-{p}),{floor}),{floor})"
+    return f"({y}-1)*{log_1mp}-{y}*{log_p}"
+
+
+def bce_loss(spec: Loss, elements: Sequence[str], count: int) -> str:
+    """L = Σℓ/n (mean) or Σℓ (sum) from the cells or ranges holding ℓ (see :func:`bce_element`)."""
+    summed = f"SUM({','.join(elements)})"
+    return f"{summed}/{count}" if spec.reduction == "mean" else summed
+
+
+def loss_gradient(spec: Loss, yhat: str, y: str, count: int) -> str:
+    """∂L/∂ŷ of one element: (2/n)(ŷ − y) for mse (×½ with half; 2(ŷ − y) for sum), and
+    (ŷ − y)/max((1 − ŷ)ŷ, 1e-12) (/n for mean) for bce."""
+    if spec.kind == "mse":
+        if spec.reduction == "mean":
+            factor = f"1/{count}" if spec.half else f"2/{count}"  # (2/n)·½ = 1/n exactly
+        else:
+            factor = "" if spec.half else "2"
+        return f"{factor}*({yhat}-{y})" if factor else f"{yhat}-{y}"
+    if spec.kind == "bce":
+        ratio = f"({yhat}-{y})/MAX((1-{yhat})*{yhat},{BCE_GRAD_EPS})"
+        return f"{ratio}/{count}" if spec.reduction == "mean" else ratio
+    raise SpecError("loss", f"no live formula for loss {spec.kind!r}")
+
+
+def loss_equations(spec: Loss) -> tuple[str, str]:
+    """(L = ..., ∂L/∂ŷ = ...) as the sheets print them; n counts the elements of ŷ (N·out)."""
+    mean = spec.reduction == "mean"
+    if spec.kind == "bce":
+        return (
+            f"L = {'(1/n)·' if mean else ''}Σ ℓ,  ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)]  "
+            "(each ln clamped at −100, as nn.BCELoss)",
+            f"∂L/∂ŷ = (ŷ−y) / max((1−ŷ)ŷ, 10⁻¹²){' / n' if mean else ''}",
+        )
+    if mean:
+        c, g = ("½·(1/n)·", "(1/n)·") if spec.half else ("(1/n)·", "(2/n)·")
+    else:
+        c, g = ("½·", "") if spec.half else ("", "2·")
+    return f"L = {c}Σ(ŷ−y)²", f"∂L/∂ŷ = {g}(ŷ−y)"
+
+
+# --- optimizer updates ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyper-parameter shown as an input cell: ``key`` (the spec's name), the defined name the
+    formulas use (never a cell address: ``eta``, ``momentum``), its symbol and value."""
+
+    key: str
+    name: str
+    symbol: str
+    value: float
+
+
+@dataclass(frozen=True)
+class UpdateFormulas:
+    """One parameter element's update: its new state (torch's state key -> formula body, in
+    :attr:`UpdateRule.state_keys` order) and the updated parameter's formula body."""
+
+    state: dict[str, str]
+    next: str
+
+
+class UpdateBuild(Protocol):
+    def __call__(
+        self,
+        param: str,
+        grad: str,
+        hyper: Mapping[str, str],
+        previous: Mapping[str, str | None],
+        step: str,
+        state: Mapping[str, str] | None = None,
+    ) -> UpdateFormulas: ...
+
+
+@dataclass(frozen=True)
+class UpdateRule:
+    """How one optimizer (its kind and options) is written as live formulas, element by element.
+
+    ``hyper(spec)`` lists the hyper-parameters that become input cells (defined names).
+    ``state_keys(spec)`` lists the per-parameter state as torch's ``optimizer.state`` keys with
+    symbols (the hand side's ``optim.state_keys``): the sheets give each its own block or columns.
+    ``build(param, grad, hyper, previous, step, state=None)`` returns the new state and the updated
+    parameter of one element: ``param`` and ``grad`` are references to the element, ``hyper`` maps
+    each hyper key to its defined name, ``previous[key]`` is a reference to the state before the
+    step (``None`` at the first step, where torch creates the state), ``step`` a reference to (or
+    literal of) the 1-based step count t, for bias corrections, and ``state[key]`` the cell that
+    will hold the new state, for the update to read (without it the update writes the state's
+    formula out again). ``scalars(hyper, step)`` gives the optimizer's scalar state terms (the hand
+    side's ``optim.scalar_state``: t, the lr in force) as (key, formula body), in its order.
+
+    An optimizer kind maps to a factory ``spec -> UpdateRule`` in :data:`UPDATE_RULES`; to add
+    Adam, AdamW or RMSprop write its factory in the operation order of the hand side's
+    ``optim`` rule (e.g. Adam: ``exp_avg``, ``exp_avg_sq``, then the update reading both and t),
+    and register it: the Walkthrough and Training sheets lay out whatever state it names.
+    """
+
+    kind: str
+    hyper: Callable[[Optimizer], list[Hyper]]
+    state_keys: Callable[[Optimizer], list[tuple[str, str]]]
+    build: UpdateBuild
+    scalars: Callable[[Mapping[str, str], str], list[tuple[str, str]]]
+    equation: str
+
+
+def _sgd(spec: Optimizer) -> UpdateRule:
+    """``torch.optim.SGD`` as ``_single_tensor_sgd`` (and the hand side's ``optim.sgd``)::
+
+    g ← −g (maximize);  g ← g + λθ (weight decay)
+    b ← g at t = 1, else b ← μb + (1 − τ)g;  g ← g + μb (nesterov) or g ← b   (momentum μ > 0)
+    θ′ = θ − η·g   (torch: θ + (−η)·g, the same number)
+    """
+    o = spec.options
+    momentum, decay = o.get("momentum", 0.0) != 0, o.get("weight_decay", 0.0) != 0
+    nesterov, maximize = bool(o.get("nesterov")), bool(o.get("maximize"))
+
+    def hyper(spec: Optimizer) -> list[Hyper]:
+        found = [Hyper("lr", "eta", "η", spec.lr)]
+        if momentum:
+            found += [
+                Hyper("momentum", "momentum", "μ", float(spec.options["momentum"])),
+                Hyper("dampening", "dampening", "τ", float(spec.options["dampening"])),
+            ]
+        if decay:
+            found.append(Hyper("weight_decay", "weight_decay", "λ", float(spec.options["weight_decay"])))
+        return found
+
+    def build(
+        param: str,
+        grad: str,
+        hyper: Mapping[str, str],
+        previous: Mapping[str, str | None],
+        step: str,
+        state: Mapping[str, str] | None = None,
+    ) -> UpdateFormulas:
+        g = f"(-{grad})" if maximize else grad  # g ← −g
+        if decay:
+            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        if not momentum:
+            return UpdateFormulas({}, f"{param}-{hyper['lr']}*{g}")  # θ − η·g (= θ + (−η)·g exactly)
+        before = previous.get("momentum_buffer")
+        # NOTE: the first step copies g whole (no dampening), as torch creates the buffer
+        buffer = g if before is None else f"{before}*{hyper['momentum']}+(1-{hyper['dampening']})*{g}"
+        b = state["momentum_buffer"] if state is not None else f"({buffer})"
+        step_direction = f"({g}+{hyper['momentum']}*{b})" if nesterov else b
+        return UpdateFormulas({"momentum_buffer": buffer}, f"{param}-{hyper['lr']}*{step_direction}")
+
+    if momentum:
+        equation = "b = μb + (1−τ)g (b = g at t = 1), θ′ = θ − η·" + ("(g + μb)" if nesterov else "b")
+    else:
+        equation = "θ′ = θ − η·g"
+    if decay or maximize:
+        equation += ", g = " + ("−" if maximize else "") + "∂L/∂θ" + (" + λθ" if decay else "")
+    else:
+        equation += ", g = ∂L/∂θ"
+    return UpdateRule(
+        kind="sgd",
+        hyper=hyper,
+        state_keys=lambda spec: [("momentum_buffer", "b")] if momentum else [],
+        build=build,
+        scalars=lambda hyper, step: [("lr", hyper["lr"])],  # the lr in force: η (no schedule)
+        equation=equation,
+    )
+
+
+UPDATE_RULES: dict[str, Callable[[Optimizer], UpdateRule]] = {"sgd": _sgd}
+
+
+def update_rule(spec: Optimizer) -> UpdateRule:
+    """The live update of an optimizer, or a SpecError saying what has no live formulas yet."""
+    factory = UPDATE_RULES.get(spec.kind)
+    if factory is None:
+        raise SpecError(
+            "optimizer",
+            f"no live spreadsheet formulas for optimizer {spec.kind!r} yet (have: {', '.join(UPDATE_RULES)})",
+        )
+    schedule = getattr(spec, "schedule", None)
+    if schedule is not None and getattr(schedule, "kind", "none") != "none":
+        raise SpecError("schedule", "no live spreadsheet formulas for a learning-rate schedule yet")
+    if getattr(spec, "clip", None) is not None:
+        raise SpecError("clip", "no live spreadsheet formulas for gradient clipping yet")
+    return factory(spec)

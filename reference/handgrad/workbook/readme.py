@@ -1,0 +1,189 @@
+"""The Read me sheet: how to read each sheet, the colour legend, the conventions, how to recompute."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from handgrad.harness import Experiment, Report
+from handgrad.workbook.grid import Grid
+from handgrad.workbook.styles import COLOURS
+
+TITLE = "Read me"
+
+
+@dataclass(frozen=True)
+class WorkbookFacts:
+    """What the writer knows about the sheets it wrote, for the Read me to state."""
+
+    walkthrough_sheets: list[str] = field(default_factory=list)
+    training_sheet: str | None = None
+    live_note: str | None = None  # why no live-formula sheet was written, when none was
+    live_steps: int = 1000
+    trace_sheets: list[str] = field(default_factory=list)
+    trace_rows: int = 0
+    rows_per_sheet: int = 1_048_576
+    chart_stride: int = 1
+    checks: int = 0
+
+
+LEGEND = [
+    ("input", "input: a plain number you may edit (x, y, initial weights, η); every formula reads it"),
+    ("forward", "forward pass: z = W·a + b, a = f(z)"),
+    ("loss", "loss: L and what feeds it"),
+    ("backward", "backward pass: ∂L/∂(…), the gradients"),
+    ("update", "update: the new weights W − η·∂L/∂W"),
+    ("state", "optimizer state (momentum buffers, Adam moments)"),
+    ("torch", "torch: the numbers PyTorch computed for the same term (plain numbers, not formulas)"),
+    ("delta", "|Δ|: |hand − torch|, computed by formula from the two blocks beside it"),
+]
+
+
+def _conventions(config: dict[str, object]) -> list[str]:
+    lines = [
+        "Weights are (out, in) and z = W·x + b, as torch.nn.Linear; a row of the data is one sample.",
+        "ReLU′(0) = 0 and LeakyReLU′(0) = slope, as torch.",
+        "Sigmoid is written IF(z>=0, 1/(1+EXP(-z)), EXP(z)/(1+EXP(z))) so a large negative z gives no #NUM!.",
+    ]
+    loss, reduction, half = config.get("loss"), config.get("reduction"), config.get("half")
+    if loss == "mse":
+        if reduction == "mean":
+            text = "Loss: mean squared error over every element of ŷ, as nn.MSELoss (reduction='mean')"
+        else:
+            text = "Loss: summed squared error, as nn.MSELoss(reduction='sum')"
+        if half:
+            text += ", times ½ (the textbook ½·Σ(ŷ−y)²; torch's loss is scaled by 0.5 to match)"
+        lines.append(text + ".")
+    elif loss == "bce":
+        lines.append(
+            f"Loss: binary cross-entropy as nn.BCELoss: each log clamped at −100, reduction '{reduction}'."
+        )
+    if config.get("fold_bias"):
+        lines.append(
+            "Folded bias: W̃ = [W | b] multiplies the augmented input [x; 1]; W̃[:, :-1] is torch's "
+            "weight and W̃[:, -1] its bias (see Parameters)."
+        )
+    mode = config.get("mode")
+    if mode == "online":
+        lines.append("Online training: one row of the data per step, cycling through the rows.")
+    elif mode == "batch":
+        lines.append("Batch training: every row of the data at every step.")
+    elif mode == "minibatch":
+        lines.append(f"Minibatch training: {config.get('batch_size')} rows per step.")
+    if config.get("optimizer") == "sgd":
+        lines.append("Update: plain SGD, W′ = W − η·∂L/∂W, as torch.optim.SGD.")
+    return lines
+
+
+def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) -> Grid:
+    grid = Grid(TITLE)
+    grid.widths.update({1: 24, 2: 110})
+    row = 1
+    grid.set(row, 1, "Read me: how to read this workbook", "title")
+    row += 2
+
+    def line(label: str, text: str, style: str | None = None) -> None:
+        nonlocal row
+        grid.text(row, 1, label, style or "label")
+        grid.text(row, 2, text, "text")
+        row += 1
+
+    grid.set(row, 1, "The sheets", "subtitle")
+    row += 1
+    line(
+        "Summary",
+        "The verdict, the run's configuration, library versions, each term's worst |Δ| and rel "
+        "error over the run against its tolerance, the first divergence, and two charts (loss per step, "
+        "gradient norm per layer).",
+    )
+    walk = ", ".join(facts.walkthrough_sheets) or f"(none written: {facts.live_note})"
+    line(
+        "Walkthrough",
+        f"Sheets {walk}: one training step as live formulas, block by block in computation "
+        "order (forward, loss, backward, update), each block titled with its symbol and equation. "
+        "Beside each hand block: torch's numbers for the same term and a |Δ| block. Edit an input cell "
+        "(yellow) and the whole step recomputes.",
+    )
+    if facts.training_sheet:
+        cap = (
+            f"Only the first {facts.live_steps} steps are live (option --live-steps); "
+            "the Trace holds every step."
+            if report.steps_run > facts.live_steps
+            else "Every step of the run is live."
+        )
+        line(
+            "Training",
+            "One row per step; every term is a formula reading the previous row's updated "
+            f"weights, so editing an initial weight or η recomputes the whole run. {cap}",
+        )
+    else:
+        line("Training", "Not written for this run" + (f": {facts.live_note}." if facts.live_note else "."))
+    trace = ", ".join(facts.trace_sheets)
+    split = (
+        f" An Excel sheet holds {facts.rows_per_sheet:,} rows, so the Trace continues on {trace}: each with "
+        "its own header and filters, rows in order."
+        if len(facts.trace_sheets) > 1
+        else f" When a run has more rows than one sheet holds ({facts.rows_per_sheet:,}), the Trace "
+        "continues on 'Trace 2', 'Trace 3', ..."
+    )
+    line(
+        "Trace",
+        f"Every element of every term of every step ({facts.trace_rows:,} rows): step, phase, layer, "
+        "term, index (C order, [row,col]), hand and torch (all 17 digits), |Δ| and rel = |Δ|/|torch| (6 "
+        "digits; rel empty where torch is 0), ok (|Δ| ≤ atol + rtol·|torch|, on the exact numbers). "
+        "An Excel table: use the header's filters, e.g. ok = FAIL." + split,
+    )
+    line(
+        "Parameters",
+        "Initial and final weights of both sides with their |Δ|, and the torch state_dict "
+        "key each hand parameter maps onto.",
+    )
+    line(
+        "Chart data",
+        "Hidden: the numbers the Summary charts draw"
+        + ("." if facts.chart_stride == 1 else f" (every {facts.chart_stride}th step, and the last)."),
+    )
+    line(
+        "Checks",
+        f"Hidden: what each of the {facts.checks:,} live formula cells computes, so scripts/recalc.py can "
+        "compare a recomputed workbook with the hand side's numbers on the Trace. One row per run of cells "
+        "down a column: rows 'first row'..'last row' compute element 'index' (flat, C order) of 'term' at "
+        "steps 'step', 'step'+1, ...",
+    )
+    row += 1
+
+    grid.set(row, 1, "Colours", "subtitle")
+    row += 1
+    for key, text in LEGEND:
+        colour = COLOURS.get(key, ("", ""))[0]
+        grid.text(row, 1, f"{key} ({colour})" if colour else key, key)
+        grid.text(row, 2, text, "text")
+        row += 1
+    row += 1
+
+    grid.set(row, 1, "Conventions in use", "subtitle")
+    row += 1
+    for text in _conventions(report.config):
+        grid.text(row, 2, text, "text")
+        row += 1
+    grid.text(row, 2, f"Comparison: |hand − torch| ≤ {report.tolerance.describe()} ({report.dtype}).", "text")
+    row += 2
+
+    grid.set(row, 1, "How to recompute", "subtitle")
+    row += 1
+    line(
+        "Excel",
+        "Formulas recompute when an input changes (Formulas > Calculation Options > Automatic); "
+        "Ctrl+Alt+F9 recomputes everything.",
+    )
+    line(
+        "LibreOffice",
+        "Data > Calculate > Recalculate Hard (Ctrl+Shift+F9). When asked on opening whether "
+        "to recalculate, say yes.",
+    )
+    line(
+        "Check",
+        "python scripts/recalc.py WORKBOOK.xlsx recomputes the file in headless LibreOffice and "
+        "compares every live formula with the hand side's number (exit 1 on any difference).",
+    )
+    line("Regenerate", "handgrad compare xor --xlsx FILE (options as in the Summary's run configuration).")
+    return grid

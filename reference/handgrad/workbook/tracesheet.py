@@ -1,0 +1,203 @@
+"""The Trace sheet: every element of every term of every step, one row each, streamed.
+
+Columns: step, phase, layer, term, index, hand, torch, |Δ|, rel, ok. ``rel`` is |Δ|/|torch| of
+that element (empty where torch is 0 and |Δ| is not); ``ok`` applies the harness's element-wise
+rule |Δ| ≤ atol + rtol·|torch|. The rows go to :class:`SheetData` as each step runs, so a long
+run holds no more in memory than a short one. An Excel sheet holds 1,048,576 rows: when one would
+pass it, the Trace goes on onto "Trace 2", "Trace 3", ... (each with its own header and table).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+from openpyxl.workbook import Workbook
+from openpyxl.worksheet.filters import AutoFilter
+from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
+
+from handgrad.harness import Tolerance
+from handgrad.trace import StepTrace
+from handgrad.workbook.xlsx import EXCEL_MAX_ROWS, SharedStrings, SheetData, non_finite_text
+
+COLUMNS = ("step", "phase", "layer", "term", "index", "hand", "torch", "|Δ|", "rel", "ok")
+WIDTHS = (7, 10, 10, 18, 9, 24, 24, 11, 11, 6)
+TITLE = "Trace"
+# hand and torch with 17 significant digits (every bit of a double); |Δ| and rel with 6 (what a
+# reader compares; ``ok`` is decided on the exact numbers)
+DIGITS = (".17g", ".17g", ".6g", ".6g")
+
+
+def sheet_title(number: int) -> str:
+    return TITLE if number == 1 else f"{TITLE} {number}"
+
+
+def _index_texts(shape: tuple[int, ...]) -> list[str]:
+    """``[0,1]``-style element labels in C order; '' for a scalar."""
+    if not shape:
+        return [""]
+    return ["[" + ",".join(map(str, index)) + "]" for index in np.ndindex(*shape)]
+
+
+class TraceSheets:
+    """Streams Trace rows into as many sheets as Excel's row limit needs.
+
+    ``new_sheet(title)`` creates a worksheet in the workbook (the caller orders sheets at the
+    end); ``rows_per_sheet`` is Excel's limit, lowered only by tests.
+    """
+
+    def __init__(
+        self,
+        workbook: Workbook,
+        tolerance: Tolerance,
+        *,
+        strings: SharedStrings,
+        rows_per_sheet: int = EXCEL_MAX_ROWS,
+        new_sheet: Callable[[str], object] | None = None,
+    ) -> None:
+        if rows_per_sheet < 2:
+            raise ValueError("a Trace sheet needs room for its header and one row")
+        self.workbook = workbook
+        self.tolerance = tolerance
+        self.strings = strings
+        self._ok, self._fail = strings.add("ok"), strings.add("FAIL")
+        self.rows_per_sheet = rows_per_sheet
+        self._new_sheet = new_sheet or (lambda title: workbook.create_sheet(title))
+        self.sheets: list[tuple[object, SheetData]] = []
+        self.rows = 0  # data rows written, all sheets together
+        self._row = 0  # last row written on the current sheet
+        self._data: SheetData | None = None
+        self._layouts: dict[tuple, tuple[list[str], list[str]]] = {}
+        self._start_sheet()
+
+    def _start_sheet(self) -> None:
+        title = sheet_title(len(self.sheets) + 1)
+        sheet = self._new_sheet(title)
+        for col, width in enumerate(WIDTHS, start=1):
+            sheet.column_dimensions[_letter(col)].width = width
+        sheet.freeze_panes = "A2"
+        data = SheetData()
+        data.add_row(1, [self.strings.cell(f"{_letter(c)}1", name) for c, name in enumerate(COLUMNS, 1)])
+        self.sheets.append((sheet, data))
+        self._data = data
+        self._row = 1
+
+    def _layout(self, hand: StepTrace) -> tuple[list[str], list[str]]:
+        """Per row of a step: a format string with the numbers as fields (fast path: all finite)
+        and one with their cells as fields (the general path). Cached: every step has the same
+        terms in the same order."""
+        key = tuple((term.name, term.phase, term.value.shape) for term in hand)
+        found = self._layouts.get(key)
+        if found is not None:
+            return found
+        fast, general = [], []
+        for name, phase, shape in key:
+            layer, _, short = name.partition(".")
+
+            def text(col: str, value: str) -> str:
+                return f'<c r="{col}{{0}}" t="s"><v>{self.strings.add(value)}</v></c>'
+
+            head = (
+                '<row r="{0}"><c r="A{0}"><v>{1}</v></c>'
+                + text("B", phase)
+                + text("C", layer)
+                + text("D", short)
+            )
+            tail = '<c r="J{0}" t="s"><v>{6}</v></c></row>'
+            for label in _index_texts(shape):
+                index = text("E", label) if label else ""
+                numbers = "".join(
+                    f'<c r="{col}{{0}}"><v>{{{k}:{digits}}}</v></c>'
+                    for k, (col, digits) in enumerate(zip("FGHI", DIGITS, strict=True), 2)
+                )
+                fast.append(head + index + numbers + tail)
+                general.append(head + index + "{2}{3}{4}{5}" + tail)
+        found = self._layouts[key] = (fast, general)
+        return found
+
+    def add_step(self, step: int, hand: StepTrace, torch: StepTrace) -> None:
+        """Write every element of every term of one step."""
+        fast, general = self._layout(hand)
+        h = np.concatenate(
+            [np.asarray(term.value, dtype=np.float64).reshape(-1) for term in hand] or [_EMPTY]
+        )
+        parts = []
+        for term in hand:
+            other = torch[term.name].value if term.name in torch else None
+            if other is None or np.shape(other) != term.value.shape:
+                parts.append(np.full(term.value.size, np.nan))
+            else:
+                parts.append(np.asarray(other, dtype=np.float64).reshape(-1))
+        t = np.concatenate(parts or [_EMPTY])
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            diff = np.abs(h - t)
+            magnitude = np.abs(t)
+            ok = np.where(diff <= self.tolerance.atol + self.tolerance.rtol * magnitude, self._ok, self._fail)
+            rel = np.where(diff == 0, 0.0, diff / magnitude)
+        n = h.size
+        if self._row + n <= self.rows_per_sheet and np.isfinite(rel).all() and np.isfinite(h).all():
+            # rel finite implies torch and |Δ| finite too
+            rows = map(str, range(self._row + 1, self._row + n + 1))
+            columns = (rows, h.tolist(), t.tolist(), diff.tolist(), rel.tolist(), ok.tolist())
+            self._data.write(  # type: ignore[union-attr]
+                "".join(
+                    template.format(r, step, a, b, c, d, o)
+                    for template, r, a, b, c, d, o in zip(fast, *columns, strict=True)
+                )
+            )
+            self._row += n
+            self.rows += n
+            self._data.last_row = self._row  # type: ignore[union-attr]
+            return
+        for template, a, b, c, d, o in zip(
+            general, h.tolist(), t.tolist(), diff.tolist(), rel.tolist(), ok.tolist(), strict=True
+        ):
+            if self._row >= self.rows_per_sheet:
+                self._start_sheet()
+            r = self._row + 1
+            cells = (
+                _number("F", r, a),
+                _number("G", r, b),
+                _number("H", r, c, DIGITS[2]),
+                _number("I", r, d, DIGITS[3]) if d != _INF else "",
+            )
+            self._data.write(template.format(r, step, *cells, o))  # type: ignore[union-attr]
+            self._row = r
+            self.rows += 1
+            self._data.last_row = r  # type: ignore[union-attr]
+
+    def finish(self) -> list[tuple[object, SheetData]]:
+        """Add the Excel table (header filters) over each sheet's rows; return (sheet, rows)."""
+        for number, (sheet, data) in enumerate(self.sheets, start=1):
+            last = data.last_row
+            if last < 2:
+                continue  # a table needs a data row
+            name = "TraceTable" if number == 1 else f"TraceTable_{number}"
+            ref = f"A1:{_letter(len(COLUMNS))}{last}"
+            table = Table(displayName=name, ref=ref, autoFilter=AutoFilter(ref=ref))  # the filter buttons
+            table.tableColumns = [TableColumn(id=i, name=title) for i, title in enumerate(COLUMNS, start=1)]
+            table.tableStyleInfo = TableStyleInfo(name="TableStyleLight9", showRowStripes=True)
+            with warnings.catch_warnings():  # openpyxl warns in write-only mode; the columns are set
+                warnings.simplefilter("ignore", UserWarning)
+                sheet.add_table(table)  # type: ignore[attr-defined]
+        return self.sheets
+
+    def close(self) -> None:
+        for _, data in self.sheets:
+            data.close()
+
+
+_INF = float("inf")
+_EMPTY = np.zeros(0)
+
+
+def _letter(col: int) -> str:
+    return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[col - 1]
+
+
+def _number(col: str, r: int, value: float, digits: str = ".17g") -> str:
+    """A number cell, or nan/inf as text."""
+    if value - value == 0:  # finite
+        return f'<c r="{col}{r}"><v>{value:{digits}}</v></c>'
+    return f'<c r="{col}{r}" t="inlineStr"><is><t>{non_finite_text(value)}</t></is></c>'

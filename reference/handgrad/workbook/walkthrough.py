@@ -1,0 +1,752 @@
+"""The Walkthrough sheets: one training step of a dense network as live formulas, block by block.
+
+Layout of one sheet (rows go down in computation order; every block has the same three columns
+of blocks, so the eye can run along a row):
+
+- a title, a note on how to use the sheet, a legend of the phase colours;
+- the inputs, plain cells a reader may edit (style ``input``): η (defined name ``eta``), the
+  step's rows x (``x_in``; with the constant column of ones when the bias is folded) and y
+  (``y_in``), each layer's weights before the step (``W_1`` with ``b_1`` as a column beside it,
+  or the folded ``Wt_1`` = [W | b]);
+- the blocks, each titled with its symbol and equation and coloured by phase: z⁽ˡ⁾ (``MMULT``
+  in an array formula, a row per sample as torch: ``MMULT(x, TRANSPOSE(W)) + TRANSPOSE(b)``),
+  a⁽ˡ⁾, L, ∂L/∂ŷ, ∂L/∂z⁽ˡ⁾, ∂L/∂W⁽ˡ⁾, ∂L/∂b⁽ˡ⁾, ∂L/∂a⁽ˡ⁻¹⁾, ∂L/∂x, the optimizer's state
+  (SGD's momentum buffer, reading the state before the step, shown as input cells) and the
+  updated weights, then its scalars (the lr in force);
+- beside every computed block torch's values for the same term (plain numbers, style
+  ``torch``) and |Δ| = |hand − torch| by formula (style ``delta``).
+
+Every formula reads from the input cells, so editing one recomputes the whole step.
+``grid.checks`` records the (step, term, flat index) each formula cell computes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from openpyxl.worksheet.formula import ArrayFormula
+
+from handgrad.hand.network import HandNetwork, param_table, sup
+from handgrad.harness import Experiment
+from handgrad.spec import Activation, Dense, Network, SpecError, Stage
+from handgrad.trace import StepTrace
+from handgrad.workbook import formulas as fx
+from handgrad.workbook.grid import Grid, address, area
+
+LEFT = 2  # the hand blocks start in column B; column A holds titles and row labels
+LEGEND = ("input", "forward", "loss", "backward", "update", "torch", "delta")
+LEGEND_TEXT = {
+    "input": "input (edit me)",
+    "forward": "forward",
+    "loss": "loss",
+    "backward": "backward",
+    "update": "update",
+    "torch": "torch's value",
+    "delta": "|Δ| by formula",
+}
+
+
+# --- what a live sheet supports -----------------------------------------------------------------
+
+
+def unsupported_reason(experiment: Experiment) -> str | None:
+    """``None`` when the live sheets can be written for this run, else why not (one line)."""
+    spec = experiment.spec
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("network"), Network):
+        return "live formulas are written for dense networks only (this run has no dense network spec)"
+    for stage in spec["network"].stages():
+        if not isinstance(stage.layer, (Dense, Activation)):
+            kind = type(stage.layer).__name__
+            return f"live formulas are written for dense networks only ({stage.name} is {kind})"
+    try:
+        fx.update_rule(spec["optimizer"])
+        fx.check_loss(spec["loss"])
+    except SpecError as error:
+        return error.message
+    if str(np.dtype(experiment.dtype)) != "float64":
+        # a spreadsheet computes in float64: its cells would differ from a float32 run's terms by
+        # float32's rounding, far above the 1e-12 every live cell is checked to
+        return f"a spreadsheet computes in float64 and this run is {experiment.dtype} (see the Trace)"
+    data = spec.get("data")
+    if data is None or np.asarray(data.x).ndim != 2:
+        return "live formulas need the run's data as rows of features"
+    return None
+
+
+def live_stages(experiment: Experiment) -> list[Stage]:
+    """The network's stages, or a SpecError when the live sheets cannot be written for it."""
+    reason = unsupported_reason(experiment)
+    if reason is not None:
+        raise SpecError("workbook", reason)
+    return experiment.spec["network"].stages()
+
+
+def output_suffix(stage: Stage) -> str:
+    return "a" if isinstance(stage.layer, Activation) else "z"
+
+
+def replay_hand(experiment: Experiment, steps: int) -> Iterable[StepTrace]:
+    """The hand side's traces of steps 1..steps again, from the run's initial weights (a fresh
+    :class:`HandNetwork`; the experiment's own sides are not touched)."""
+    spec = experiment.spec
+    data = spec["data"]
+    hand = HandNetwork(
+        spec["network"],
+        spec["loss"],
+        spec["optimizer"],
+        {name: np.array(value) for name, value in experiment.initial_params.items()},
+        data.x,
+        data.y,
+        spec["batches"],
+        experiment.dtype,
+    )
+    for step in range(1, steps + 1):
+        yield hand.step(step)
+
+
+def trace_before(
+    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
+) -> StepTrace | None:
+    """The hand trace of step − 1 (from ``captured``, else by replaying the hand side); None at
+    step 1."""
+    if step == 1:
+        return None
+    if step - 1 in captured:
+        return captured[step - 1][0]
+    trace = None
+    for trace in replay_hand(experiment, step - 1):  # noqa: B007 (the last one is wanted)
+        pass
+    return trace
+
+
+def params_before(
+    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
+) -> dict[str, np.ndarray]:
+    """The hand side's weights before ``step``: the initial ones, or the ``*_next`` of step − 1."""
+    names = [name for name, _, _ in param_table(experiment.spec["network"])]
+    previous = trace_before(experiment, step, captured)
+    if previous is None:
+        return {name: np.asarray(experiment.initial_params[name], dtype=float) for name in names}
+    return {name: np.asarray(previous.value(f"{name}_next"), dtype=float) for name in names}
+
+
+def default_steps(captured: Mapping[int, object]) -> list[int]:
+    """Walkthrough steps when none are named: step 1, and every captured k whose k − 1 is captured
+    too (the writer captures k − 1 for the weights before step k)."""
+    return [k for k in sorted(captured) if k == 1 or k - 1 in captured]
+
+
+def sheet_name(step: int) -> str:
+    return "Walkthrough" if step == 1 else f"Walkthrough {step}"
+
+
+def walkthrough_grids(
+    experiment: Experiment,
+    captured: Mapping[int, tuple[StepTrace, StepTrace]],
+    steps: Iterable[int] | None = None,
+) -> list[Grid]:
+    """One Grid per walkthrough step ("Walkthrough" for step 1, "Walkthrough 50", ...).
+
+    ``captured[k]`` is (hand trace, torch trace) of step k; ``steps`` defaults to
+    :func:`default_steps` of ``captured``.
+    """
+    live_stages(experiment)
+    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
+    return [walkthrough_grid(experiment, step, captured) for step in chosen]
+
+
+# --- one sheet --------------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    """A laid-out block of hand cells: its top-left cell and its shape."""
+
+    top: int
+    left: int
+    rows: int
+    cols: int
+
+    def cell(self, i: int, j: int, absolute: bool = False) -> str:
+        return address(self.top + i, self.left + j, absolute=absolute)
+
+    def range(self, cols: int | None = None, extra: int = 0) -> str:
+        """The block's range (``cols`` first columns only; ``extra`` more columns to the right)."""
+        width = (self.cols if cols is None else cols) + extra
+        return area(self.top, self.left, self.rows, width)
+
+
+def _as_matrix(value: np.ndarray) -> np.ndarray:
+    """A term's value as the 2-D block the sheet shows: a vector (a bias) becomes a column."""
+    array = np.asarray(value, dtype=float)
+    if array.ndim == 0:
+        return array.reshape(1, 1)
+    if array.ndim == 1:
+        return array.reshape(-1, 1)
+    return array
+
+
+class _Sheet:
+    """Builds one walkthrough Grid; ``top`` is the next free row."""
+
+    def __init__(self, grid: Grid, step: int, width: int, hand: StepTrace, torch: StepTrace | None) -> None:
+        self.grid = grid
+        self.step = step
+        self.width = width
+        self.torch_left = LEFT + width + 1
+        self.delta_left = self.torch_left + width + 1
+        self.hand = hand
+        self.torch = torch
+        self.top = 1
+
+    def title(self, text: str, style: str, torch: bool) -> None:
+        self.grid.text(self.top, 1, text, style)
+        if torch:
+            self.grid.text(self.top, self.torch_left, "torch", "torch")
+            self.grid.text(self.top, self.delta_left, "|Δ| = |hand − torch|", "delta")
+
+    def labels(self, row: int, col_labels: list[str], row_labels: list[str], rows: int, torch: bool) -> None:
+        lefts = [LEFT, self.torch_left, self.delta_left] if torch else [LEFT]
+        for left in lefts:
+            for j, label in enumerate(col_labels):
+                self.grid.text(row, left + j, label, "header")
+        for i, label in enumerate(row_labels[:rows]):
+            self.grid.text(row + 1 + i, 1, label, "header")
+
+    def inputs(self, title: str, values: np.ndarray, col_labels: list[str], row_labels: list[str]) -> Block:
+        """A block of plain input cells (editable)."""
+        matrix = _as_matrix(values)
+        self.title(title, "header", torch=False)
+        self.labels(self.top + 1, col_labels, row_labels, matrix.shape[0], torch=False)
+        block = Block(self.top + 2, LEFT, *matrix.shape)
+        self.grid.block(block.top, block.left, matrix, "input")
+        self.top = block.top + block.rows + 1
+        return block
+
+    def computed(
+        self,
+        term: str,
+        title: str,
+        phase: str,
+        cells: dict[tuple[int, int], object],
+        shape: tuple[int, int],
+        col_labels: list[str],
+        row_labels: list[str],
+        *,
+        array: str | None = None,
+        ones_column: bool = False,
+    ) -> Block:
+        """A block of formulas computing ``term`` (per cell in ``cells``, or one array formula
+        ``array`` over the block), with torch's values and |Δ| beside it."""
+        if term not in self.hand:
+            raise SpecError("workbook", f"the hand trace of step {self.step} has no term {term!r}")
+        expected = _as_matrix(self.hand.value(term)).shape
+        if expected != shape:
+            raise SpecError("workbook", f"{term}: the sheet lays out {shape}, the hand term is {expected}")
+        symbol = self.hand[term].symbol
+        has_torch = self.torch is not None and term in self.torch
+        self.title(f"{symbol} = {title}", phase, torch=has_torch)
+        labels = [*col_labels, "1"] if ones_column else col_labels
+        self.labels(self.top + 1, labels, row_labels, shape[0], torch=False)
+        if has_torch:
+            for left in (self.torch_left, self.delta_left):
+                for j, label in enumerate(col_labels):
+                    self.grid.text(self.top + 1, left + j, label, "header")
+        block = Block(self.top + 2, LEFT, *shape)
+        rows, cols = shape
+        if array is not None:
+            self.grid.set(block.top, block.left, ArrayFormula(block.range(), fx.formula(array)), phase)
+        for i in range(rows):
+            for j in range(cols):
+                row, col = block.top + i, block.left + j
+                if array is None:
+                    self.grid.set(row, col, fx.formula(str(cells[(i, j)])), phase)
+                elif (i, j) != (0, 0):
+                    self.grid.set(row, col, None, phase)
+                self.grid.check(row, col, self.step, term, i * cols + j)
+        if ones_column:
+            for i in range(rows):
+                self.grid.set(block.top + i, block.left + cols, 1.0, "note")
+        if has_torch:
+            assert self.torch is not None
+            torch_values = _as_matrix(self.torch.value(term))
+            self.grid.block(block.top, self.torch_left, torch_values, "torch")
+            for i in range(rows):
+                for j in range(cols):
+                    hand_cell = block.cell(i, j)
+                    torch_cell = address(block.top + i, self.torch_left + j)
+                    self.grid.set(
+                        block.top + i,
+                        self.delta_left + j,
+                        fx.formula(fx.absolute_difference(hand_cell, torch_cell)),
+                        "delta",
+                    )
+        self.top = block.top + rows + 1
+        return block
+
+
+def _unit_labels(count: int, prefix: str = "unit") -> list[str]:
+    return [f"{prefix} {j + 1}" for j in range(count)]
+
+
+def walkthrough_grid(
+    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
+) -> Grid:
+    """The live walkthrough of one step (``captured[step]`` = (hand trace, torch trace))."""
+    stages = live_stages(experiment)
+    if step not in captured:
+        raise SpecError("walkthrough", f"step {step} was not captured (the run has {experiment.steps} steps)")
+    hand, torch = captured[step]
+    spec = experiment.spec
+    network: Network = spec["network"]
+    loss = spec["loss"]
+    optimizer = spec["optimizer"]
+    rule = fx.update_rule(optimizer)
+    data = spec["data"]
+    rows_used = np.asarray(spec["batches"][step - 1])
+    x = np.asarray(data.x[rows_used], dtype=float)
+    y = np.asarray(data.y[rows_used], dtype=float)
+    n_samples = x.shape[0]
+    params = params_before(experiment, step, captured)
+    table = param_table(network)
+    symbols = {name: symbol for name, _, symbol in table}
+    folded = any(isinstance(s.layer, Dense) and s.layer.fold_bias for s in stages)
+    x_ones = _next_is_folded(stages, -1)
+
+    # the widest computed block (with its column of ones): torch's blocks start to its right; the
+    # input blocks (W with b beside it) may reach further, they have no torch block beside them
+    widths = [x.shape[1] + (1 if x_ones else 0), y.shape[1], 1]
+    for stage in stages:
+        if isinstance(stage.layer, Dense):
+            layer = stage.layer
+            widths += [
+                layer.in_features + (1 if layer.fold_bias else 0),
+                layer.out_features + (1 if folded else 0),
+            ]
+    width = max(widths)
+
+    grid = Grid(sheet_name(step))
+    grid.widths[1] = 40
+    sheet = _Sheet(grid, step, width, hand, torch)
+    for col in range(LEFT, sheet.delta_left + width):
+        grid.widths[col] = 13
+
+    sample_labels = [f"sample {i + 1} · data row {int(r) + 1}" for i, r in enumerate(rows_used)]
+    grid.text(1, 1, f"Walkthrough of step {step}: one training step by hand, as live formulas", "title")
+    grid.text(
+        2,
+        1,
+        "Yellow cells are inputs: edit x, y, a weight or η and every block below recomputes. "
+        "Beside each block: torch's values (plain numbers) and |Δ| = |hand − torch| by formula.",
+        "note",
+    )
+    sizes = [network.input_shape[0]] + [layer.out_features for layer in network.dense_layers]
+    kinds = [s.layer.kind for s in stages if isinstance(s.layer, Activation)]
+    loss_text = f"{loss.kind} ({loss.reduction}{', ½' if loss.half else ''})"
+    grid.text(
+        3,
+        1,
+        f"network {'-'.join(map(str, sizes))}, activations {'/'.join(kinds) or 'none'}, loss {loss_text}, "
+        f"{optimizer.kind}; bias {'folded: W̃ = [W | b], input [x; 1]' if folded else 'separate'}; "
+        f"rows are samples (N × features), weights are (out × in), as torch",
+        "note",
+    )
+    grid.text(4, 1, "Legend", "header")
+    for j, key in enumerate(LEGEND):
+        grid.text(4, LEFT + j, LEGEND_TEXT[key], key)
+    sheet.top = 6
+
+    # --- inputs ---------------------------------------------------------------------------------
+    grid.text(sheet.top, 1, "Inputs (plain cells: edit them)", "title")
+    sheet.top += 1
+    hyper_names: dict[str, str] = {}
+    for hyper in rule.hyper(optimizer):
+        grid.text(sheet.top, 1, f"{hyper.symbol} ({hyper.key}, name {hyper.name})", "header")
+        grid.set(sheet.top, LEFT, hyper.value, "input")
+        grid.name(hyper.name, sheet.top, LEFT)
+        hyper_names[hyper.key] = hyper.name
+        sheet.top += 1
+    sheet.top += 1
+
+    x_title = "x: the step's input rows (N × in)" + ("; [x | 1] is the augmented input" if x_ones else "")
+    x_block = sheet.inputs(x_title, x, _unit_labels(x.shape[1], "in"), sample_labels)
+    grid.name("x_in", x_block.top, x_block.left, x_block.rows, x_block.cols)
+    if x_ones:
+        grid.text(x_block.top - 1, x_block.left + x_block.cols, "1", "header")
+        for i in range(n_samples):
+            grid.set(x_block.top + i, x_block.left + x_block.cols, 1.0, "note")
+    y_block = sheet.inputs(
+        "y: the step's targets (N × out)", y, _unit_labels(y.shape[1], "out"), sample_labels
+    )
+    grid.name("y_in", y_block.top, y_block.left, y_block.rows, y_block.cols)
+
+    param_blocks: dict[str, Block] = {}
+    for stage in stages:
+        if not isinstance(stage.layer, Dense):
+            continue
+        layer, k = stage.layer, stage.k
+        weight_rows = _unit_labels(layer.out_features, "unit")
+        in_labels = _unit_labels(layer.in_features, "in")
+        when = "the initial weights" if step == 1 else f"the weights after step {step - 1}"
+        if layer.fold_bias:
+            name = f"{stage.name}.Wt"
+            block = sheet.inputs(
+                f"{symbols[name]} = [W{sup(k)} | b{sup(k)}]: {when} (out × in+1)",
+                params[name],
+                [*in_labels, "bias"],
+                weight_rows,
+            )
+            grid.name(f"Wt_{k}", block.top, block.left, block.rows, block.cols)
+            param_blocks[name] = block
+            continue
+        name = f"{stage.name}.W"
+        title = f"{symbols[name]}" + (f" and b{sup(k)}" if layer.bias else "") + f": {when} (out × in)"
+        block = sheet.inputs(title, params[name], in_labels, weight_rows)
+        grid.name(f"W_{k}", block.top, block.left, block.rows, block.cols)
+        param_blocks[name] = block
+        if layer.bias:
+            b_name = f"{stage.name}.b"
+            b_left = block.left + block.cols + 1
+            grid.text(block.top - 1, b_left, symbols[b_name], "header")
+            grid.block(block.top, b_left, params[b_name], "input")
+            grid.name(f"b_{k}", block.top, b_left, layer.out_features, 1)
+            param_blocks[b_name] = Block(block.top, b_left, layer.out_features, 1)
+    sheet.top += 1
+
+    # --- forward ----------------------------------------------------------------------------------
+    grid.text(sheet.top, 1, "Forward", "title")
+    sheet.top += 1
+    outputs: list[Block] = []
+    out_symbols: list[str] = []
+    previous, previous_symbol = x_block, "x"
+    for index, stage in enumerate(stages):
+        layer = stage.layer
+        if isinstance(layer, Dense):
+            k = stage.k
+            source = "x_in" if previous is x_block else previous.range()
+            if layer.fold_bias:
+                source = previous.range(extra=1)
+                body = fx.mmult(source, fx.transpose(f"Wt_{k}"))
+                equation = f"[{previous_symbol} | 1]·W̃{sup(k)}ᵀ"
+            else:
+                body = fx.mmult(source, fx.transpose(f"W_{k}"))
+                equation = f"{previous_symbol}·W{sup(k)}ᵀ"
+                if layer.bias:
+                    body += f"+{fx.transpose(f'b_{k}')}"
+                    equation += f" + b{sup(k)}ᵀ"
+            block = sheet.computed(
+                f"{stage.name}.z",
+                f"{equation}   (MMULT; a row per sample, as torch)",
+                "forward",
+                {},
+                (n_samples, layer.out_features),
+                _unit_labels(layer.out_features),
+                sample_labels,
+                array=body,
+                ones_column=_next_is_folded(stages, index),
+            )
+        else:
+            z_block = outputs[-1]
+            kind, slope = layer.kind, layer.slope
+            forward_eq = fx.ACTIVATION_EQUATIONS[kind][0]
+            cells = {
+                (i, j): fx.activation(kind, z_block.cell(i, j), slope)
+                for i in range(z_block.rows)
+                for j in range(z_block.cols)
+            }
+            label = f"s = {fx.number(slope)}" if kind == "leaky_relu" else ""
+            block = sheet.computed(
+                f"{stage.name}.a",
+                f"f(z{sup(stage.k)}), f = {kind}: {forward_eq}  {label}".rstrip(),
+                "forward",
+                cells,
+                (z_block.rows, z_block.cols),
+                _unit_labels(z_block.cols),
+                sample_labels,
+                ones_column=_next_is_folded(stages, index),
+            )
+        outputs.append(block)
+        out_symbols.append(hand[f"{stage.name}.{output_suffix(stage)}"].symbol)
+        previous, previous_symbol = block, out_symbols[-1]
+    sheet.top += 1
+
+    # --- loss ---------------------------------------------------------------------------------------
+    grid.text(sheet.top, 1, "Loss", "title")
+    sheet.top += 1
+    yhat = outputs[-1]
+    count = yhat.rows * yhat.cols
+    loss_eq, grad_eq = fx.loss_equations(loss)
+    if loss.kind == "bce":
+        ell = sheet_ell(sheet, yhat, y_block, sample_labels)
+        body = fx.bce_loss(loss, [ell.range()], count)
+    else:
+        body = fx.mse_loss(loss, [(yhat.range(), "y_in")], count)
+    sheet.computed(
+        "loss.L", f"{loss_eq.split(' = ', 1)[1]}, n = {count}", "loss", {(0, 0): body}, (1, 1), ["L"], ["L"]
+    )
+    sheet.top += 1
+
+    # --- backward -----------------------------------------------------------------------------------
+    grid.text(sheet.top, 1, "Backward", "title")
+    sheet.top += 1
+    grads: dict[int, Block] = {}
+    param_grads: dict[str, Block] = {}
+
+    def dense_dx(index: int) -> tuple[str, str]:
+        """∂L/∂(input of dense stage ``index``) = G·W (W̃ without its bias column when folded)."""
+        stage = stages[index]
+        layer = stage.layer
+        g = grads[index].range()
+        if layer.fold_bias:
+            w = param_blocks[f"{stage.name}.Wt"].range(cols=layer.in_features)
+            return fx.mmult(g, w), f"(∂L/∂z{sup(stage.k)})·W̃{sup(stage.k)}[:, :in]"
+        return fx.mmult(g, f"W_{stage.k}"), f"(∂L/∂z{sup(stage.k)})·W{sup(stage.k)}"
+
+    last = len(stages) - 1
+    for index in range(last, -1, -1):
+        stage = stages[index]
+        suffix = output_suffix(stage)
+        term = f"{stage.name}.dL_d{suffix}"
+        out = outputs[index]
+        shape = (out.rows, out.cols)
+        labels = _unit_labels(out.cols)
+        if index == last:
+            cells = {
+                (i, j): fx.loss_gradient(loss, out.cell(i, j), y_block.cell(i, j), count)
+                for i in range(out.rows)
+                for j in range(out.cols)
+            }
+            block = sheet.computed(
+                term, f"{grad_eq}, ŷ = {out_symbols[index]}", "backward", cells, shape, labels, sample_labels
+            )
+        elif isinstance(stages[index + 1].layer, Activation):
+            act = stages[index + 1].layer
+            g_next, a_next = grads[index + 1], outputs[index + 1]
+            cells = {
+                (i, j): fx.times_derivative(
+                    act.kind, g_next.cell(i, j), out.cell(i, j), a_next.cell(i, j), act.slope
+                )
+                for i in range(out.rows)
+                for j in range(out.cols)
+            }
+            derivative = fx.ACTIVATION_EQUATIONS[act.kind][1]
+            equation = f"∂L/∂{out_symbols[index + 1]} ⊙ f′({out_symbols[index]}), {derivative}"
+            block = sheet.computed(term, equation, "backward", cells, shape, labels, sample_labels)
+        else:
+            body, equation = dense_dx(index + 1)
+            block = sheet.computed(term, equation, "backward", {}, shape, labels, sample_labels, array=body)
+        grads[index] = block
+        if not isinstance(stage.layer, Dense):
+            continue
+        layer, k = stage.layer, stage.k
+        source = x_block if index == 0 else outputs[index - 1]
+        source_symbol = "x" if index == 0 else out_symbols[index - 1]
+        g = block.range()
+        in_labels = _unit_labels(layer.in_features, "in")
+        weight_rows = _unit_labels(layer.out_features, "unit")
+        if layer.fold_bias:
+            name = f"{stage.name}.Wt"
+            body = fx.mmult(fx.transpose(g), source.range(extra=1))
+            param_grads[name] = sheet.computed(
+                f"{stage.name}.dL_dWt",
+                f"(∂L/∂z{sup(k)})ᵀ·[{source_symbol} | 1]",
+                "backward",
+                {},
+                (layer.out_features, layer.in_features + 1),
+                [*in_labels, "bias"],
+                weight_rows,
+                array=body,
+            )
+            continue
+        name = f"{stage.name}.W"
+        source_range = "x_in" if index == 0 else source.range()
+        param_grads[name] = sheet.computed(
+            f"{stage.name}.dL_dW",
+            f"(∂L/∂z{sup(k)})ᵀ·{source_symbol}",
+            "backward",
+            {},
+            (layer.out_features, layer.in_features),
+            in_labels,
+            weight_rows,
+            array=fx.mmult(fx.transpose(g), source_range),
+        )
+        if layer.bias:
+            cells = {
+                (j, 0): f"SUM({area(block.top, block.left + j, block.rows, 1)})"
+                for j in range(layer.out_features)
+            }
+            param_grads[f"{stage.name}.b"] = sheet.computed(
+                f"{stage.name}.dL_db",
+                f"Σ over the samples of ∂L/∂z{sup(k)}",
+                "backward",
+                cells,
+                (layer.out_features, 1),
+                ["b"],
+                weight_rows,
+            )
+    body, equation = dense_dx(0)
+    sheet.computed(
+        "input.dL_dx",
+        equation,
+        "backward",
+        {},
+        (n_samples, x.shape[1]),
+        _unit_labels(x.shape[1], "in"),
+        sample_labels,
+        array=body,
+    )
+    sheet.top += 1
+
+    # --- update ---------------------------------------------------------------------------------------
+    grid.text(sheet.top, 1, f"Update ({optimizer.kind}: {rule.equation})", "title")
+    sheet.top += 1
+    _update_blocks(sheet, experiment, captured, rule, table, param_blocks, param_grads, hyper_names)
+    _check_complete(grid, hand, step)
+    return grid
+
+
+def _param_labels(short: str, rows: int, cols: int) -> tuple[list[str], list[str]]:
+    """(column labels, row labels) of a parameter-shaped block."""
+    if short == "b":
+        col_labels = ["b"]
+    elif short == "Wt":
+        col_labels = [*_unit_labels(cols - 1, "in"), "bias"]
+    else:
+        col_labels = _unit_labels(cols, "in")
+    return col_labels, _unit_labels(rows, "unit")
+
+
+def _update_blocks(
+    sheet: _Sheet,
+    experiment: Experiment,
+    captured: Mapping[int, tuple[StepTrace, StepTrace]],
+    rule: fx.UpdateRule,
+    table: list[tuple[str, tuple[int, ...], str]],
+    param_blocks: dict[str, Block],
+    param_grads: dict[str, Block],
+    hyper_names: dict[str, str],
+) -> None:
+    """The optimizer's blocks in computation order: its state (reading the state before the step,
+    shown as input cells), the updated parameters, then its scalars (the lr in force, ...)."""
+    step, optimizer = sheet.step, experiment.spec["optimizer"]
+    kind = optimizer.kind
+    state_keys = rule.state_keys(optimizer)
+    before = trace_before(experiment, step, captured) if state_keys else None
+    previous: dict[tuple[str, str], Block] = {}
+    if before is not None:
+        for key, state_symbol in state_keys:
+            for name, _, symbol in table:
+                value = _as_matrix(before.value(f"{kind}.{key}.{name}"))
+                col_labels, row_labels = _param_labels(name.split(".", 1)[1], *value.shape)
+                previous[(key, name)] = sheet.inputs(
+                    f"{state_symbol}[{symbol}] after step {step - 1} (state before this step)",
+                    value,
+                    col_labels,
+                    row_labels,
+                )
+    # every element's formulas first, then the blocks: the new state is laid out before the update
+    # that reads it, so the positions of the state blocks are known when the update is written
+    state_tops: dict[tuple[str, str], Block] = {}
+    top = sheet.top
+    for key, _ in state_keys:
+        for name, _, _ in table:
+            p_block = param_blocks[name]
+            state_tops[(key, name)] = Block(top + 2, LEFT, p_block.rows, p_block.cols)
+            top += 2 + p_block.rows + 1
+    state_cells: dict[tuple[str, str], dict[tuple[int, int], object]] = {k: {} for k in state_tops}
+    next_cells: dict[str, dict[tuple[int, int], object]] = {}
+    for name, _, _ in table:
+        p_block, g_block = param_blocks[name], param_grads[name]
+        next_cells[name] = {}
+        for i in range(p_block.rows):
+            for j in range(p_block.cols):
+                before_refs = {
+                    key: (previous[(key, name)].cell(i, j) if (key, name) in previous else None)
+                    for key, _ in state_keys
+                }
+                new_state = {key: state_tops[(key, name)].cell(i, j) for key, _ in state_keys}
+                update = rule.build(
+                    p_block.cell(i, j), g_block.cell(i, j), hyper_names, before_refs, str(step), new_state
+                )
+                for key, body in update.state.items():
+                    state_cells[(key, name)][(i, j)] = body
+                next_cells[name][(i, j)] = update.next
+    for key, _ in state_keys:
+        for name, _, _ in table:
+            p_block = param_blocks[name]
+            col_labels, row_labels = _param_labels(name.split(".", 1)[1], p_block.rows, p_block.cols)
+            block = sheet.computed(
+                f"{kind}.{key}.{name}",
+                f"{kind}'s {key} after this step",
+                "state",
+                state_cells[(key, name)],
+                (p_block.rows, p_block.cols),
+                col_labels,
+                row_labels,
+            )
+            assert block.top == state_tops[(key, name)].top
+    for name, _, symbol in table:
+        p_block = param_blocks[name]
+        col_labels, row_labels = _param_labels(name.split(".", 1)[1], p_block.rows, p_block.cols)
+        sheet.computed(
+            f"{name}_next",
+            f"{symbol} − η·∂L/∂{symbol}"
+            if not state_keys and kind == "sgd"
+            else f"{symbol} after the step ({rule.equation})",
+            "update",
+            next_cells[name],
+            (p_block.rows, p_block.cols),
+            col_labels,
+            row_labels,
+        )
+    for key, body in rule.scalars(hyper_names, str(step)):
+        sheet.computed(
+            f"{kind}.{key}",
+            f"{body}  ({kind}'s {key} at this step)",
+            "state",
+            {(0, 0): body},
+            (1, 1),
+            [key],
+            [key],
+        )
+
+
+def sheet_ell(sheet: _Sheet, yhat: Block, y_block: Block, sample_labels: list[str]) -> Block:
+    """The per-element ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)] of binary cross-entropy (a helper block: no
+    torch term, so no torch values beside it)."""
+    grid = sheet.grid
+    grid.text(sheet.top, 1, "ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)], each ln clamped at −100 (no torch term)", "loss")
+    sheet.labels(sheet.top + 1, _unit_labels(yhat.cols), sample_labels, yhat.rows, torch=False)
+    block = Block(sheet.top + 2, LEFT, yhat.rows, yhat.cols)
+    for i in range(yhat.rows):
+        for j in range(yhat.cols):
+            grid.set(
+                block.top + i,
+                block.left + j,
+                fx.formula(fx.bce_element(y_block.cell(i, j), yhat.cell(i, j))),
+                "loss",
+            )
+    sheet.top = block.top + block.rows + 1
+    return block
+
+
+def _next_is_folded(stages: list[Stage], index: int) -> bool:
+    """Whether the stage after ``index`` is a Dense with a folded bias (it reads [out | 1])."""
+    return (
+        index + 1 < len(stages)
+        and isinstance(stages[index + 1].layer, Dense)
+        and stages[index + 1].layer.fold_bias
+    )
+
+
+def _check_complete(grid: Grid, hand: StepTrace, step: int) -> None:
+    """Every term of the hand trace has its block (a term the sheet cannot compute is an error,
+    not a silent gap); the diagnostics (norms, fractions) live on the Trace sheet only."""
+    laid_out = {term for (_, term, _) in grid.checks.values()}
+    missing = [term.name for term in hand if term.phase != "diagnostic" and term.name not in laid_out]
+    if missing:
+        raise SpecError(
+            "workbook", f"the live walkthrough of step {step} has no formulas for {', '.join(missing)}"
+        )

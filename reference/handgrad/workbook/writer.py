@@ -1,0 +1,388 @@
+"""Write the workbook of a comparison run.
+
+A :class:`WorkbookWriter` is created before the run and handed to :func:`handgrad.harness.run` as
+an observer: each step's terms stream onto the Trace sheet as the step runs (memory stays flat),
+and the steps the Walkthrough needs are kept. After the run, :meth:`WorkbookWriter.write` lays
+out the other sheets and writes the file atomically: a temporary file beside the target, renamed
+into place only when complete.
+
+Sheet order: Summary, Walkthrough(s), Training, Trace (Trace 2, ...), Parameters, Read me, and
+the hidden Chart data and Checks.
+
+The Checks sheet tells ``scripts/recalc.py`` what each live formula cell computes. One row covers a
+run of cells down one column: rows ``first row``..``last row`` of ``column`` on ``sheet`` compute
+element ``index`` (flat, C order) of ``term`` at steps ``step``, ``step + 1``, ... (one per row).
+The hand side's numbers are on the Trace, (step, term) rows in C order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+import warnings
+from array import array
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from openpyxl.utils import quote_sheetname
+from openpyxl.workbook import Workbook
+from openpyxl.workbook.defined_name import DefinedName
+
+from handgrad import harness
+from handgrad.atomic import atomic_path
+from handgrad.harness import Experiment, Report, TermCheck
+from handgrad.trace import StepTrace
+from handgrad.workbook import parameters, readme, summary
+from handgrad.workbook.grid import Grid
+from handgrad.workbook.styles import StyleBook
+from handgrad.workbook.tracesheet import TraceSheets
+from handgrad.workbook.xlsx import (
+    EXCEL_MAX_COLS,
+    EXCEL_MAX_ROWS,
+    ExcelLimitError,
+    SharedStrings,
+    SheetData,
+    check_title,
+    column_letter,
+    save,
+)
+
+CHART_POINTS = 2000  # the charts draw at most this many steps (every k-th step beyond)
+CHECKS_TITLE = "Checks"
+CHECK_COLUMNS = ("sheet", "column", "first row", "last row", "step", "term", "index")
+# the live-formula sheets: (module, "why not" function, walkthrough builder, with a Training sheet)
+LIVE_SHEETS = (
+    ("walkthrough", "unsupported_reason", "walkthrough_grids", True),
+    ("conv_walkthrough", "conv_unsupported_reason", "conv_walkthrough_grids", False),
+    ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
+)
+_ADDRESS_LIKE = re.compile(r"^([A-Za-z]{1,3}\d+|[RrCc]|[Rr]\d*[Cc]\d*)$")
+
+
+class Book:
+    """An openpyxl write-only workbook whose sheets' rows are streamed by :class:`SheetData`."""
+
+    def __init__(self, first_title: str) -> None:
+        self.workbook = Workbook(write_only=True)
+        self.sheet_data: dict[Any, SheetData] = {}
+        self.strings = SharedStrings()
+        self.first = self.create_sheet(first_title)
+        self.styles = StyleBook(self.workbook)
+
+    def create_sheet(self, title: str) -> Any:
+        check_title(title)
+        if title in self.workbook.sheetnames:
+            raise ExcelLimitError(f"two sheets would be named {title!r}")
+        return self.workbook.create_sheet(title)
+
+    def save(self, path: str | Path) -> None:
+        """Write the workbook to ``path`` (a temporary file: see :func:`handgrad.atomic.atomic_path`)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # openpyxl: "write-only mode: add table columns"
+            save(self.workbook, path, self.sheet_data, self.strings)
+
+    def close(self) -> None:
+        for data in self.sheet_data.values():
+            data.close()
+
+
+def write_grid(book: Book, grid: Grid, sheet: Any = None) -> Any:
+    """Write a :class:`Grid` into a (new) write-only sheet: cells with styles, formulas and array
+    formulas, defined names (scoped to the sheet), column widths, frozen panes, hidden state."""
+    if sheet is None:
+        sheet = book.create_sheet(grid.title)
+    if grid.max_row > EXCEL_MAX_ROWS or grid.max_col > EXCEL_MAX_COLS:
+        raise ExcelLimitError(
+            f"sheet {grid.title!r} would need {grid.max_row:,} rows × {grid.max_col:,} columns; "
+            f"Excel holds {EXCEL_MAX_ROWS:,} × {EXCEL_MAX_COLS:,}"
+        )
+    for col, width in sorted(grid.widths.items()):
+        sheet.column_dimensions[column_letter(col)].width = width
+    if grid.freeze:
+        sheet.freeze_panes = grid.freeze
+    if grid.hidden:
+        sheet.sheet_state = "hidden"
+    for name, ref in grid.defined_names.items():
+        if _ADDRESS_LIKE.match(name):
+            raise ExcelLimitError(f"defined name {name!r} reads as a cell address; write it like W_1")
+        sheet.defined_names[name] = DefinedName(name, attr_text=f"{quote_sheetname(grid.title)}!{ref}")
+    data = SheetData()
+    style_id = book.styles.id
+    rows: dict[int, dict[int, tuple[object, int, bool]]] = {}
+    for (row, col), cell in grid.cells.items():
+        style = style_id(cell.style, cell.number_format) if (cell.style or cell.number_format) else 0
+        rows.setdefault(row, {})[col] = (cell.value, style, cell.is_text)
+    for row in sorted(rows):
+        data.add_cells(row, rows[row], book.strings)
+    book.sheet_data[sheet] = data
+    return sheet
+
+
+def _optional(module: str, attribute: str) -> Callable[..., Any] | None:
+    """A sheet builder of the live-formula modules, or None while its module does not exist."""
+    name = f"handgrad.workbook.{module}"
+    try:
+        loaded = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == name:
+            return None
+        raise
+    return getattr(loaded, attribute, None)
+
+
+def parse_walkthrough(text: str) -> list[int]:
+    """``'1,50,1000' -> [1, 50, 1000]`` (sorted, unique, each ≥ 1)."""
+    from handgrad.spec import SpecError
+
+    steps = []
+    for part in str(text).split(","):
+        try:
+            step = int(part)
+        except ValueError:
+            raise SpecError("walkthrough", f"expected comma-separated step numbers, got {text!r}") from None
+        if step < 1:
+            raise SpecError("walkthrough", f"steps count from 1, got {step}")
+        steps.append(step)
+    return sorted(set(steps))
+
+
+def check_runs(
+    checks: Mapping[tuple[int, int], tuple[int, str, int]],
+) -> list[tuple[int, int, int, int, str, int]]:
+    """Fold ``grid.checks`` into runs down a column: (col, first row, last row, first step, term,
+    index), where each next row computes the same element at the next step."""
+    runs: list[list[Any]] = []
+    last: list[Any] | None = None
+    for (row, col), (step, term, index) in sorted(checks.items(), key=lambda item: (item[0][1], item[0][0])):
+        if (
+            last is not None
+            and last[0] == col
+            and last[2] + 1 == row
+            and last[4] == term
+            and last[5] == index
+            and last[3] + (row - last[1]) == step
+        ):
+            last[2] = row
+            continue
+        last = [col, row, row, step, term, index]
+        runs.append(last)
+    return [tuple(run) for run in runs]  # type: ignore[misc]
+
+
+class WorkbookWriter:
+    """Collects a run step by step (pass :meth:`observe` to ``harness.run``), then writes it."""
+
+    def __init__(
+        self,
+        experiment: Experiment,
+        *,
+        walkthrough_steps: Iterable[int] = (1,),
+        live_steps: int = 1000,
+        rows_per_sheet: int = EXCEL_MAX_ROWS,
+    ) -> None:
+        self.experiment = experiment
+        steps = {int(k) for k in walkthrough_steps}
+        self.walkthrough_steps = sorted(k for k in steps if 1 <= k <= experiment.steps)
+        self.live_steps = int(live_steps)
+        self.rows_per_sheet = rows_per_sheet
+        self.book = Book(summary.TITLE)
+        self.tolerance = harness.tolerance_for(experiment.dtype)
+        self.trace = TraceSheets(
+            self.book.workbook,
+            self.tolerance,
+            strings=self.book.strings,
+            rows_per_sheet=rows_per_sheet,
+            new_sheet=self.book.create_sheet,
+        )
+        self.captured: dict[int, tuple[StepTrace, StepTrace]] = {}
+        self._capture = {s for k in self.walkthrough_steps for s in (k - 1, k) if s >= 1}
+        # chart series (step, L hand, L torch, gradient norm per layer): every stride-th step
+        self.stride = max(1, math.ceil(experiment.steps / CHART_POINTS))
+        self._layers = _layer_gradients(experiment)
+        self._chart: list[array] = [array("d") for _ in range(3 + len(self._layers))]
+        self._last_point: list[float] | None = None
+        self.steps_seen = 0
+
+    # -- during the run ---------------------------------------------------------------------
+
+    def observe(self, step: int, hand: StepTrace, torch: StepTrace, checks: Sequence[TermCheck] = ()) -> None:
+        """The harness observer: stream the step's terms and keep what the live sheets need."""
+        self.trace.add_step(step, hand, torch)
+        if step in self._capture:
+            self.captured[step] = (hand, torch)
+        point = [float(step), _scalar(hand, "loss.L"), _scalar(torch, "loss.L")]
+        for grads in self._layers.values():
+            with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: inf is the point
+                squares = [np.sum(np.square(hand.value(g), dtype=np.float64)) for g in grads if g in hand]
+            point.append(math.sqrt(sum(float(square) for square in squares)))
+        if (step - 1) % self.stride == 0:
+            for series, value in zip(self._chart, point, strict=True):
+                series.append(value)
+            self._last_point = None
+        else:
+            self._last_point = point
+        self.steps_seen = step
+
+    # -- after the run ----------------------------------------------------------------------
+
+    def write(self, path: str | Path, report: Report) -> None:
+        """Lay out every sheet and write the workbook to ``path`` atomically."""
+        book = self.book
+        summary_grid, layout = summary.summary_grid(self.experiment, report)
+        write_grid(book, summary_grid, book.first)
+
+        grids, training_title, live_note = self._live_grids(report)
+        live_sheets = [write_grid(book, grid) for grid in grids]
+        trace_sheets = self.trace.finish()
+        for sheet, data in trace_sheets:
+            book.sheet_data[sheet] = data
+
+        parameters_sheet = write_grid(book, parameters.parameters_grid(self.experiment, report))
+        checks_grid = self._checks_grid(grids)
+        facts = readme.WorkbookFacts(
+            walkthrough_sheets=[g.title for g in grids if g.title != training_title],
+            training_sheet=training_title,
+            live_note=live_note,
+            live_steps=self.live_steps,
+            trace_sheets=[sheet.title for sheet, _ in trace_sheets],
+            trace_rows=self.trace.rows,
+            rows_per_sheet=self.rows_per_sheet,
+            chart_stride=self.stride,
+            checks=sum(len(getattr(g, "checks", {})) for g in grids),
+        )
+        readme_sheet = write_grid(book, readme.readme_grid(self.experiment, report, facts))
+        chart_grid, points = self._chart_grid()
+        chart_sheet = write_grid(book, chart_grid)
+        checks_sheet = write_grid(book, checks_grid)
+        summary.decorate(book.first, chart_sheet, layout, points, list(self._layers), self.stride)
+
+        order = [book.first, *live_sheets, *(s for s, _ in trace_sheets)]
+        order += [parameters_sheet, readme_sheet, chart_sheet, checks_sheet]
+        assert len(order) == len(book.workbook._sheets)
+        book.workbook._sheets[:] = order
+        book.workbook.active = 0
+        with atomic_path(path) as temporary:
+            book.save(temporary)
+
+    def _live_grids(self, report: Report) -> tuple[list[Grid], str | None, str | None]:
+        """The sheets of live formulas: the first provider in :data:`LIVE_SHEETS` that supports
+        the run writes its walkthrough(s) (and, for a dense network, the Training sheet); else
+        none, and why."""
+        steps = [k for k in self.walkthrough_steps if k in self.captured]
+        reasons = []
+        for module, reason_name, grids_name, with_training in LIVE_SHEETS:
+            unsupported = _optional(module, reason_name)
+            build = _optional(module, grids_name)
+            if unsupported is None or build is None:
+                continue
+            reason = unsupported(self.experiment)
+            if reason is not None:
+                reasons.append(reason)
+                continue
+            grids = list(build(self.experiment, self.captured, steps=steps))
+            training = _optional("training", "training_grid") if with_training else None
+            grid = training(self.experiment, report, self.live_steps) if training is not None else None
+            if grid is not None:
+                grids.append(grid)
+            return grids, grid.title if grid is not None else None, None
+        return [], None, "; ".join(reasons) or "the live-formula sheets are not available in this version"
+
+    def _checks_grid(self, grids: list[Grid]) -> Grid:
+        grid = Grid(CHECKS_TITLE, hidden=True, freeze="A2")
+        grid.widths.update({1: 16, 2: 8, 3: 9, 4: 9, 5: 7, 6: 20, 7: 7})
+        for col, name in enumerate(CHECK_COLUMNS, start=1):
+            grid.set(1, col, name, "header")
+        row = 1
+        for source in grids:
+            for col, first, last, step, term, index in check_runs(getattr(source, "checks", {})):
+                row += 1
+                grid.text(row, 1, source.title)
+                grid.text(row, 2, column_letter(col))
+                grid.set(row, 3, first)
+                grid.set(row, 4, last)
+                grid.set(row, 5, step)
+                grid.text(row, 6, term)
+                grid.set(row, 7, index)
+        return grid
+
+    def _chart_grid(self) -> tuple[Grid, int]:
+        grid = Grid(summary.CHART_DATA_TITLE, hidden=True)
+        headers = ["step", "L (hand)", "L (torch)", *(f"‖∂L/∂θ‖ {layer}" for layer in self._layers)]
+        for col, name in enumerate(headers, start=1):
+            grid.set(1, col, name, "header")
+        columns = [list(series) for series in self._chart]
+        if self._last_point is not None:
+            for series, value in zip(columns, self._last_point, strict=True):
+                series.append(value)
+        points = len(columns[0])
+        for i in range(points):
+            for col, series in enumerate(columns, start=1):
+                value = series[i]
+                grid.set(i + 2, col, int(value) if col == 1 else value)
+        return grid, points
+
+    def close(self) -> None:
+        """Drop the temporary row files (safe to call twice)."""
+        self.trace.close()
+        self.book.close()
+
+
+def _scalar(trace: StepTrace, name: str) -> float:
+    return float(np.asarray(trace.value(name)).reshape(-1)[0]) if name in trace else math.nan
+
+
+def _layer_gradients(experiment: Experiment) -> dict[str, list[str]]:
+    """Each layer's parameter-gradient term names: ``dense1 -> [dense1.dL_dW, dense1.dL_db]``."""
+    layers: dict[str, list[str]] = {}
+    for name in experiment.initial_params:
+        layer, _, short = name.rpartition(".")
+        if layer:
+            layers.setdefault(layer, []).append(f"{layer}.dL_d{short}")
+    return layers
+
+
+def run_with_workbook(
+    experiment: Experiment,
+    path: str | Path,
+    *,
+    walkthrough_steps: Iterable[int] = (1,),
+    live_steps: int = 1000,
+    resync: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    rows_per_sheet: int = EXCEL_MAX_ROWS,
+) -> Report:
+    """Run the comparison with the workbook streaming from it, then write the workbook."""
+    writer = WorkbookWriter(
+        experiment, walkthrough_steps=walkthrough_steps, live_steps=live_steps, rows_per_sheet=rows_per_sheet
+    )
+    try:
+        report = harness.run(experiment, resync=resync, observers=[writer.observe], progress=progress)
+        writer.write(path, report)
+    finally:
+        writer.close()
+    return report
+
+
+def write_workbook(
+    path: str | Path,
+    experiment: Experiment,
+    report: Report,
+    captured: dict[int, tuple[StepTrace, StepTrace]],
+    *,
+    walkthrough_steps: Iterable[int] = (1,),
+    live_steps: int = 1000,
+) -> None:
+    """Write a workbook from a finished run and the steps captured of it. The Trace (and so what
+    recalc.py can check) holds those steps only: to trace every step, stream with
+    :class:`WorkbookWriter` or :func:`run_with_workbook`."""
+    writer = WorkbookWriter(experiment, walkthrough_steps=walkthrough_steps, live_steps=live_steps)
+    try:
+        for step in sorted(captured):
+            hand, torch = captured[step]
+            writer.observe(step, hand, torch, [])
+        writer.write(path, report)
+    finally:
+        writer.close()

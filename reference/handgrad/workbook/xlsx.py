@@ -1,0 +1,319 @@
+"""The xlsx file itself: streamed sheet rows, Excel's limits and a byte-reproducible zip.
+
+openpyxl (write-only workbook) writes the package: workbook, styles, tables, charts, defined
+names, conditional formats and every sheet's frame (columns, panes, tail). The rows of each sheet
+are not built as openpyxl cells (about 5,000 rows a second): :class:`SheetData` serialises them
+straight to XML in an unnamed temporary file as they come, so memory stays flat however long the
+Trace is, and :func:`save` splices them into the frame while it writes the final zip.
+
+The zip is reproducible: the document's created/modified times are fixed (``docProps/core.xml``),
+every entry carries the same date, mode and compression, and the entries come in a fixed order
+(``[Content_Types].xml`` first, then openpyxl's order, which depends only on the workbook).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import math
+import re
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from openpyxl.utils import get_column_letter
+from openpyxl.workbook import Workbook
+from openpyxl.worksheet.formula import ArrayFormula
+from openpyxl.xml.functions import tostring
+
+from handgrad.spec import SpecError
+
+EXCEL_MAX_ROWS = 1_048_576
+EXCEL_MAX_COLS = 16_384
+EXCEL_MAX_FORMULA = 8_192
+EXCEL_MAX_TEXT = 32_767
+EXCEL_MAX_TITLE = 31
+DOCUMENT_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)  # created/modified of every workbook
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
+
+SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
+SHARED_STRINGS_PART = "xl/sharedStrings.xml"
+_SHARED_STRINGS_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+_SHARED_STRINGS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"
+_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
+_COLUMN_LETTERS = [""] + [get_column_letter(i) for i in range(1, 703)]  # A..ZZ, the common case
+
+
+class ExcelLimitError(SpecError):
+    """The workbook would break one of Excel's limits (rows, columns, formula or text length)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("workbook", message)
+
+
+def column_letter(col: int) -> str:
+    return _COLUMN_LETTERS[col] if col < len(_COLUMN_LETTERS) else get_column_letter(col)
+
+
+def check_title(title: str) -> str:
+    """A sheet title Excel accepts (≤ 31 characters, none of ``[]:*?/\\``)."""
+    if not title or len(title) > EXCEL_MAX_TITLE or _BAD_TITLE.search(title) or title.startswith("'"):
+        raise ExcelLimitError(f"sheet title {title!r} is not allowed (1 to 31 characters, no []:*?/\\)")
+    return title
+
+
+def xml_text(text: str) -> str:
+    """Escape text for an XML element; characters XML cannot hold become U+FFFD."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _ILLEGAL.sub("\ufffd", text)
+
+
+def xml_attr(text: str) -> str:
+    return xml_text(text).replace('"', "&quot;")
+
+
+def inline_string(ref: str, text: str, style: int = 0) -> str:
+    """A text cell. Always a string, never a formula, whatever it starts with."""
+    if len(text) > EXCEL_MAX_TEXT:
+        text = text[: EXCEL_MAX_TEXT - 1] + "…"
+    s = f' s="{style}"' if style else ""
+    space = ' xml:space="preserve"' if text != text.strip() or "\n" in text else ""
+    return f'<c r="{ref}"{s} t="inlineStr"><is><t{space}>{xml_text(text)}</t></is></c>'
+
+
+def number_text(value: float) -> str | None:
+    """``repr`` of a finite float (reads back to the same double); None when not finite."""
+    return repr(value) if math.isfinite(value) else None
+
+
+def non_finite_text(value: float) -> str:
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def formula_body(text: str) -> str:
+    body = text[1:] if text.startswith("=") else text
+    if len(body) + 1 > EXCEL_MAX_FORMULA:
+        raise ExcelLimitError(
+            f"a formula of {len(body) + 1:,} characters exceeds Excel's {EXCEL_MAX_FORMULA:,} "
+            f"(begins {body[:60]!r})"
+        )
+    return body
+
+
+class SharedStrings:
+    """The workbook's shared string table (``xl/sharedStrings.xml``): each text stored once.
+
+    A cell then holds the text's index: the Trace repeats a handful of texts (phases, terms, ok)
+    hundreds of thousands of times, and a spreadsheet reads an index far faster than the text.
+    """
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def add(self, text: str) -> int:
+        found = self.index.get(text)
+        if found is None:
+            found = self.index[text] = len(self.index)
+        return found
+
+    def cell(self, ref: str, text: str, style: int = 0) -> str:
+        """A text cell through the table. Always a string, never a formula."""
+        if len(text) > EXCEL_MAX_TEXT:
+            text = text[: EXCEL_MAX_TEXT - 1] + "…"
+        s = f' s="{style}"' if style else ""
+        return f'<c r="{ref}"{s} t="s"><v>{self.add(text)}</v></c>'
+
+    def xml(self) -> bytes:
+        parts = [
+            '<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n',
+            f'<sst xmlns="{SHEET_NS}" uniqueCount="{len(self.index)}">',
+        ]
+        for text in self.index:
+            space = ' xml:space="preserve"' if text != text.strip() or "\n" in text else ""
+            parts.append(f"<si><t{space}>{xml_text(text)}</t></si>")
+        parts.append("</sst>")
+        return "".join(parts).encode("utf-8")
+
+
+def cell_xml(
+    ref: str, value: object, style: int = 0, *, is_text: bool = False, strings: SharedStrings | None = None
+) -> str:
+    """The ``<c>`` element of one cell.
+
+    A ``str`` that starts with ``=`` is a formula unless ``is_text`` (text from a user is always
+    written as text); an ``ArrayFormula`` is an array formula over its ``ref``; numbers are written
+    with ``repr`` (every bit kept); a non-finite number becomes the text ``nan``/``inf``. Text goes
+    through ``strings`` when given, else inline.
+    """
+    s = f' s="{style}"' if style else ""
+    if value is None:
+        return f'<c r="{ref}"{s}/>' if style else ""
+    if isinstance(value, ArrayFormula):
+        body = xml_text(formula_body(value.text or ""))
+        return f'<c r="{ref}"{s}><f t="array" ref="{xml_attr(value.ref)}">{body}</f></c>'
+    if isinstance(value, (bool, np.bool_)):
+        return f'<c r="{ref}"{s} t="b"><v>{int(bool(value))}</v></c>'
+    if isinstance(value, (int, np.integer)):
+        return f'<c r="{ref}"{s}><v>{int(value)}</v></c>'
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        if math.isfinite(number):
+            return f'<c r="{ref}"{s}><v>{number!r}</v></c>'
+        text = non_finite_text(number)
+    elif isinstance(value, str):
+        if value.startswith("=") and not is_text and len(value) > 1:
+            return f'<c r="{ref}"{s}><f>{xml_text(formula_body(value))}</f></c>'
+        text = value
+    else:
+        raise TypeError(f"cannot write a {type(value).__name__} into cell {ref}")
+    return strings.cell(ref, text, style) if strings is not None else inline_string(ref, text, style)
+
+
+class SheetData:
+    """The ``<row>`` elements of one sheet, streamed to an unnamed temporary file.
+
+    Rows must come in increasing order. Nothing is held in memory beyond a small buffer; the file
+    disappears when closed (or when the process dies: it has no name on disk).
+    """
+
+    FLUSH = 1 << 20
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="handgrad-sheet-")
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self.last_row = 0
+        self.max_col = 0
+
+    def write(self, xml: str) -> None:
+        """Append raw row XML (the caller keeps rows in order and counts them in ``last_row``)."""
+        self._pending.append(xml)
+        self._pending_size += len(xml)
+        if self._pending_size > self.FLUSH:
+            self.flush()
+
+    def add_row(self, row: int, cells: Iterable[str], height: float | None = None) -> None:
+        if row <= self.last_row:
+            raise ValueError(f"row {row} written after row {self.last_row}")
+        if row > EXCEL_MAX_ROWS:
+            raise ExcelLimitError(f"row {row:,} is past Excel's last row ({EXCEL_MAX_ROWS:,})")
+        extra = f' ht="{height}" customHeight="1"' if height else ""
+        self.write(f'<row r="{row}"{extra}>{"".join(cells)}</row>')
+        self.last_row = row
+
+    def add_cells(
+        self, row: int, values: Mapping[int, tuple[object, int, bool]], strings: SharedStrings | None = None
+    ) -> None:
+        """One row from ``{col: (value, style, is_text)}``."""
+        cells = []
+        for col in sorted(values):
+            if col > EXCEL_MAX_COLS:
+                raise ExcelLimitError(f"column {col:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
+            value, style, is_text = values[col]
+            cells.append(
+                cell_xml(f"{column_letter(col)}{row}", value, style, is_text=is_text, strings=strings)
+            )
+        self.max_col = max(self.max_col, max(values, default=0))
+        self.add_row(row, cells)
+
+    def flush(self) -> None:
+        if self._pending:
+            self.file.write("".join(self._pending).encode("utf-8"))
+            self._pending.clear()
+            self._pending_size = 0
+
+    def size(self) -> int:
+        self.flush()
+        return self.file.tell()
+
+    def copy_to(self, out: IO[bytes]) -> None:
+        self.flush()
+        self.file.seek(0)
+        shutil.copyfileobj(self.file, out, 1 << 20)
+        self.file.seek(0, io.SEEK_END)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+_EMPTY_SHEET_DATA = re.compile(rb"<sheetData\s*/>|<sheetData>\s*</sheetData>")
+
+
+def _zip_info(name: str, size: int = 0) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.create_system = 3  # the same bytes on every platform
+    info.external_attr = 0o644 << 16
+    info.file_size = size  # lets zipfile choose zip64 up front for a huge sheet
+    return info
+
+
+def _entry_order(names: list[str]) -> list[str]:
+    first = [name for name in ("[Content_Types].xml", "_rels/.rels") if name in names]
+    return first + [name for name in names if name not in first]
+
+
+def _add_shared_strings(name: str, content: bytes) -> bytes:
+    """Register ``xl/sharedStrings.xml`` in the content types and the workbook's relationships
+    (openpyxl 3.1 writes inline strings only, so it lists no such part)."""
+    if name == "[Content_Types].xml":
+        entry = f'<Override PartName="/{SHARED_STRINGS_PART}" ContentType="{_SHARED_STRINGS_TYPE}" />'
+        return content.replace(b"</Types>", entry.encode() + b"</Types>")
+    if name == "xl/_rels/workbook.xml.rels":
+        target = f"/{SHARED_STRINGS_PART}"
+        entry = f'<Relationship Id="rIdSharedStrings" Type="{_SHARED_STRINGS_REL}" Target="{target}" />'
+        return content.replace(b"</Relationships>", entry.encode() + b"</Relationships>")
+    return content
+
+
+def save(
+    workbook: Workbook,
+    path: str | Path,
+    sheet_data: Mapping[Any, SheetData],
+    strings: SharedStrings | None = None,
+) -> None:
+    """Write ``workbook`` to ``path`` with each sheet's rows taken from ``sheet_data`` (by sheet)
+    and the text of shared-string cells from ``strings``.
+
+    ``path`` should be a temporary file (see :func:`handgrad.atomic.atomic_path`): the zip is
+    written in place.
+    """
+    workbook.properties.creator = "handgrad"
+    workbook.properties.created = DOCUMENT_TIME
+    frame = io.BytesIO()
+    workbook.save(frame)  # every sheet is an empty frame here: small
+    workbook.properties.modified = DOCUMENT_TIME  # openpyxl stamps "now" while saving; undo it
+    core = tostring(workbook.properties.to_tree())
+    by_path = {sheet.path[1:]: data for sheet, data in sheet_data.items()}
+    with zipfile.ZipFile(frame) as source, zipfile.ZipFile(path, "w", allowZip64=True) as target:
+        names = _entry_order(source.namelist())
+        if strings is not None and SHARED_STRINGS_PART in names:
+            raise RuntimeError("openpyxl wrote a shared string table of its own")
+        for name in names:
+            content = core if name == "docProps/core.xml" else source.read(name)
+            if strings is not None:
+                content = _add_shared_strings(name, content)
+            data = by_path.get(name)
+            if data is None:
+                target.writestr(_zip_info(name, len(content)), content)
+                if name == "xl/workbook.xml" and strings is not None:
+                    table = strings.xml()
+                    target.writestr(_zip_info(SHARED_STRINGS_PART, len(table)), table)
+                continue
+            match = _EMPTY_SHEET_DATA.search(content)
+            if match is None:
+                raise RuntimeError(f"{name}: openpyxl wrote rows into a streamed sheet's frame")
+            head, tail = content[: match.start()], content[match.end() :]
+            size = len(head) + len(b"<sheetData></sheetData>") + data.size() + len(tail)
+            with target.open(_zip_info(name, size), "w") as out:
+                out.write(head + b"<sheetData>")
+                data.copy_to(out)
+                out.write(b"</sheetData>" + tail)
