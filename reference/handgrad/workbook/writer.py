@@ -36,6 +36,12 @@ from handgrad.atomic import atomic_path
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.trace import StepTrace
 from handgrad.workbook import parameters, readme, summary
+from handgrad.workbook.diagnostics_sheet import (
+    DiagnosticsHistory,
+    add_diagnostic_charts,
+    diagnostic_charts,
+    diagnostics_grid,
+)
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import StyleBook
 from handgrad.workbook.tracesheet import TraceSheets
@@ -205,6 +211,7 @@ class WorkbookWriter:
         self._chart: list[array] = [array("d") for _ in range(3 + len(self._layers))]
         self._last_point: list[float] | None = None
         self.steps_seen = 0
+        self.diagnostics = DiagnosticsHistory(experiment.steps, CHART_POINTS)
 
     # -- during the run ---------------------------------------------------------------------
 
@@ -225,6 +232,7 @@ class WorkbookWriter:
         else:
             self._last_point = point
         self.steps_seen = step
+        self.diagnostics(step, hand, torch, checks)
 
     # -- after the run ----------------------------------------------------------------------
 
@@ -258,8 +266,24 @@ class WorkbookWriter:
         chart_sheet = write_grid(book, chart_grid)
         checks_sheet = write_grid(book, checks_grid)
         summary.decorate(book.first, chart_sheet, layout, points, list(self._layers), self.stride)
+        diagnostics_sheets = []
+        if self.diagnostics.names:  # per-layer diagnostics (deep): a sheet and charts on the Summary
+            sheet = write_grid(book, diagnostics_grid(self.experiment, report, self.diagnostics))
+            charts = diagnostic_charts(sheet, self.diagnostics)
+            add_diagnostic_charts(book.first, charts, top=45, col=summary.CHART_COLUMN, per_row=2)
+            diagnostics_sheets.append(sheet)
+        if "model" in (self.experiment.spec or {}) and self.captured:  # recurrent: ‖∂L/∂h_t‖ through time
+            from handgrad.workbook.recurrent_walkthrough import (
+                gradient_through_time_chart,
+                gradient_through_time_grid,
+            )
 
-        order = [book.first, *live_sheets, *(s for s, _ in trace_sheets)]
+            grid = gradient_through_time_grid(self.experiment, self.captured)
+            sheet = write_grid(book, grid)
+            sheet.add_chart(gradient_through_time_chart(grid), f"B{grid.max_row + 3}")
+            diagnostics_sheets.append(sheet)
+
+        order = [book.first, *live_sheets, *(s for s, _ in trace_sheets), *diagnostics_sheets]
         order += [parameters_sheet, readme_sheet, chart_sheet, checks_sheet]
         assert len(order) == len(book.workbook._sheets)
         book.workbook._sheets[:] = order
