@@ -33,6 +33,7 @@ EXAMPLES: dict[str, list[str]] = {
     "xor_relu.xlsx": ["--activation", "relu"],
     "xor_batch.xlsx": ["--mode", "batch"],
     "xor_fold_bias.xlsx": ["--fold-bias"],
+    "xor_adam.xlsx": ["--optimizer", "adam", "--lr", "0.05"],
 }
 OUT = ROOT / "spreadsheets"
 PNG = ROOT / "manual" / "img" / "walkthrough.png"

@@ -172,6 +172,7 @@ def dense_case(
     sizes: tuple[int, ...] = (3, 4, 3, 2),
     twin: bool = True,
     options: dict | None = None,
+    optimizer: str = "sgd",
 ) -> Case:
     """A 3-4-3-2 network (two hidden layers of ``activation``; a sigmoid output for bce, else the
     same activation) on :data:`X`, :data:`Y`, for ``steps`` steps: run through the harness against
@@ -191,7 +192,7 @@ def dense_case(
         f"{activation}-{loss}-{mode}-{'folded' if fold_bias else 'bias' if bias else 'nobias'}",
         network,
         LOSSES[loss],
-        Optimizer("sgd", lr, options or {}),
+        Optimizer(optimizer, lr, options or {}),
         Data(X[:, : sizes[0]], Y[:, : sizes[-1]]),
         MODES[mode],
         steps=steps,
@@ -260,6 +261,45 @@ EXTRA = [  # (id, builder kwargs): runs against torch, deeper, longer; their she
             steps=8,
             lr=0.05,
             options={"momentum": 0.5, "nesterov": True, "maximize": True},
+        ),
+    ),
+    (  # Adam: m, v and t in the sheet, bias-corrected, ε after the square root
+        "adam-sigmoid-online",
+        dict(
+            activation="sigmoid",
+            loss="mse",
+            mode="online",
+            fold_bias=False,
+            steps=8,
+            lr=0.05,
+            optimizer="adam",
+            sizes=(2, 3, 1),
+        ),
+    ),
+    (
+        "adamw-amsgrad-tanh-minibatch",
+        dict(
+            activation="tanh",
+            loss="mse",
+            mode="minibatch",
+            fold_bias=False,
+            steps=8,
+            lr=0.02,
+            optimizer="adamw",
+            options={"amsgrad": True, "weight_decay": 0.05},
+        ),
+    ),
+    (
+        "adam-decay-maximize-bce-folded",
+        dict(
+            activation="relu",
+            loss="bce",
+            mode="batch",
+            fold_bias=True,
+            steps=8,
+            lr=0.01,
+            optimizer="adam",
+            options={"weight_decay": 0.01, "maximize": True},
         ),
     ),
 ]
@@ -504,7 +544,7 @@ def test_formulas_longer_than_excel_allows_are_refused() -> None:
     [
         (dict(loss=Loss("l1")), "loss 'l1'"),
         (dict(loss=Loss("mse", "none")), "reduction 'none'"),
-        (dict(optimizer=Optimizer("adam", 0.01)), "optimizer 'adam'"),
+        (dict(optimizer=Optimizer("rmsprop", 0.01)), "optimizer 'rmsprop'"),
         (dict(optimizer=Optimizer("sgd", 0.1, clip=Clip(max_norm=1.0))), "clipping"),
         (dict(optimizer=Optimizer("sgd", 0.1, schedule=LRSchedule("step"))), "schedule"),
         (dict(dtype="float32"), "float32"),

@@ -351,7 +351,77 @@ def _sgd(spec: Optimizer) -> UpdateRule:
     )
 
 
-UPDATE_RULES: dict[str, Callable[[Optimizer], UpdateRule]] = {"sgd": _sgd}
+def _adam(spec: Optimizer) -> UpdateRule:
+    """``torch.optim.Adam`` / ``AdamW`` as ``_single_tensor_adam`` (and the hand side's ``optim.adam``)::
+
+    g ← −g (maximize);  g ← g + λθ (Adam's weight decay) or θ ← θ(1 − ηλ) (AdamW's, decoupled)
+    m ← m + (1 − β₁)(g − m);  v ← β₂v + (1 − β₂)g²   (m = v = 0 before t = 1)
+    v̂ᵐᵃˣ ← max(v̂ᵐᵃˣ, v) (amsgrad);  θ′ = θ − η/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+    """
+    o = spec.options
+    decoupled = spec.kind == "adamw"
+    decay, maximize, amsgrad = (
+        o.get("weight_decay", 0.0) != 0,
+        bool(o.get("maximize")),
+        bool(o.get("amsgrad")),
+    )
+    beta1, beta2 = (float(b) for b in o["betas"])
+
+    def hyper(spec: Optimizer) -> list[Hyper]:
+        found = [
+            Hyper("lr", "eta", "η", spec.lr),
+            Hyper("beta1", "beta_1", "β₁", beta1),
+            Hyper("beta2", "beta_2", "β₂", beta2),
+            Hyper("eps", "eps", "ε", float(o["eps"])),
+        ]
+        if decay:
+            found.append(Hyper("weight_decay", "weight_decay", "λ", float(o["weight_decay"])))
+        return found
+
+    def build(
+        param: str,
+        grad: str,
+        hyper: Mapping[str, str],
+        previous: Mapping[str, str | None],
+        step: str,
+        state: Mapping[str, str] | None = None,
+    ) -> UpdateFormulas:
+        eta, b1, b2, eps = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["eps"]
+        g = f"(-{grad})" if maximize else grad  # g ← −g
+        theta = param
+        if decay and decoupled:
+            theta = f"({param}*(1-{eta}*{hyper['weight_decay']}))"  # θ ← θ(1 − ηλ)
+        elif decay:
+            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        m0, v0 = previous.get("exp_avg"), previous.get("exp_avg_sq")
+        # NOTE: torch creates m = v = 0 at t = 1, so the first step's moments are (1 − β)·g terms
+        m_new = f"(1-{b1})*{g}" if m0 is None else f"{m0}+(1-{b1})*({g}-{m0})"  # lerp
+        v_new = f"(1-{b2})*{g}*{g}" if v0 is None else f"{v0}*{b2}+((1-{b2})*{g})*{g}"
+        new_state = {"exp_avg": m_new, "exp_avg_sq": v_new}
+        m = state["exp_avg"] if state is not None else f"({m_new})"
+        v = state["exp_avg_sq"] if state is not None else f"({v_new})"
+        if amsgrad:
+            vmax0 = previous.get("max_exp_avg_sq")
+            new_state["max_exp_avg_sq"] = v if vmax0 is None else f"MAX({vmax0},{v})"
+            v = state["max_exp_avg_sq"] if state is not None else f"({new_state['max_exp_avg_sq']})"
+        denominator = f"(SQRT({v})/SQRT(1-{b2}^{step})+{eps})"
+        return UpdateFormulas(new_state, f"{theta}+((-({eta}/(1-{b1}^{step})))*{m})/{denominator}")
+
+    keys = [("exp_avg", "m"), ("exp_avg_sq", "v")] + ([("max_exp_avg_sq", "v̂ᵐᵃˣ")] if amsgrad else [])
+    equation = "m = β₁m + (1−β₁)g, v = β₂v + (1−β₂)g², θ′ = θ − η/(1−β₁ᵗ)·m/(√v/√(1−β₂ᵗ) + ε)"
+    if decay:
+        equation += ", θ ← θ(1 − ηλ)" if decoupled else ", g = ∂L/∂θ + λθ"
+    return UpdateRule(
+        kind=spec.kind,
+        hyper=hyper,
+        state_keys=lambda spec: keys,
+        build=build,
+        scalars=lambda hyper, step: [("step", step), ("lr", hyper["lr"])],  # t, the lr in force
+        equation=equation,
+    )
+
+
+UPDATE_RULES: dict[str, Callable[[Optimizer], UpdateRule]] = {"sgd": _sgd, "adam": _adam, "adamw": _adam}
 
 
 def update_rule(spec: Optimizer) -> UpdateRule:
