@@ -24,6 +24,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "reference"))
 
+from openpyxl.worksheet.properties import PageSetupProperties  # noqa: E402
+
 from handgrad import harness  # noqa: E402
 from handgrad.atomic import atomic_path  # noqa: E402
 from handgrad.cli import scenario_parser  # noqa: E402
@@ -37,7 +39,6 @@ from handgrad.workbook.diagnostics_sheet import (  # noqa: E402
 from handgrad.workbook.grid import Grid  # noqa: E402
 from handgrad.workbook.writer import Book, write_grid  # noqa: E402
 from handgrad.workbook.xlsx import save  # noqa: E402
-from openpyxl.worksheet.properties import PageSetupProperties  # noqa: E402
 
 DEFAULT_RUN = ["--depth", "8", "--activation", "sigmoid", "--init-gain", "4", "--steps", "300"]
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from handgrad.hand import conv
 from handgrad.spec import SpecError
 

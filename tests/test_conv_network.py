@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.hand import conv

@@ -20,6 +20,7 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
+
 from handgrad import harness
 from handgrad.hand import activations, conv
 from handgrad.harness import Experiment

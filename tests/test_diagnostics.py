@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from openpyxl import Workbook
+from openpyxl.utils import get_column_letter
+
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.hand import diagnostics
@@ -18,8 +21,6 @@ from handgrad.workbook.diagnostics_sheet import (
     diagnostics_grid,
     layout,
 )
-from openpyxl import Workbook
-from openpyxl.utils import get_column_letter
 
 
 def deep_run(*options: str) -> tuple[harness.Report, dict[str, list[float]]]:

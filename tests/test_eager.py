@@ -17,11 +17,12 @@ import textwrap
 import warnings
 from pathlib import Path
 
-import handgrad
 import pytest
 import torch
-from handgrad.twin import eager
 from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+import handgrad
+from handgrad.twin import eager
 
 # (name, optimizer class, its keyword arguments, scheduler class, its keyword arguments): several
 # non-default options, so every branch of a step runs, and each scheduler the twin builds.

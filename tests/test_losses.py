@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from handgrad import cli, harness
 from handgrad.hand import losses
 from handgrad.hand.network import HandNetwork, init_params

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.hand import multitask

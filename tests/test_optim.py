@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+
 from handgrad import cli, harness
 from handgrad.hand import optim
 from handgrad.harness import compare_values, tolerance_for
@@ -306,8 +307,9 @@ def test_cli_bad_hyper_parameter_one_line_exit_2(argv: list[str], field: str, ca
 
 
 def test_cli_optimizer_options_reach_torch() -> None:
-    from handgrad.scenarios import SCENARIOS
     from torch.optim.lr_scheduler import StepLR
+
+    from handgrad.scenarios import SCENARIOS
 
     argv = [
         "--steps",

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+
 from handgrad import harness
 from handgrad.hand import losses, optim
 from handgrad.scenarios.dense import XOR_X, XOR_Y, dense_experiment

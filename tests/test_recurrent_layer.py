@@ -22,6 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
+
 from handgrad import harness
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from handgrad import cli, harness
 from handgrad.hand import recurrent as hr
 from handgrad.hand.recurrent_model import RecurrentModel, SequenceData, param_table
