@@ -197,7 +197,7 @@ def mlp_step() -> Row:
         data = Path(folder) / "mlp.csv"
         np.savetxt(data, np.hstack([x, y]), delimiter=",", header=header, comments="", fmt="%.17g")
         argv = ["--sizes", "784,256,10", "--data", str(data), "--mode", "minibatch", "--batch-size", "64"]
-        return step_ratio("mlp_step", "mlp", [*argv, "--lr", "0.01"], 1.5, warmup=3, per_block=2, blocks=15)
+        return step_ratio("mlp_step", "mlp", [*argv, "--lr", "0.01"], 1.5, warmup=3, per_block=1, blocks=40)
 
 
 @benchmark("compare_xor", "`handgrad compare xor --steps 1000` / `python -c 'import numpy, torch'`, wall")
