@@ -238,6 +238,9 @@ class TermContractError(RuntimeError):
     """The two sides emitted different term names: a bug in handgrad itself, not a mismatch."""
 
 
+BATCHED_TERM_LIMIT = 64  # terms up to this many elements are compared together in one pass
+
+
 def compare_traces(hand: StepTrace, torch: StepTrace, tol: Tolerance) -> list[TermCheck]:
     """Compare every term of one step, in the hand side's order."""
     hand_names, torch_names = hand.names(), torch.names()
@@ -250,43 +253,46 @@ def compare_traces(hand: StepTrace, torch: StepTrace, tol: Tolerance) -> list[Te
         )
     hand_values = [np.asarray(term.value, dtype=np.float64) for term in hand]
     torch_values = [np.asarray(term.value, dtype=np.float64) for term in torch]
-    sizes = [value.size for value in hand_values]
-    same_shapes = all(h.shape == t.shape for h, t in zip(hand_values, torch_values, strict=True))
-    if not hand_values or not same_shapes or 0 in sizes:
-        return [compare_values(term.name, term.value, torch[term.name].value, tol) for term in hand]
-    # The same element-wise rule as compare_values, on all terms at once (one pass of numpy per
-    # step instead of one per term); a term that fails is then compared alone, for its details.
-    flat_hand = np.concatenate([value.reshape(-1) for value in hand_values])
-    flat_torch = np.concatenate([value.reshape(-1) for value in torch_values])
-    with np.errstate(invalid="ignore", over="ignore"):
-        diff = np.abs(flat_hand - flat_torch)
-    starts = np.cumsum([0, *sizes[:-1]])
-    magnitude = np.abs(flat_torch)
-    max_abs = np.maximum.reduceat(diff, starts)
-    scale = np.maximum.reduceat(magnitude, starts)
-    failing = np.add.reduceat(_excess(diff, magnitude, tol) > 0, starts) | ~np.isfinite(max_abs)
-    checks = []
-    for index, term in enumerate(hand):
-        if failing[index]:
-            checks.append(compare_values(term.name, hand_values[index], torch_values[index], tol))
-            continue
-        # an agreeing term: its worst element is not located (no message shows it)
-        abs_error, magnitude_max = float(max_abs[index]), float(scale[index])
-        checks.append(
-            TermCheck(
-                term.name,
+    checks: list[TermCheck | None] = [None] * len(hand_values)
+    # Small terms share one numpy pass (the same element-wise rule as compare_values); a large
+    # term, or one that fails, is compared alone, which for large arrays is also the faster way.
+    small = [
+        i
+        for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True))
+        if 0 < h.size <= BATCHED_TERM_LIMIT and h.shape == t.shape
+    ]
+    if small:
+        sizes = [hand_values[i].size for i in small]
+        flat_hand = np.concatenate([hand_values[i].reshape(-1) for i in small])
+        flat_torch = np.concatenate([torch_values[i].reshape(-1) for i in small])
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(flat_hand - flat_torch)
+        starts = np.cumsum([0, *sizes[:-1]])
+        magnitude = np.abs(flat_torch)
+        max_abs = np.maximum.reduceat(diff, starts)
+        scale = np.maximum.reduceat(magnitude, starts)
+        failing = np.add.reduceat(_excess(diff, magnitude, tol) > 0, starts) | ~np.isfinite(max_abs)
+        for position, i in enumerate(small):
+            if failing[position]:
+                continue
+            # an agreeing term: its worst element is not located (no message shows it)
+            abs_error, magnitude_max = float(max_abs[position]), float(scale[position])
+            checks[i] = TermCheck(
+                hand.terms[i].name,
                 abs_error,
                 _ratio(abs_error, magnitude_max),
                 0,
-                sizes[index],
+                sizes[position],
                 (),
                 math.nan,
                 math.nan,
                 element_rel=0.0,
                 scale=magnitude_max,
             )
-        )
-    return checks
+    return [
+        check if check is not None else compare_values(term.name, hand_values[i], torch_values[i], tol)
+        for i, (term, check) in enumerate(zip(hand.terms, checks, strict=True))
+    ]
 
 
 def assert_traces_match(hand: StepTrace, torch: StepTrace, tol: Tolerance | None = None) -> None:
