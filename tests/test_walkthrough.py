@@ -173,6 +173,8 @@ def dense_case(
     twin: bool = True,
     options: dict | None = None,
     optimizer: str = "sgd",
+    schedule: LRSchedule | None = None,
+    clip: Clip | None = None,
 ) -> Case:
     """A 3-4-3-2 network (two hidden layers of ``activation``; a sigmoid output for bce, else the
     same activation) on :data:`X`, :data:`Y`, for ``steps`` steps: run through the harness against
@@ -192,7 +194,7 @@ def dense_case(
         f"{activation}-{loss}-{mode}-{'folded' if fold_bias else 'bias' if bias else 'nobias'}",
         network,
         LOSSES[loss],
-        Optimizer(optimizer, lr, options or {}),
+        Optimizer(optimizer, lr, options or {}, schedule=schedule, clip=clip),
         Data(X[:, : sizes[0]], Y[:, : sizes[-1]]),
         MODES[mode],
         steps=steps,
@@ -300,6 +302,127 @@ EXTRA = [  # (id, builder kwargs): runs against torch, deeper, longer; their she
             lr=0.01,
             optimizer="adam",
             options={"weight_decay": 0.01, "maximize": True},
+        ),
+    ),
+    (  # RMSprop with everything on: v, ḡ and b as state, √(v − ḡ²) + ε
+        "rmsprop-centered-momentum-tanh-minibatch",
+        dict(
+            activation="tanh",
+            loss="mse",
+            mode="minibatch",
+            fold_bias=False,
+            steps=8,
+            lr=0.01,
+            optimizer="rmsprop",
+            options={"centered": True, "momentum": 0.5, "weight_decay": 0.01, "alpha": 0.9},
+        ),
+    ),
+    (
+        "rmsprop-plain-sigmoid-bce-online",
+        dict(
+            activation="sigmoid",
+            loss="bce",
+            mode="online",
+            fold_bias=True,
+            steps=8,
+            lr=0.02,
+            optimizer="rmsprop",
+        ),
+    ),
+    (  # Adagrad: G starts at G₀, η̃ decays with t
+        "adagrad-decay-relu-batch",
+        dict(
+            activation="relu",
+            loss="mse_half",
+            mode="batch",
+            fold_bias=False,
+            steps=8,
+            lr=0.1,
+            optimizer="adagrad",
+            options={"lr_decay": 0.05, "initial_accumulator_value": 0.1, "weight_decay": 0.02},
+        ),
+    ),
+    (  # schedules: the lr in force reads the row above's
+        "steplr-momentum-sigmoid-online",
+        dict(
+            activation="sigmoid",
+            loss="mse",
+            mode="online",
+            fold_bias=False,
+            steps=8,
+            options={"momentum": 0.9},
+            schedule=LRSchedule("step", step_size=3, gamma=0.5),
+        ),
+    ),
+    (
+        "exponential-adam-tanh-batch",
+        dict(
+            activation="tanh",
+            loss="mse",
+            mode="batch",
+            fold_bias=False,
+            steps=8,
+            lr=0.05,
+            optimizer="adam",
+            schedule=LRSchedule("exponential", gamma=0.8),
+        ),
+    ),
+    (  # T_max = 3 over 8 steps: through η_min and the restart branch (e − 1 − T ≡ 0 mod 2T)
+        "cosine-rmsprop-leaky-minibatch",
+        dict(
+            activation="leaky_relu",
+            loss="mse",
+            mode="minibatch",
+            fold_bias=True,
+            steps=8,
+            lr=0.02,
+            optimizer="rmsprop",
+            schedule=LRSchedule("cosine", t_max=3, eta_min=0.001),
+        ),
+    ),
+    (  # clipping by the 2-norm (max_norm small enough to clip every step), then by ∞ and 1
+        "clipnorm2-sgd-sigmoid-batch",
+        dict(
+            activation="sigmoid", loss="mse", mode="batch", fold_bias=False, steps=8, clip=Clip(max_norm=0.05)
+        ),
+    ),
+    (
+        "clipnorminf-adam-tanh-online",
+        dict(
+            activation="tanh",
+            loss="mse",
+            mode="online",
+            fold_bias=False,
+            steps=8,
+            lr=0.05,
+            optimizer="adam",
+            clip=Clip(max_norm=0.02, norm_type=float("inf")),
+        ),
+    ),
+    (
+        "clipnorm1-cosine-adagrad-relu-minibatch",
+        dict(
+            activation="relu",
+            loss="mse",
+            mode="minibatch",
+            fold_bias=True,
+            steps=8,
+            lr=0.1,
+            optimizer="adagrad",
+            clip=Clip(max_norm=0.3, norm_type=1.0),
+            schedule=LRSchedule("cosine", t_max=4),
+        ),
+    ),
+    (
+        "clipvalue-momentum-tanh-bce-batch",
+        dict(
+            activation="tanh",
+            loss="bce",
+            mode="batch",
+            fold_bias=False,
+            steps=8,
+            options={"momentum": 0.9, "nesterov": True},
+            clip=Clip(value=0.01),
         ),
     ),
 ]
@@ -544,9 +667,6 @@ def test_formulas_longer_than_excel_allows_are_refused() -> None:
     [
         (dict(loss=Loss("l1")), "loss 'l1'"),
         (dict(loss=Loss("mse", "none")), "reduction 'none'"),
-        (dict(optimizer=Optimizer("rmsprop", 0.01)), "optimizer 'rmsprop'"),
-        (dict(optimizer=Optimizer("sgd", 0.1, clip=Clip(max_norm=1.0))), "clipping"),
-        (dict(optimizer=Optimizer("sgd", 0.1, schedule=LRSchedule("step"))), "schedule"),
         (dict(dtype="float32"), "float32"),
     ],
 )

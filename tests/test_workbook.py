@@ -144,18 +144,56 @@ def test_trace_goes_on_to_further_sheets_at_the_row_limit(tmp_path: Path):
     assert any("continues on Trace, Trace 2" in text for text in readme)
 
 
-def test_summary_has_loss_and_gradient_norm_charts(small):
-    path, report, _ = small
+def test_summary_has_loss_gradient_norm_and_step_size_charts(small):
+    path, report, traces = small
     with zipfile.ZipFile(path) as archive:
         charts = sorted(name for name in archive.namelist() if name.startswith("xl/charts/chart"))
-        assert len(charts) == 2
+        assert len(charts) == 3
         xml = [archive.read(name).decode() for name in charts]
     assert all("scatterChart" in text for text in xml)
     assert "'Chart data'!$B$2:$B$7" in xml[0] and "'Chart data'!$C$2:$C$7" in xml[0]  # hand and torch L
     assert "'Chart data'!$D$2:$D$7" in xml[1] and "'Chart data'!$E$2:$E$7" in xml[1]  # dense1, dense2
+    assert "'Chart data'!$F$2:$F$7" in xml[2] and "'Chart data'!$G$2:$G$7" in xml[2]  # η, ‖Δθ‖/‖g‖
+    assert '<logBase val="10"' in xml[2]
     data = list(load_workbook(path)["Chart data"].iter_rows(min_row=2, values_only=True))
     assert [row[0] for row in data] == [1, 2, 3, 4, 5, 6]
     assert [row[1:3] for row in data] == [tuple(pair) for pair in report.loss_history]
+    # plain SGD: θ′ − θ = −η·g, so the effective step ‖θ′ − θ‖/‖g‖ is η itself
+    for row, (hand, _) in zip(data, traces, strict=True):
+        assert row[5] == float(hand.value("sgd.lr")) == 0.5
+        assert row[6] == pytest.approx(0.5, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (("--schedule", "step", "--step-size", "2", "--gamma", "0.5"), [0.5, 0.5, 0.25, 0.25, 0.125]),
+        (("--optimizer", "adam", "--lr", "0.1"), None),
+        (("--clip-norm", "0.01"), None),
+    ],
+)
+def test_step_size_chart_follows_the_lr_in_force_and_the_update(tmp_path: Path, options, expected):
+    """The η column is the lr term of each step; the effective step is ‖θ′ − θ‖/‖g‖ from the
+    hand side's weights (η under plain SGD; smaller under clipping; anything under Adam)."""
+    path = tmp_path / "run.xlsx"
+    _, traces = write_run(path, "--steps", "5", *options)
+    data = list(load_workbook(path)["Chart data"].iter_rows(min_row=2, values_only=True))
+    kind = "adam" if "adam" in options else "sgd"
+    etas = [float(hand.value(f"{kind}.lr")) for hand, _ in traces]
+    assert [row[5] for row in data] == etas
+    if expected is not None:
+        assert etas == expected
+    before = xor(*options).initial_params
+    for row, (hand, _) in zip(data, traces, strict=True):
+        after = {name: hand.value(f"{name}_next") for name in before}
+        moved = np.sqrt(sum(np.sum((after[name] - before[name]) ** 2) for name in before))
+        gradient = np.sqrt(
+            sum(np.sum(hand.value(f"{n.rsplit('.', 1)[0]}.dL_d{n.rsplit('.', 1)[1]}") ** 2) for n in before)
+        )
+        assert row[6] == pytest.approx(moved / gradient, rel=1e-12)
+        if "--clip-norm" in options:
+            assert row[6] < row[5]  # clipping shortens the step below η
+        before = after
 
 
 def test_summary_flags_each_term_against_its_tolerance(small):

@@ -14,13 +14,18 @@ the hand side to the last bits or nearly so (sums and matrix products may add in
   (:func:`loss_gradient`): the mean is over the N·out elements of ŷ, as ``nn.MSELoss``; binary
   cross-entropy clamps each log at −100 and the gradient's denominator at 1e-12, as
   ``nn.BCELoss``;
-- optimizer updates keyed by optimizer kind (:data:`UPDATE_RULES`, :func:`update_rule`): SGD as
-  torch writes it (momentum and dampening, Nesterov, weight decay, maximize), its momentum buffer
-  as state that each step reads from the step before; a learning-rate schedule and gradient
-  clipping have no live formulas yet (the sheets refuse them, naming why).
+- optimizer updates keyed by optimizer kind (:data:`UPDATE_RULES`, :func:`update_rule`): SGD
+  (momentum and dampening, Nesterov, weight decay, maximize), Adam and AdamW (amsgrad), RMSprop
+  (centered, momentum) and Adagrad (lr_decay, initial accumulator), each in the operation order
+  of the hand side's rule, their state read from the step before;
+- the learning rate in force under a schedule (:func:`scheduled_lr`: StepLR, ExponentialLR and
+  CosineAnnealingLR in torch's recursive form, each step's η from the step before's), and
+  gradient clipping (:func:`clip_norm`, :func:`clip_coefficient`, :func:`clipped`) between the
+  backward pass and the update.
 
 Only functions of the Excel 2007 era are used (``MMULT``, ``TRANSPOSE``, ``SUMXMY2``, ``INDEX``,
-``IF``, ``MAX``, ``EXP``, ``LN``, ``TANH``, ``SUM``, ``ABS``).
+``IF``, ``MAX``, ``MIN``, ``EXP``, ``LN``, ``TANH``, ``SUM``, ``SUMSQ``, ``SUMPRODUCT``, ``ABS``,
+``SQRT``, ``MOD``, ``COS``, ``PI``).
 
 NOTE: LibreOffice rounds a difference of two numbers that agree to about 15 digits to exactly 0
 (``rtl::math::approxSub``). Where NumPy keeps ~1e-16 the sheet shows 0; the absolute error stays
@@ -29,16 +34,18 @@ below 1e-15 of the operands, far inside the comparison tolerance.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from handgrad.spec import Loss, Optimizer, SpecError
+from handgrad.spec import Clip, Loss, LRSchedule, Optimizer, SpecError
 
 MAX_FORMULA_CHARS = 8192  # Excel's limit on the length of a formula's text
 BCE_LOG_FLOOR = -100  # nn.BCELoss clamps each log at −100
 BCE_GRAD_EPS = "1e-12"  # ... and the gradient's denominator p(1−p) at 1e-12
+CLIP_EPS = "1e-6"  # clip_grad_norm_: coef = max_norm / (‖g‖ + 1e-6)
 
 
 class TooLarge(SpecError):
@@ -289,6 +296,8 @@ class UpdateRule:
     build: UpdateBuild
     scalars: Callable[[Mapping[str, str], str], list[tuple[str, str]]]
     equation: str
+    schedule: LRSchedule | None = None  # the lr in force moves by :func:`scheduled_lr`
+    clip: Clip | None = None  # the gradients are clipped before the update
 
 
 def _sgd(spec: Optimizer) -> UpdateRule:
@@ -421,20 +430,271 @@ def _adam(spec: Optimizer) -> UpdateRule:
     )
 
 
-UPDATE_RULES: dict[str, Callable[[Optimizer], UpdateRule]] = {"sgd": _sgd, "adam": _adam, "adamw": _adam}
+def _rmsprop(spec: Optimizer) -> UpdateRule:
+    """``torch.optim.RMSprop`` as ``_single_tensor_rmsprop`` (and the hand side's ``optim.rmsprop``)::
+
+    g ← −g (maximize);  g ← g + λθ (weight decay)
+    v ← αv + (1 − α)g²;  ḡ ← ḡ + (1 − α)(g − ḡ) (centered)   (v = ḡ = 0 before t = 1)
+    s ← √(v − ḡ²) + ε (centered) or √v + ε
+    b ← μb + g/s, θ′ = θ − η·b (momentum μ > 0; b = 0 before t = 1)   or   θ′ = θ − η·g/s
+    """
+    o = spec.options
+    momentum, decay = float(o.get("momentum", 0.0)) > 0, o.get("weight_decay", 0.0) != 0
+    centered, maximize = bool(o.get("centered")), bool(o.get("maximize"))
+
+    def hyper(spec: Optimizer) -> list[Hyper]:
+        found = [
+            Hyper("lr", "eta", "η", spec.lr),
+            Hyper("alpha", "alpha", "α", float(o["alpha"])),
+            Hyper("eps", "eps", "ε", float(o["eps"])),
+        ]
+        if momentum:
+            found.append(Hyper("momentum", "momentum", "μ", float(o["momentum"])))
+        if decay:
+            found.append(Hyper("weight_decay", "weight_decay", "λ", float(o["weight_decay"])))
+        return found
+
+    def build(
+        param: str,
+        grad: str,
+        hyper: Mapping[str, str],
+        previous: Mapping[str, str | None],
+        step: str,
+        state: Mapping[str, str] | None = None,
+    ) -> UpdateFormulas:
+        eta, alpha, eps = hyper["lr"], hyper["alpha"], hyper["eps"]
+        g = f"(-{grad})" if maximize else grad  # g ← −g
+        if decay:
+            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        v0 = previous.get("square_avg")
+        # NOTE: torch creates v = 0 (and ḡ = b = 0) at t = 1; 0·α + x is x exactly
+        v_new = f"((1-{alpha})*{g})*{g}" if v0 is None else f"{v0}*{alpha}+((1-{alpha})*{g})*{g}"
+        new_state = {"square_avg": v_new}
+        v = state["square_avg"] if state is not None else f"({v_new})"
+        if centered:
+            mean0 = previous.get("grad_avg")
+            new_state["grad_avg"] = lerp("0" if mean0 is None else mean0, g, f"(1-{alpha})")
+            mean = state["grad_avg"] if state is not None else f"({new_state['grad_avg']})"
+            avg = f"(SQRT({v}+(-1*{mean})*{mean})+{eps})"  # √(v − ḡ²) + ε
+        else:
+            avg = f"(SQRT({v})+{eps})"  # √v + ε
+        if not momentum:
+            return UpdateFormulas(new_state, f"{param}+((-{eta})*{g})/{avg}")  # θ − η·g/s
+        b0 = previous.get("momentum_buffer")
+        new_state["momentum_buffer"] = f"{g}/{avg}" if b0 is None else f"{b0}*{hyper['momentum']}+{g}/{avg}"
+        b = state["momentum_buffer"] if state is not None else f"({new_state['momentum_buffer']})"
+        return UpdateFormulas(new_state, f"{param}+(-{eta})*{b}")  # θ − η·b
+
+    keys = [("square_avg", "v")] + ([("grad_avg", "ḡ")] if centered else [])
+    keys += [("momentum_buffer", "b")] if momentum else []
+    s_text = "√(v − ḡ²) + ε" if centered else "√v + ε"
+    equation = "v = αv + (1−α)g², " + ("ḡ = αḡ + (1−α)g, " if centered else "") + f"s = {s_text}, "
+    equation += "b = μb + g/s, θ′ = θ − η·b" if momentum else "θ′ = θ − η·g/s"
+    if decay:
+        equation += ", g = ∂L/∂θ + λθ"
+    return UpdateRule(
+        kind="rmsprop",
+        hyper=hyper,
+        state_keys=lambda spec: keys,
+        build=build,
+        scalars=lambda hyper, step: [("step", step), ("lr", hyper["lr"])],
+        equation=equation,
+    )
+
+
+def _adagrad(spec: Optimizer) -> UpdateRule:
+    """``torch.optim.Adagrad`` as ``_single_tensor_adagrad`` (and the hand side's ``optim.adagrad``)::
+
+    g ← −g (maximize);  g ← g + λθ (weight decay)
+    η̃ = η / (1 + (t − 1)·lr_decay);  G ← G + g²   (G = G₀, the initial accumulator, before t = 1)
+    θ′ = θ − η̃·g / (√G + ε)
+    """
+    o = spec.options
+    decay, maximize = o.get("weight_decay", 0.0) != 0, bool(o.get("maximize"))
+
+    def hyper(spec: Optimizer) -> list[Hyper]:
+        found = [
+            Hyper("lr", "eta", "η", spec.lr),
+            Hyper("lr_decay", "lr_decay", "lr_decay", float(o["lr_decay"])),
+            Hyper("eps", "eps", "ε", float(o["eps"])),
+            Hyper("initial_accumulator_value", "G_init", "G₀", float(o["initial_accumulator_value"])),
+        ]
+        if decay:
+            found.append(Hyper("weight_decay", "weight_decay", "λ", float(o["weight_decay"])))
+        return found
+
+    def build(
+        param: str,
+        grad: str,
+        hyper: Mapping[str, str],
+        previous: Mapping[str, str | None],
+        step: str,
+        state: Mapping[str, str] | None = None,
+    ) -> UpdateFormulas:
+        g = f"(-{grad})" if maximize else grad  # g ← −g
+        if decay:
+            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        before = previous.get("sum")
+        accumulated = f"{hyper['initial_accumulator_value'] if before is None else before}+{g}*{g}"
+        total_cell = state["sum"] if state is not None else f"({accumulated})"
+        decayed = f"({hyper['lr']}/(1+({step}-1)*{hyper['lr_decay']}))"  # η̃ = η / (1 + (t − 1)·lr_decay)
+        return UpdateFormulas(
+            {"sum": accumulated}, f"{param}+((-{decayed})*{g})/(SQRT({total_cell})+{hyper['eps']})"
+        )
+
+    equation = "G = G + g², θ′ = θ − η̃·g/(√G + ε), η̃ = η/(1 + (t−1)·lr_decay)"
+    if decay:
+        equation += ", g = ∂L/∂θ + λθ"
+    return UpdateRule(
+        kind="adagrad",
+        hyper=hyper,
+        state_keys=lambda spec: [("sum", "G")],
+        build=build,
+        scalars=lambda hyper, step: [("step", step), ("lr", hyper["lr"])],
+        equation=equation,
+    )
+
+
+def lerp(start: str, end: str, weight: str) -> str:
+    """``torch.lerp`` as its CPU kernel (and the hand side's ``optim.lerp``): start + w(end − start)
+    for |w| < ½, else end − (end − start)(1 − w); the branch is taken on the live weight."""
+    low = f"{start}+{weight}*({end}-{start})"
+    high = f"{end}-({end}-{start})*(1-{weight})"
+    return f"IF(ABS({weight})<0.5,{low},{high})"
+
+
+UPDATE_RULES: dict[str, Callable[[Optimizer], UpdateRule]] = {
+    "sgd": _sgd,
+    "adam": _adam,
+    "adamw": _adam,
+    "rmsprop": _rmsprop,
+    "adagrad": _adagrad,
+}
 
 
 def update_rule(spec: Optimizer) -> UpdateRule:
-    """The live update of an optimizer, or a SpecError saying what has no live formulas yet."""
+    """The live update of an optimizer, with its schedule's and its clipping's input cells, or a
+    SpecError saying what has no live formulas."""
     factory = UPDATE_RULES.get(spec.kind)
     if factory is None:
         raise SpecError(
             "optimizer",
             f"no live spreadsheet formulas for optimizer {spec.kind!r} yet (have: {', '.join(UPDATE_RULES)})",
         )
-    schedule = getattr(spec, "schedule", None)
-    if schedule is not None and getattr(schedule, "kind", "none") != "none":
-        raise SpecError("schedule", "no live spreadsheet formulas for a learning-rate schedule yet")
-    if getattr(spec, "clip", None) is not None:
-        raise SpecError("clip", "no live spreadsheet formulas for gradient clipping yet")
-    return factory(spec)
+    rule = factory(spec)
+    schedule = spec.schedule if spec.schedule is not None and spec.schedule.kind != "none" else None
+    clip = spec.clip
+    if schedule is None and clip is None:
+        return rule
+    extra = _schedule_hyper(schedule) + _clip_hyper(clip)
+
+    def hyper(spec: Optimizer) -> list[Hyper]:
+        return rule.hyper(spec) + extra
+
+    equation = rule.equation
+    if clip is not None:
+        equation = f"g = ĝ (clipped: {clip_equation(clip)}); " + equation
+    return dataclasses.replace(rule, hyper=hyper, equation=equation, schedule=schedule, clip=clip)
+
+
+# --- learning-rate schedules ------------------------------------------------------------------------
+
+
+def _schedule_hyper(schedule: LRSchedule | None) -> list[Hyper]:
+    if schedule is None:
+        return []
+    if schedule.kind == "step":
+        return [
+            Hyper("step_size", "lr_step_size", "step_size", float(schedule.step_size)),
+            Hyper("gamma", "lr_gamma", "γ", float(schedule.gamma)),
+        ]
+    if schedule.kind == "exponential":
+        return [Hyper("gamma", "lr_gamma", "γ", float(schedule.gamma))]
+    if schedule.kind == "cosine":
+        return [
+            Hyper("t_max", "lr_T_max", "T_max", float(schedule.t_max)),
+            Hyper("eta_min", "eta_min", "η_min", float(schedule.eta_min)),
+        ]
+    raise SpecError("schedule", f"no live spreadsheet formulas for schedule {schedule.kind!r}")
+
+
+def scheduled_lr(schedule: LRSchedule, hyper: Mapping[str, str], previous: str | None, step: str) -> str:
+    """η in force at step t: η at t = 1 (``previous`` None), else the scheduler's step from the
+    η of step t − 1 (``previous``) at epoch e = t − 1, by the recursive formula torch's
+    ``get_lr`` uses (the hand side's ``optim.next_lr``):
+
+    StepLR ``η·γ if e mod step_size = 0 else η``; ExponentialLR ``η·γ``; CosineAnnealingLR
+    ``η_min + (η − η_min)(1 + cos(πe/T))/(1 + cos(π(e − 1)/T))``, and
+    ``η + (η₀ − η_min)(1 − cos(π/T))/2`` where that denominator is 0 (e − 1 − T ≡ 0 mod 2T).
+    """
+    base = hyper["lr"]
+    if previous is None:
+        return base
+    epoch = f"({step}-1)"
+    if schedule.kind == "step":
+        return f"IF(MOD({epoch},{hyper['step_size']})=0,{previous}*{hyper['gamma']},{previous})"
+    if schedule.kind == "exponential":
+        return f"{previous}*{hyper['gamma']}"
+    if schedule.kind == "cosine":
+        t_max, eta_min = hyper["t_max"], hyper["eta_min"]
+        restart = f"{previous}+({base}-{eta_min})*(1-COS(PI()/{t_max}))/2"
+        ratio = f"(1+COS(PI()*{epoch}/{t_max}))/(1+COS(PI()*({epoch}-1)/{t_max}))"
+        return f"IF(MOD({epoch}-1-{t_max},2*{t_max})=0,{restart},{ratio}*({previous}-{eta_min})+{eta_min})"
+    raise SpecError("schedule", f"no live spreadsheet formulas for schedule {schedule.kind!r}")
+
+
+def schedule_equation(schedule: LRSchedule) -> str:
+    return {
+        "step": "η ← γ·η every step_size steps (StepLR)",
+        "exponential": "η ← γ·η every step (ExponentialLR)",
+        "cosine": "η ← η_min + (η − η_min)(1 + cos(πe/T))/(1 + cos(π(e−1)/T)) (CosineAnnealingLR, recursive)",
+    }[schedule.kind]
+
+
+# --- gradient clipping ------------------------------------------------------------------------------
+
+
+def _clip_hyper(clip: Clip | None) -> list[Hyper]:
+    if clip is None:
+        return []
+    if clip.max_norm is not None:
+        return [Hyper("max_norm", "max_norm", "max_norm", float(clip.max_norm))]
+    return [Hyper("clip_value", "clip_value", "c", float(clip.value))]
+
+
+def clip_equation(clip: Clip) -> str:
+    if clip.max_norm is not None:
+        p = "∞" if math.isinf(clip.norm_type) else number(clip.norm_type)
+        return f"ĝ = g·min(max_norm/(‖g‖_{p} + 10⁻⁶), 1), ‖g‖ over every parameter's gradient"
+    return "ĝ = min(max(g, −c), c)"
+
+
+def clip_norm(clip: Clip, ranges: Sequence[str]) -> str:
+    """‖g‖_p over every gradient range together (torch: the norm of the per-tensor norms; the
+    same number up to rounding): p = 2 ``SQRT(SUMSQ(..))``, p = ∞ the largest |g|, else
+    ``(Σ SUMPRODUCT(ABS(r)^p))^(1/p)``."""
+    p = float(clip.norm_type)
+    joined = ",".join(ranges)
+    if math.isinf(p):
+        return f"MAX(MAX({joined}),-MIN({joined}))"
+    if p == 2:
+        return f"SQRT(SUMSQ({joined}))"
+    if p == 1:
+        return "+".join(f"SUMPRODUCT(ABS({r}))" for r in ranges)
+    power = number(p)
+    return "(" + "+".join(f"SUMPRODUCT(ABS({r})^{power})" for r in ranges) + f")^(1/{power})"
+
+
+def clip_coefficient(hyper: Mapping[str, str], norm: str) -> str:
+    """min(max_norm/(‖g‖ + 10⁻⁶), 1), as ``clip_grad_norm_``."""
+    return f"MIN({hyper['max_norm']}/({norm}+{CLIP_EPS}),1)"
+
+
+def clipped(clip: Clip, hyper: Mapping[str, str], grad: str, coefficient: str | None) -> str:
+    """ĝ of one element: g·coef (by norm; every gradient is multiplied, also when coef = 1) or
+    g clamped to [−c, c] (by value)."""
+    if clip.max_norm is not None:
+        assert coefficient is not None
+        return f"{grad}*{coefficient}"
+    c = hyper["clip_value"]
+    return f"MIN(MAX({grad},-{c}),{c})"

@@ -1,9 +1,10 @@
 """The Summary sheet: the verdict, how the run was configured, and each term's worst error.
 
 Laid out as a :class:`Grid`; :func:`decorate` then adds what a grid does not carry: the conditional
-formats of the per-term table (red where a term's max |Δ| passes its tolerance) and the two native
-charts (loss per step, hand and torch; gradient norm of each layer per step), which read the
-hidden "Chart data" sheet.
+formats of the per-term table (red where a term's max |Δ| passes its tolerance) and the native
+charts, which read the hidden "Chart data" sheet: the loss per step (hand and torch), the
+gradient norm of each layer per step, and the step size per step (the η in force and the
+effective step ‖θ′ − θ‖/‖∂L/∂θ‖).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ TERM_COLUMNS = (
     "torch source",
 )
 CHART_COLUMN = 13  # the charts sit right of the tables, from column M
+DIAGNOSTICS_TOP = 66  # the per-layer diagnostic charts (deep) start below the three run charts
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,8 @@ def decorate(
     layers: list[str],
     stride: int,
 ) -> None:
-    """Conditional formats of the per-term table and the two charts (data on ``chart_sheet``)."""
+    """Conditional formats of the per-term table and the charts (data on ``chart_sheet``): loss,
+    gradient norm per layer, step size (η in force and ‖θ′ − θ‖/‖∂L/∂θ‖, log scale)."""
     first, last = layout.table_first, layout.table_last
     fail = DifferentialStyle(**CF_FAIL)
     good = DifferentialStyle(**CF_OK)
@@ -210,6 +213,15 @@ def decorate(
             _plain_line(series)
             norms.series.append(series)
         sheet.add_chart(norms, f"{address(24, CHART_COLUMN)}")  # type: ignore[attr-defined]
+    step_size = _chart(f"Step size per step{every}", "step size (log scale)")
+    step_size.y_axis.scaling.logBase = 10
+    first = 4 + len(layers)
+    for offset, (title, dashed) in enumerate((("η in force", True), ("‖θ′ − θ‖ / ‖∂L/∂θ‖", False))):
+        y = Reference(chart_sheet, min_col=first + offset, min_row=2, max_row=points + 1)
+        series = Series(y, x, title=title)
+        _plain_line(series, dashed=dashed)
+        step_size.series.append(series)
+    sheet.add_chart(step_size, f"{address(45, CHART_COLUMN)}")  # type: ignore[attr-defined]
 
 
 def _add_rule(sheet: object, cells: str, formula: str, style: DifferentialStyle) -> None:

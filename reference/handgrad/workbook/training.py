@@ -17,8 +17,10 @@ cells; row t: row t − 1's updated weights, with a fixed row such as ``DS$12``:
 :meth:`_Row.weights_before`) · x and y (``INDEX`` into the data block by the row
 numbers) · every forward term (z⁽ˡ⁾ = Σᵢ xᵢ·Wⱼᵢ + bⱼ written out, a⁽ˡ⁾) · ℓ (bce only) · L ·
 every backward term (∂L/∂ŷ, ∂L/∂z⁽ˡ⁾, ∂L/∂W⁽ˡ⁾ = Σ over samples, ∂L/∂b⁽ˡ⁾, ∂L/∂a⁽ˡ⁻¹⁾, ∂L/∂x) ·
-the optimizer's state (reading the row above) and the updated weights · its scalars (the lr in
-force) · torch's L (a plain number) and |Δ| of L by formula.
+with clipping: ‖g‖ and the coefficient (by norm) and the clipped gradients ĝ · the optimizer's
+state (reading the row above) and the updated weights · its scalars (t; the lr in force, which
+under a schedule reads the row above's η and the update reads) · torch's L (a plain number) and
+|Δ| of L by formula.
 
 To the right of the steps sits the data block (``x_data``, ``y_data``; inputs too). Editing η,
 an initial weight or a data value recomputes every row. ``grid.checks`` maps each term cell to its
@@ -121,6 +123,9 @@ class _Layout:
     out_grads: dict[int, Group] = field(default_factory=dict)
     param_grads: dict[str, Group] = field(default_factory=dict)
     dx: Group | None = None
+    clip_norm: Group | None = None
+    clip_coefficient: Group | None = None
+    clipped: dict[str, Group] = field(default_factory=dict)
     state: dict[tuple[str, str], Group] = field(default_factory=dict)
     next: dict[str, Group] = field(default_factory=dict)
     scalars: dict[str, Group] = field(default_factory=dict)
@@ -280,6 +285,16 @@ def _columns(grid: Grid, layout: _Layout, experiment: Experiment, bmax: int) -> 
                 )
     layout.dx = cols.add("input.dL_dx", (bmax, n_in), "∂L/∂x", "backward", _sample_labels(bmax, n_in))
 
+    clip = rule.clip
+    if clip is not None:
+        if clip.max_norm is not None:
+            layout.clip_norm = cols.add("clip.total_norm", (1,), "‖g‖ (before clipping)", "update", ["‖g‖"])
+            layout.clip_coefficient = cols.add(
+                "clip.coefficient", (1,), "min(max_norm/(‖g‖ + 10⁻⁶), 1)", "update", ["coef"]
+            )
+        for name, shape, symbol in table:
+            title = f"ĝ[{symbol}] (clipped ∂L/∂{symbol})"
+            layout.clipped[name] = cols.add(f"clip.grad.{name}", shape, title, "update", _param_labels(shape))
     kind = optimizer.kind
     for key, state_symbol in rule.state_keys(optimizer):
         for name, shape, symbol in table:
@@ -514,14 +529,45 @@ class _Row:
                 ]
                 self.put(group, s * units + i, fx.dot(pairs), "backward", group.term)
 
+    def clip(self) -> dict[str, Group]:
+        """The clipped gradients ĝ (with ‖g‖ and the coefficient for clipping by norm): the
+        gradients the update reads."""
+        layout, clip = self.layout, self.layout.rule.clip
+        if clip is None:
+            return layout.param_grads
+        coefficient = None
+        if layout.clip_norm is not None and layout.clip_coefficient is not None:
+            ranges = [
+                area(self.row, layout.param_grads[name].left, 1, layout.param_grads[name].size)
+                for name, _, _ in layout.table
+            ]
+            self.put(layout.clip_norm, 0, fx.clip_norm(clip, ranges), "update", "clip.total_norm")
+            norm = self.cell(layout.clip_norm, 0)
+            self.put(layout.clip_coefficient, 0, fx.clip_coefficient(layout.hyper_names, norm), "update")
+            coefficient = self.cell(layout.clip_coefficient, 0)
+        for name, _, _ in layout.table:
+            g, group = layout.param_grads[name], layout.clipped[name]
+            for flat in range(g.size):
+                body = fx.clipped(clip, layout.hyper_names, self.cell(g, flat), coefficient)
+                self.put(group, flat, body, "update", f"clip.grad.{name}")
+        return layout.clipped
+
     def update(self) -> None:
-        """The optimizer's state (reading the row above), the updated weights, its scalars."""
+        """Clipping, the optimizer's state (reading the row above), the updated weights, its
+        scalars (the lr in force: under a schedule, from the row above's)."""
         layout, rule = self.layout, self.layout.rule
         kind = self.optimizer.kind
         state_keys = rule.state_keys(self.optimizer)
         step = address(self.row, 1)
+        grads = self.clip()
+        hyper, lr_body = layout.hyper_names, ""
+        if rule.schedule is not None:  # the update reads this row's η, which reads the row above's
+            lr = layout.scalars["lr"]
+            hyper = {**hyper, "lr": self.cell(lr, 0)}
+            previous_lr = _fixed_row(self.row - 1, lr.col(0)) if self.t > 1 else None
+            lr_body = fx.scheduled_lr(rule.schedule, layout.hyper_names, previous_lr, step)
         for name, _, _ in layout.table:
-            p, g = layout.before[name], layout.param_grads[name]
+            p, g = layout.before[name], grads[name]
             for flat in range(p.size):
                 groups = {key: layout.state[(key, name)] for key, _ in state_keys}
                 # the state before the step: the row above, with a fixed row (see weights_before)
@@ -530,13 +576,13 @@ class _Row:
                     for key, group in groups.items()
                 }
                 new_state = {key: self.cell(group, flat) for key, group in groups.items()}
-                update = rule.build(
-                    self.cell(p, flat), self.cell(g, flat), layout.hyper_names, previous, step, new_state
-                )
+                update = rule.build(self.cell(p, flat), self.cell(g, flat), hyper, previous, step, new_state)
                 for key, body in update.state.items():
                     self.put(groups[key], flat, body, "state", f"{kind}.{key}.{name}")
                 self.put(layout.next[name], flat, update.next, "update", f"{name}_next")
         for key, body in rule.scalars(layout.hyper_names, step):
+            if key == "lr" and rule.schedule is not None:
+                body = lr_body
             self.put(layout.scalars[key], 0, body, "state", f"{kind}.{key}")
 
 

@@ -10,9 +10,11 @@ of blocks, so the eye can run along a row):
   or the folded ``Wt_1`` = [W | b]);
 - the blocks, each titled with its symbol and equation and coloured by phase: z⁽ˡ⁾ (``MMULT``
   in an array formula, a row per sample as torch: ``MMULT(x, TRANSPOSE(W)) + TRANSPOSE(b)``),
-  a⁽ˡ⁾, L, ∂L/∂ŷ, ∂L/∂z⁽ˡ⁾, ∂L/∂W⁽ˡ⁾, ∂L/∂b⁽ˡ⁾, ∂L/∂a⁽ˡ⁻¹⁾, ∂L/∂x, the optimizer's state
-  (SGD's momentum buffer, reading the state before the step, shown as input cells) and the
-  updated weights, then its scalars (the lr in force);
+  a⁽ˡ⁾, L, ∂L/∂ŷ, ∂L/∂z⁽ˡ⁾, ∂L/∂W⁽ˡ⁾, ∂L/∂b⁽ˡ⁾, ∂L/∂a⁽ˡ⁻¹⁾, ∂L/∂x, with clipping ‖g‖ and
+  the clipped gradients ĝ, the optimizer's state (momentum buffer, Adam's m and v, RMSprop's v,
+  Adagrad's G, ... reading the state before the step, shown as input cells) and the updated
+  weights, then its scalars (t, the lr in force: under a schedule η is the step's lr in force,
+  an input);
 - beside every computed block torch's values for the same term (plain numbers, style
   ``torch``) and |Δ| = |hand − torch| by formula (style ``delta``).
 
@@ -22,6 +24,7 @@ Every formula reads from the input cells, so editing one recomputes the whole st
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -30,12 +33,13 @@ from openpyxl.worksheet.formula import ArrayFormula
 
 from handgrad.hand.network import HandNetwork, param_table, sup
 from handgrad.harness import Experiment
-from handgrad.spec import Activation, Dense, Network, SpecError, Stage
+from handgrad.spec import Activation, Clip, Dense, Network, SpecError, Stage
 from handgrad.trace import StepTrace
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 
 LEFT = 2  # the hand blocks start in column B; column A holds titles and row labels
+SCHEDULE_KEYS = ("step_size", "gamma", "t_max", "eta_min")  # a schedule's inputs (Training sheet only)
 LEGEND = ("input", "forward", "loss", "backward", "update", "torch", "delta")
 LEGEND_TEXT = {
     "input": "input (edit me)",
@@ -363,8 +367,14 @@ def walkthrough_grid(
     sheet.top += 1
     hyper_names: dict[str, str] = {}
     for hyper in rule.hyper(optimizer):
-        grid.text(sheet.top, 1, f"{hyper.symbol} ({hyper.key}, name {hyper.name})", "header")
-        grid.set(sheet.top, LEFT, hyper.value, "input")
+        label, value = f"{hyper.symbol} ({hyper.key}, name {hyper.name})", hyper.value
+        if hyper.key in SCHEDULE_KEYS:  # the schedule moves η after this step; this step reads η only
+            continue
+        if hyper.key == "lr" and rule.schedule is not None:
+            value = float(np.asarray(hand.value(f"{optimizer.kind}.lr")).reshape(-1)[0])
+            label += f": the lr in force at step {step} ({fx.schedule_equation(rule.schedule)})"
+        grid.text(sheet.top, 1, label, "header")
+        grid.set(sheet.top, LEFT, value, "input")
         grid.name(hyper.name, sheet.top, LEFT)
         hyper_names[hyper.key] = hyper.name
         sheet.top += 1
@@ -599,6 +609,9 @@ def walkthrough_grid(
     )
     sheet.top += 1
 
+    if rule.clip is not None:
+        param_grads = _clip_blocks(sheet, rule.clip, table, param_grads, hyper_names)
+
     # --- update ---------------------------------------------------------------------------------------
     grid.text(sheet.top, 1, f"Update ({optimizer.kind}: {rule.equation})", "title")
     sheet.top += 1
@@ -616,6 +629,58 @@ def _param_labels(short: str, rows: int, cols: int) -> tuple[list[str], list[str
     else:
         col_labels = _unit_labels(cols, "in")
     return col_labels, _unit_labels(rows, "unit")
+
+
+def _clip_blocks(
+    sheet: _Sheet,
+    clip: Clip,
+    table: list[tuple[str, tuple[int, ...], str]],
+    param_grads: dict[str, Block],
+    hyper_names: dict[str, str],
+) -> dict[str, Block]:
+    """Gradient clipping between the backward pass and the update: ‖g‖ over every gradient and
+    the coefficient (by norm), then each clipped gradient ĝ, the blocks the update reads."""
+    grid = sheet.grid
+    grid.text(sheet.top, 1, f"Gradient clipping ({fx.clip_equation(clip)})", "title")
+    sheet.top += 1
+    coefficient = None
+    if clip.max_norm is not None:
+        p = "∞" if math.isinf(clip.norm_type) else fx.number(clip.norm_type)
+        norm = fx.clip_norm(clip, [param_grads[name].range() for name, _, _ in table])
+        block = sheet.computed(
+            "clip.total_norm",
+            f"‖∂L/∂θ‖_{p} over every parameter (before clipping)",
+            "update",
+            {(0, 0): norm},
+            (1, 1),
+            ["‖g‖"],
+            ["‖g‖"],
+        )
+        grid.text(sheet.top, 1, "coef = min(max_norm/(‖g‖ + 10⁻⁶), 1)  (no torch term)", "update")
+        body = fx.clip_coefficient(hyper_names, block.cell(0, 0))
+        grid.set(sheet.top + 1, LEFT, fx.formula(body), "update")
+        coefficient = address(sheet.top + 1, LEFT)
+        sheet.top += 3
+    clipped: dict[str, Block] = {}
+    for name, _, symbol in table:
+        g_block = param_grads[name]
+        cells = {
+            (i, j): fx.clipped(clip, hyper_names, g_block.cell(i, j), coefficient)
+            for i in range(g_block.rows)
+            for j in range(g_block.cols)
+        }
+        col_labels, row_labels = _param_labels(name.split(".", 1)[1], g_block.rows, g_block.cols)
+        clipped[name] = sheet.computed(
+            f"clip.grad.{name}",
+            f"∂L/∂{symbol} clipped",
+            "update",
+            cells,
+            (g_block.rows, g_block.cols),
+            col_labels,
+            row_labels,
+        )
+    sheet.top += 1
+    return clipped
 
 
 def _update_blocks(

@@ -205,10 +205,12 @@ class WorkbookWriter:
         )
         self.captured: dict[int, tuple[StepTrace, StepTrace]] = {}
         self._capture = {s for k in self.walkthrough_steps for s in (k - 1, k) if s >= 1}
-        # chart series (step, L hand, L torch, gradient norm per layer): every stride-th step
+        # chart series (step, L hand, L torch, gradient norm per layer, η in force, ‖Δθ‖/‖∂L/∂θ‖):
+        # every stride-th step
         self.stride = max(1, math.ceil(experiment.steps / CHART_POINTS))
         self._layers = _layer_gradients(experiment)
-        self._chart: list[array] = [array("d") for _ in range(3 + len(self._layers))]
+        self._chart: list[array] = [array("d") for _ in range(5 + len(self._layers))]
+        self._params_before: Mapping[str, np.ndarray] = experiment.initial_params
         self._last_point: list[float] | None = None
         self.steps_seen = 0
         self.diagnostics = DiagnosticsHistory(experiment.steps, CHART_POINTS)
@@ -221,10 +223,14 @@ class WorkbookWriter:
         if step in self._capture:
             self.captured[step] = (hand, torch)
         point = [float(step), _scalar(hand, "loss.L"), _scalar(torch, "loss.L")]
+        gradient_squares = 0.0
         for grads in self._layers.values():
             with np.errstate(over="ignore", invalid="ignore"):  # a diverging run: inf is the point
                 squares = [np.sum(np.square(hand.value(g), dtype=np.float64)) for g in grads if g in hand]
-            point.append(math.sqrt(sum(float(square) for square in squares)))
+            layer_squares = sum(float(square) for square in squares)
+            gradient_squares += layer_squares
+            point.append(math.sqrt(layer_squares))
+        point += self._step_size(step, hand, gradient_squares)
         if (step - 1) % self.stride == 0:
             for series, value in zip(self._chart, point, strict=True):
                 series.append(value)
@@ -233,6 +239,30 @@ class WorkbookWriter:
             self._last_point = point
         self.steps_seen = step
         self.diagnostics(step, hand, torch, checks)
+
+    def _step_size(self, step: int, hand: StepTrace, gradient_squares: float) -> list[float]:
+        """[η in force, effective step size ‖θ′ − θ‖/‖∂L/∂θ‖ over every parameter] of the step
+        (the hand side's numbers, as the other charts; NaN where the weights before the step are
+        not known, a step skipped). For plain SGD the second is η; momentum, Adam's and RMSprop's
+        scaling, weight decay and clipping show as its distance from η."""
+        lr = next((term for term in hand if term.phase == "state" and term.name.endswith(".lr")), None)
+        known = step == 1 or step == self.steps_seen + 1
+        moved = 0.0
+        after: dict[str, np.ndarray] = {}
+        for name, before in self._params_before.items():
+            if f"{name}_next" not in hand:
+                known = False
+                break
+            after[name] = np.asarray(hand.value(f"{name}_next"))
+            with np.errstate(over="ignore", invalid="ignore"):
+                difference = after[name].astype(np.float64) - np.asarray(before, dtype=np.float64)
+                moved += float(np.sum(np.square(difference)))
+        if after and len(after) == len(self._params_before):
+            self._params_before = after
+        effective = math.nan
+        if known and gradient_squares > 0:
+            effective = math.sqrt(moved) / math.sqrt(gradient_squares)
+        return [float(np.asarray(lr.value).reshape(-1)[0]) if lr is not None else math.nan, effective]
 
     # -- after the run ----------------------------------------------------------------------
 
@@ -270,7 +300,9 @@ class WorkbookWriter:
         if self.diagnostics.names:  # per-layer diagnostics (deep): a sheet and charts on the Summary
             sheet = write_grid(book, diagnostics_grid(self.experiment, report, self.diagnostics))
             charts = diagnostic_charts(sheet, self.diagnostics)
-            add_diagnostic_charts(book.first, charts, top=45, col=summary.CHART_COLUMN, per_row=2)
+            add_diagnostic_charts(
+                book.first, charts, top=summary.DIAGNOSTICS_TOP, col=summary.CHART_COLUMN, per_row=2
+            )
             diagnostics_sheets.append(sheet)
         if "model" in (self.experiment.spec or {}) and self.captured:  # recurrent: ‖∂L/∂h_t‖ through time
             from handgrad.workbook.recurrent_walkthrough import (
@@ -334,7 +366,14 @@ class WorkbookWriter:
 
     def _chart_grid(self) -> tuple[Grid, int]:
         grid = Grid(summary.CHART_DATA_TITLE, hidden=True)
-        headers = ["step", "L (hand)", "L (torch)", *(f"‖∂L/∂θ‖ {layer}" for layer in self._layers)]
+        headers = [
+            "step",
+            "L (hand)",
+            "L (torch)",
+            *(f"‖∂L/∂θ‖ {layer}" for layer in self._layers),
+            "η in force",
+            "‖θ′ − θ‖ / ‖∂L/∂θ‖",
+        ]
         for col, name in enumerate(headers, start=1):
             grid.set(1, col, name, "header")
         columns = [list(series) for series in self._chart]
@@ -345,6 +384,8 @@ class WorkbookWriter:
         for i in range(points):
             for col, series in enumerate(columns, start=1):
                 value = series[i]
+                if col > len(headers) - 2 and not value > 0:  # a log-scale series: no 0, no NaN
+                    continue
                 grid.set(i + 2, col, int(value) if col == 1 else value)
         return grid, points
 
