@@ -92,8 +92,8 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
     line(
         "Summary",
         "The verdict, the run's configuration, library versions, each term's worst |Δ| and rel "
-        "error over the run against its tolerance, the first divergence, and two charts (loss per step, "
-        "gradient norm per layer).",
+        "error over the run against its tolerance, the first divergence, and three charts (loss per step, "
+        "gradient norm per layer, step size: the η in force and the effective step ‖θ′ − θ‖/‖∂L/∂θ‖).",
     )
     walk = ", ".join(facts.walkthrough_sheets) or f"(none written: {facts.live_note})"
     line(
