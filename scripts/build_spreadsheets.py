@@ -34,6 +34,10 @@ EXAMPLES: dict[str, list[str]] = {
     "xor_batch.xlsx": ["--mode", "batch"],
     "xor_fold_bias.xlsx": ["--fold-bias"],
     "xor_adam.xlsx": ["--optimizer", "adam", "--lr", "0.05"],
+    "xor_momentum.xlsx": ["--momentum", "0.9", "--lr", "0.1"],
+    "xor_rmsprop_cosine_clip.xlsx": [
+        "--optimizer", "rmsprop", "--lr", "0.01", "--centered", "--schedule", "cosine", "--clip-norm", "0.5",
+    ],  # fmt: skip
 }
 OUT = ROOT / "spreadsheets"
 PNG = ROOT / "manual" / "img" / "walkthrough.png"

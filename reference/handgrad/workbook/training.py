@@ -537,11 +537,12 @@ class _Row:
             return layout.param_grads
         coefficient = None
         if layout.clip_norm is not None and layout.clip_coefficient is not None:
-            ranges = [
-                area(self.row, layout.param_grads[name].left, 1, layout.param_grads[name].size)
+            cells = [
+                self.cell(layout.param_grads[name], flat)
                 for name, _, _ in layout.table
+                for flat in range(layout.param_grads[name].size)
             ]
-            self.put(layout.clip_norm, 0, fx.clip_norm(clip, ranges), "update", "clip.total_norm")
+            self.put(layout.clip_norm, 0, fx.clip_norm(clip, cells), "update", "clip.total_norm")
             norm = self.cell(layout.clip_norm, 0)
             self.put(layout.clip_coefficient, 0, fx.clip_coefficient(layout.hyper_names, norm), "update")
             coefficient = self.cell(layout.clip_coefficient, 0)

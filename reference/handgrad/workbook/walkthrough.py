@@ -646,7 +646,13 @@ def _clip_blocks(
     coefficient = None
     if clip.max_norm is not None:
         p = "∞" if math.isinf(clip.norm_type) else fx.number(clip.norm_type)
-        norm = fx.clip_norm(clip, [param_grads[name].range() for name, _, _ in table])
+        cells = [
+            block.cell(i, j)
+            for block in (param_grads[name] for name, _, _ in table)
+            for i in range(block.rows)
+            for j in range(block.cols)
+        ]
+        norm = fx.clip_norm(clip, cells)
         block = sheet.computed(
             "clip.total_norm",
             f"‖∂L/∂θ‖_{p} over every parameter (before clipping)",
