@@ -50,6 +50,14 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
         default=1000,
         help="steps of the Training sheet written as live formulas (default 1000)",
     )
+    parser.add_argument(
+        "--gradcheck",
+        metavar="STEPS",
+        nargs="?",
+        const="1",
+        help="also check the hand gradients by central finite differences at these steps "
+        "(alone: step 1; e.g. 1,50): the FD column, hand vs finite differences",
+    )
 
 
 def scenario_parser(name: str) -> ArgumentParser:
@@ -61,13 +69,27 @@ def scenario_parser(name: str) -> ArgumentParser:
 
 
 def _format_table(report: Report) -> str:
+    """One row per term: max |hand − torch| over the run, and with ``--gradcheck`` the FD column:
+    max |hand − finite differences| over the steps checked, ok or FAIL by the oracle's tolerance."""
     width = max((len(name) for name in report.terms), default=4)
-    lines = [f"{'term':<{width}}  {'phase':<9} {'max |Δ|':>9} {'max rel':>9}  ok"]
-    for stats in report.terms.values():
-        ok = "ok" if not stats.failing_steps else f"FAIL ({stats.failing_steps} steps)"
-        lines.append(
-            f"{stats.name:<{width}}  {stats.phase:<9} {stats.max_abs:9.1e} {stats.max_rel:9.1e}  {ok}"
-        )
+    fd: dict[str, tuple[bool, float]] = {}
+    for result in report.oracle or ():
+        ok, worst = fd.get(result.term, (True, 0.0))
+        fd[result.term] = (ok and result.ok, max(worst, result.check.max_abs))
+    oks = {
+        name: "ok" if not stats.failing_steps else f"FAIL ({stats.failing_steps} steps)"
+        for name, stats in report.terms.items()
+    }
+    ok_width = max(map(len, oks.values()), default=2) if report.oracle is not None else 0
+    header = f"{'term':<{width}}  {'phase':<9} {'max |Δ|':>9} {'max rel':>9}  {'ok':<{ok_width}}"
+    lines = [header + ("  FD" if report.oracle is not None else "")]
+    for name, stats in report.terms.items():
+        row = f"{name:<{width}}  {stats.phase:<9} {stats.max_abs:9.1e} {stats.max_rel:9.1e}  "
+        row += f"{oks[name]:<{ok_width}}"
+        if name in fd:
+            ok, worst = fd[name]
+            row += f"  {'ok' if ok else 'FAIL'} {worst:.1e}"
+        lines.append(row.rstrip())
     return "\n".join(lines)
 
 
@@ -109,7 +131,14 @@ def compare(name: str, argv: Sequence[str]) -> int:
         require_int("live_steps", args.live_steps, 1)
         if args.live_steps >= EXCEL_MAX_ROWS - 10:
             raise SpecError("live_steps", f"expected at most {EXCEL_MAX_ROWS - 11:,} (Excel's row limit)")
+    oracle = None
+    if args.gradcheck is not None:
+        from handgrad.gradcheck import CompareOracle, parse_steps
+
+        fd_steps = parse_steps(args.gradcheck)
     experiment = SCENARIOS[name].build(args)
+    if args.gradcheck is not None:
+        oracle = CompareOracle(experiment, fd_steps)
     if args.xlsx:
         late = [step for step in walkthrough if step > experiment.steps]
         if late:
@@ -117,7 +146,12 @@ def compare(name: str, argv: Sequence[str]) -> int:
         workbook = WorkbookWriter(experiment, walkthrough_steps=walkthrough, live_steps=args.live_steps)
     try:
         observers = [workbook.observe] if workbook else []
+        if oracle is not None:
+            oracle.before_run()  # step 1, at the initial parameters
+            observers.append(oracle.observe)  # step k, at the end of step k − 1
         report = harness.run(experiment, resync=args.resync, observers=observers, progress=_Progress(name))
+        if oracle is not None:
+            report.oracle = oracle.results(report.steps_run)
         if workbook:  # written even when the run stopped early: it holds the steps run
             workbook.write(args.xlsx, report)
     finally:
@@ -127,6 +161,8 @@ def compare(name: str, argv: Sequence[str]) -> int:
         _write_json(args.json, report)
     if not args.quiet:
         print(_format_table(report))
+        if oracle is not None and oracle.input_reason is not None:
+            print(f"{name}: input.x not checked by finite differences: {oracle.input_reason}")
     print(f"{name}: {report.verdict()}")
     if report.stopped:
         print(f"{name}: stopped early: {report.stopped}")

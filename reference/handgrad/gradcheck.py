@@ -14,10 +14,16 @@ current parameters, :func:`gradcheck_problem` returns ``(loss, point, gradients)
 The oracle then compares each by central differences (element by element up to 64 elements,
 along 6 seeded random directions above; h = 6e-6·max(1, |θ|), the float64 cube-root balance of
 truncation and rounding error; tolerance 1e-7 + 1e-5·|g|: see :mod:`handgrad.oracle`).
-``--steps k`` trains k − 1 steps by hand first, then checks step k.
+``--at-step k`` trains k − 1 steps by hand first, then checks step k.
 
-This module imports no torch; only building a built-in scenario does (its twin), which the CLI
-needs to parse the scenario's options.
+This module imports no torch, and neither does ``handgrad gradcheck``: it builds the scenario's
+hand side alone (:meth:`handgrad.scenarios.common.Scenario.build_hand`). Where the scenario has
+dropout (``alexnet-mini``), that build draws the keep masks with NumPy, not torch's generator: other
+masks than ``handgrad compare`` uses, which the check does not need (it needs fixed masks, and
+says so in its output).
+
+:class:`CompareOracle` is the third column of ``handgrad compare --gradcheck``: the same check run
+inside a lock-step comparison, on the hand side as the compare run trains it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.oracle import OracleCheck, check_gradients
+from handgrad.oracle import FD_ATOL, FD_RTOL, OracleCheck, check_gradients
+from handgrad.spec import SpecError
 
 INPUT = "input.x"
 # Scenarios whose input sits, by design, where L is not differentiable in x: the check of ∂L/∂x is
@@ -133,17 +140,17 @@ def command(name: str, argv: list[str]) -> int:
     at = require_int("at_step", args.at_step, 1)
     args.steps = max(getattr(args, "steps", 1), at)
     if getattr(args, "dtype", "float64") != "float64":
-        from handgrad.spec import SpecError
-
         raise SpecError("dtype", "gradcheck runs in float64 only (the oracle's step size assumes it)")
-    hand = scenario.build(args).hand
+    experiment = scenario.build_hand(args)  # imports no torch
     reason = NON_DIFFERENTIABLE_INPUT.get(name)
     with_input = not args.no_input and reason is None
-    checks = gradcheck_side(hand, at, seed=args.fd_seed, with_input=with_input)
+    checks = gradcheck_side(experiment.hand, at, seed=args.fd_seed, with_input=with_input)
     for check in checks:
         print(("ok   " if check.ok else "FAIL ") + check.message())
     if reason is not None and not args.no_input:
         print(f"input.x not checked: {reason}")
+    if isinstance(experiment.spec, dict) and experiment.spec.get("masks"):
+        print(f"dropout masks: {experiment.config.get('dropout_masks', 'drawn with NumPy')}")
     failing = [check for check in checks if not check.ok]
     verdict = (
         f"all {len(checks)} gradients agree with central finite differences at step {at}"
@@ -153,3 +160,108 @@ def command(name: str, argv: list[str]) -> int:
     )
     print(f"{name} gradcheck: {verdict}")
     return 0 if not failing else 1
+
+
+# --- the third column of ``handgrad compare --gradcheck`` ----------------------------------------
+
+
+def _number(value: float) -> float | str:
+    return value if np.isfinite(value) else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class FDResult:
+    """One gradient term of one training step checked by finite differences in a compare run.
+
+    ``term`` is the report's name of the gradient (``dense1.dL_dW``, ``input.dL_dx``); ``check`` the
+    oracle's finding, ``max_abs`` being max |hand − FD| (for a large tensor, over the directional
+    derivatives: |⟨g, d⟩ − FD along d|)."""
+
+    step: int
+    term: str
+    check: OracleCheck
+
+    @property
+    def ok(self) -> bool:
+        return self.check.ok
+
+    def message(self) -> str:
+        return f"step {self.step}, {self.term}: {self.check.message()}"
+
+    def to_json(self) -> dict[str, object]:
+        check = self.check
+        return {
+            "step": self.step,
+            "term": self.term,
+            "checked": check.name,
+            "method": check.method,
+            "ok": check.ok,
+            "max_abs": _number(check.max_abs),
+            "mismatched": check.mismatched,
+            "total": check.total,
+            "worst_index": list(check.worst_index),
+            "analytic": _number(check.analytic),
+            "finite_difference": _number(check.numeric),
+            "tolerance": {"atol": FD_ATOL, "rtol": FD_RTOL},
+            "message": self.message(),
+        }
+
+
+def parse_steps(text: str) -> list[int]:
+    """``--gradcheck 1,50`` → [1, 50]: the steps a compare run checks by finite differences."""
+    try:
+        steps = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SpecError("gradcheck", f"expected comma-separated step numbers, got {text!r}") from None
+    low = [step for step in steps if step < 1]
+    if low:
+        raise SpecError("gradcheck", f"expected steps ≥ 1, got {low[0]}")
+    return sorted(set(steps))
+
+
+class CompareOracle:
+    """The FD column of ``handgrad compare --gradcheck``: checks the hand side's gradients of the
+    chosen steps, each at the parameters its step starts from, without disturbing the run.
+
+    Step 1 is checked by :meth:`before_run`, before the harness starts; step k > 1 by
+    :meth:`observe` at the end of step k − 1 (the harness calls observers once both sides took the
+    step, so the hand side then holds the parameters step k starts from). The check runs the hand
+    pass on shallow copies (:func:`gradcheck_problem`): the compare run's own hand side takes no
+    extra step and keeps its parameters and optimizer state.
+    """
+
+    def __init__(self, experiment: Any, steps: list[int], *, seed: int = 0) -> None:
+        if experiment.dtype != "float64":
+            raise SpecError("gradcheck", "needs --dtype float64 (the oracle's step size assumes it)")
+        late = [step for step in steps if step > experiment.steps]
+        if late:
+            raise SpecError("gradcheck", f"step {late[0]} is past the last step ({experiment.steps})")
+        self.hand = experiment.hand
+        self.steps = sorted(set(steps))
+        self.seed = seed
+        self.input_reason = NON_DIFFERENTIABLE_INPUT.get(experiment.scenario)
+        self.checked: list[FDResult] = []
+
+    def check(self, step: int) -> None:
+        with_input = self.input_reason is None
+        loss, point, gradients = gradcheck_problem(self.hand, step, with_input=with_input)
+        terms = {name: _grad_term(name) for name in point if name != INPUT}
+        if INPUT in point:
+            taken = _input_of(self.hand, step)
+            assert taken is not None
+            terms[INPUT] = taken[2]
+        for found in check_gradients(loss, point, gradients, seed=self.seed):
+            self.checked.append(FDResult(step, terms[found.name], found))
+
+    def before_run(self) -> None:
+        if 1 in self.steps:
+            self.check(1)
+
+    def observe(self, step: int, hand: Any, twin: Any, checks: Any) -> None:
+        """A harness observer: after step k, check step k + 1 if asked."""
+        if step + 1 in self.steps:
+            self.check(step + 1)
+
+    def results(self, steps_run: int) -> list[FDResult]:
+        """The checks of the steps the run took (a run stopped early leaves later ones out)."""
+        return [result for result in self.checked if result.step <= steps_run]

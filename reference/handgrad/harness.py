@@ -327,6 +327,29 @@ class Experiment:
     spec: Any = None  # the family's spec (network, loss, optimizer, data, batches), for the workbook
     initial_params: dict[str, np.ndarray] = field(default_factory=dict)
 
+    @property
+    def device(self) -> str:
+        """Where the twin runs, ``cpu`` or ``cuda`` (``cpu`` for a hand-only experiment)."""
+        device = getattr(self.twin, "device", "cpu")
+        return str(getattr(device, "type", device))
+
+    @property
+    def tf32(self) -> bool:
+        """The twin's float32 matmuls and convolutions may use TF32 (``--tf32``, cuda only)."""
+        return bool(getattr(self.twin, "tf32", False))
+
+    @property
+    def tolerance(self) -> Tolerance:
+        """The row this run is compared with: the dtype's, or ``tf32`` for float32 with TF32."""
+        return tolerance_for(self.dtype, tf32=self.tf32)
+
+    def run_config(self) -> dict[str, object]:
+        """``config`` and where the twin ran: ``device``, and ``tf32`` on cuda (report, JSON, Summary)."""
+        placement: dict[str, object] = {"device": self.device}
+        if self.device == "cuda":
+            placement["tf32"] = self.tf32
+        return {**self.config, **placement}
+
 
 @dataclass
 class Report:
@@ -345,24 +368,46 @@ class Report:
     loss_history: list[tuple[float, float]] = field(default_factory=list)
     final_params: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # the finite-difference column (``compare --gradcheck``): handgrad.gradcheck.FDResult per
+    # gradient term and step checked; None when not asked
+    oracle: list[Any] | None = None
 
     @property
     def ok(self) -> bool:
-        return self.first is None and self.stopped is None and self.steps_run == self.steps_requested
+        return (
+            self.first is None
+            and self.stopped is None
+            and self.steps_run == self.steps_requested
+            and not self.oracle_failures
+        )
+
+    @property
+    def oracle_failures(self) -> list[Any]:
+        return [result for result in self.oracle or () if not result.ok]
 
     @property
     def largest_rel(self) -> float:
         return max((stats.max_rel for stats in self.terms.values()), default=0.0)
 
     def verdict(self) -> str:
+        fd = self.oracle_failures
+        fd_count = f"{len(fd)} of {len(self.oracle or ())} gradient checks disagree with finite differences"
         if self.ok:
-            return (
+            text = (
                 f"all {len(self.terms)} terms agree at every one of {self.steps_run} steps; "
                 f"largest rel error {self.largest_rel:.1e}"
             )
+            if self.oracle is not None:
+                text += f"; finite differences agree on all {len(self.oracle)} gradient checks"
+            return text
+        if self.first is None and fd:  # torch agrees; the finite differences do not
+            return f"MISMATCH: {fd_count}; first: {fd[0].message()}"
         assert self.first is not None
         failing = sum(1 for stats in self.terms.values() if stats.failing_steps)
-        return f"MISMATCH: {failing} of {len(self.terms)} terms disagree; first: {self.first.message()}"
+        text = f"MISMATCH: {failing} of {len(self.terms)} terms disagree; first: {self.first.message()}"
+        if fd:
+            text += f" Also {fd_count}; first: step {fd[0].step}, {fd[0].term}."
+        return text
 
     def to_json(self) -> dict[str, object]:
         def number(value: float) -> float | str:
@@ -416,6 +461,9 @@ class Report:
                 for s in self.terms.values()
             ],
             "versions": self.versions,
+            "oracle": None
+            if self.oracle is None
+            else {"ok": not self.oracle_failures, "checks": [result.to_json() for result in self.oracle]},
         }
 
 
@@ -460,11 +508,11 @@ def run(
     cannot carry over and each step is judged on its own. ``observers`` see every step's two
     traces and checks (the workbook's Trace sheet streams from here).
     """
-    tol = tolerance or tolerance_for(experiment.dtype)
+    tol = tolerance or experiment.tolerance
     observers = list(observers)
     report = Report(
         experiment.scenario,
-        dict(experiment.config),
+        experiment.run_config(),
         experiment.dtype,
         tol,
         experiment.steps,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from handgrad.harness import Experiment
 from handgrad.spec import (
@@ -26,6 +27,14 @@ from handgrad.spec import (
 )
 
 
+class Builder(Protocol):
+    """Makes a scenario's run from its parsed options. ``with_twin=False`` builds the hand side
+    alone (``Experiment.twin`` is None) and imports no torch: the twin modules are imported inside
+    the builder, only when it builds a twin."""
+
+    def __call__(self, args: argparse.Namespace, *, with_twin: bool = True) -> Experiment: ...
+
+
 @dataclass(frozen=True)
 class Scenario:
     """A built-in experiment: ``add_arguments`` declares its options, ``build`` makes the run."""
@@ -33,7 +42,11 @@ class Scenario:
     name: str
     summary: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
-    build: Callable[[argparse.Namespace], Experiment]
+    build: Builder
+
+    def build_hand(self, args: argparse.Namespace) -> Experiment:
+        """The hand side alone, with no torch imported (``handgrad gradcheck``); ``twin`` is None."""
+        return self.build(args, with_twin=False)
 
 
 def parse_int_list(field: str, text: str) -> list[int]:
@@ -55,15 +68,29 @@ def parse_optional_floats(field: str, text: str | None) -> tuple[float, ...] | N
 
 
 def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps: int) -> None:
-    """Options every scenario takes: length, seed, dtype, loss, optimizer, lr schedule, gradient
-    clipping, data schedule. An optimizer option left out takes torch's default for that optimizer;
-    one given to an optimizer that has no such option is refused (exit 2, naming it)."""
+    """Options every scenario takes: length, seed, dtype, device, loss, optimizer, lr schedule,
+    gradient clipping, data schedule. An optimizer option left out takes torch's default for that
+    optimizer; one given to an optimizer that has no such option is refused (exit 2, naming it).
+    ``--device``/``--tf32`` are checked by :func:`resolve_device`, which every build calls."""
+    from handgrad.twin.device import DEVICES  # no torch: twin/device.py imports it only on cuda
+
     parser.add_argument("--steps", type=int, default=steps, help="training steps (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and order")
     parser.add_argument(
         "--dtype", default="float64", choices=DTYPES, help="dtype of both sides (default float64)"
     )
     parser.add_argument("--lr", type=float, default=lr, help="learning rate η (default %(default)s)")
+
+    device = parser.add_argument_group("device (where the torch twin runs; the hand side is NumPy, CPU)")
+    device.add_argument(
+        "--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda (CUDA torch and a GPU)"
+    )
+    device.add_argument(
+        "--tf32",
+        action="store_true",
+        help="cuda, float32: allow TF32 in matmuls and convolutions, compared with the tf32 tolerance row "
+        "(default off: on cuda a float32 run is full float32)",
+    )
 
     losses = parser.add_argument_group("loss (torch's module of the same name)")
     losses.add_argument("--loss", default="mse", choices=LOSSES, help="loss (default mse)")
@@ -133,6 +160,28 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps:
     parser.add_argument(
         "--order", default="fixed", choices=ORDERS, help="row order per epoch: fixed, or shuffle (seeded)"
     )
+
+
+def resolve_device(args: argparse.Namespace) -> str:
+    """Where the twin runs, from ``--device`` and ``--tf32``, checked before anything is built or
+    written: ``--tf32`` needs ``--device cuda`` and ``--dtype float32``, and cuda needs
+    ``torch.cuda.is_available()``. The result is the device name carrying the TF32 choice
+    (:class:`handgrad.twin.device.Device`), passed as ``device=`` to the experiment builders.
+    torch is imported only to look for a GPU."""
+    from handgrad.twin.device import Device, cuda_unavailable
+
+    name = getattr(args, "device", "cpu")
+    tf32 = bool(getattr(args, "tf32", False))
+    if tf32 and name != "cuda":
+        raise SpecError("tf32", f"--tf32 needs --device cuda (TF32 is a CUDA tensor-core format), not {name}")
+    dtype = getattr(args, "dtype", "float64")
+    if tf32 and dtype != "float32":
+        raise SpecError("tf32", f"--tf32 needs --dtype float32 (TF32 rounds float32 operands), not {dtype}")
+    if name == "cuda":
+        reason = cuda_unavailable()
+        if reason is not None:
+            raise SpecError("device", f"--device cuda: {reason}; use --device cpu")
+    return Device(name, tf32=tf32)
 
 
 def loss_from_args(args: argparse.Namespace) -> Loss:

@@ -9,7 +9,9 @@ exactly 0 or 1, so the flat background gives every conv the same value over whol
 the max-pools see **exact ties** in most windows: the tie rule is exercised at every step.
 
 Dropout masks are data (see :func:`dropout_masks`): drawn once before the run from torch's
-generator under the run's seed, and given to both sides.
+generator under the run's seed, and given to both sides. A hand-only build (``handgrad
+gradcheck``, no torch in the process) draws them with NumPy instead (:func:`numpy_dropout_masks`):
+other masks than torch's, but the finite-difference check needs only fixed masks, not torch's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import torch
 
 from handgrad.hand.network import HandNetwork, init_params, param_table
 from handgrad.harness import Experiment
@@ -30,6 +31,7 @@ from handgrad.scenarios.common import (
     loss_from_args,
     optimizer_from_args,
     parse_int_list,
+    resolve_device,
     schedule_from_args,
 )
 from handgrad.spec import (
@@ -49,7 +51,6 @@ from handgrad.spec import (
     require_float,
     require_int,
 )
-from handgrad.twin.network import TwinNetwork
 
 # --- data ----------------------------------------------------------------------------------------
 
@@ -103,6 +104,8 @@ def dropout_masks(network: Network, batches: Sequence[np.ndarray], seed: int) ->
     drop exactly these elements (``tests/test_conv_network.py`` checks it). The masks are plain
     0/1 arrays handed to both sides; neither side draws anything.
     """
+    import torch  # here, not at the top: a hand-only build never draws torch's masks
+
     generator = torch.Generator().manual_seed(seed)
     shapes = stage_input_shapes(network)
     drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
@@ -111,6 +114,29 @@ def dropout_masks(network: Network, batches: Sequence[np.ndarray], seed: int) ->
         for stage in drops:
             empty = torch.empty((len(rows), *shapes[stage.name]), dtype=torch.float64)
             masks[stage.name].append(empty.bernoulli_(1 - stage.layer.p, generator=generator).numpy())
+    return masks
+
+
+NUMPY_MASKS = (
+    "drawn with NumPy (default_rng(seed), keep where U < 1 − p), not torch's generator: the hand-only "
+    "build imports no torch, and the finite-difference check needs fixed masks, not torch's"
+)
+
+
+def numpy_dropout_masks(
+    network: Network, batches: Sequence[np.ndarray], seed: int
+) -> dict[str, list[np.ndarray]]:
+    """Keep masks as :func:`dropout_masks` lays them out, drawn from ``numpy.random.default_rng(seed)``
+    in the same order (step by step, stage by stage): for a hand-only build, where torch is not
+    imported. They are other masks than torch's; a compare run never uses them."""
+    rng = np.random.default_rng(seed)
+    shapes = stage_input_shapes(network)
+    drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
+    masks: dict[str, list[np.ndarray]] = {stage.name: [] for stage in drops}
+    for rows in batches:
+        for stage in drops:
+            draw = rng.random((len(rows), *shapes[stage.name]))  # N,*shape
+            masks[stage.name].append((draw < 1 - stage.layer.p).astype(np.float64))
     return masks
 
 
@@ -138,9 +164,11 @@ def conv_experiment(
     params: dict[str, np.ndarray] | None = None,
     device: str = "cpu",
     config: dict[str, object] | None = None,
+    with_twin: bool = True,
 ) -> Experiment:
     """Both sides of any layer stack (conv family, dense, activations), from one spec, one set of
-    initial weights and one set of dropout masks."""
+    initial weights and one set of dropout masks. ``with_twin=False``: the hand side alone
+    (``twin`` None), no torch imported, the dropout masks drawn by :func:`numpy_dropout_masks`."""
     if data.x.shape[1:] != tuple(network.input_shape):
         raise SpecError(
             "data.x", f"expected samples of shape {tuple(network.input_shape)}, got {data.x.shape[1:]}"
@@ -149,9 +177,17 @@ def conv_experiment(
     initial = params if params is not None else init_params(network, seed, "float64")
     initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
     batches = schedule.batches(data.n, steps)
-    masks = dropout_masks(network, batches, seed)
+    masks = (dropout_masks if with_twin else numpy_dropout_masks)(network, batches, seed)
     hand = HandNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, masks=masks)
-    twin = TwinNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, masks=masks)
+    twin = None
+    if with_twin:
+        from handgrad.twin.network import TwinNetwork
+
+        twin = TwinNetwork(
+            network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, masks=masks
+        )
+    elif masks:
+        config = {**(config or {}), "dropout_masks": NUMPY_MASKS}
     return Experiment(
         scenario=scenario,
         hand=hand,
@@ -275,7 +311,7 @@ def _alexnet_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _alexnet_build(args: argparse.Namespace) -> Experiment:
+def _alexnet_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
     network = alexnet_mini_network(
         image_size=args.image_size,
         channels=_per_conv("channels", args.channels),
@@ -337,8 +373,9 @@ def _alexnet_build(args: argparse.Namespace) -> Experiment:
         seed=args.seed,
         dtype=args.dtype,
         params=params,
-        device=getattr(args, "device", "cpu"),
+        device=resolve_device(args),
         config=config,
+        with_twin=with_twin,
     )
 
 

@@ -31,6 +31,7 @@ from handgrad.scenarios.common import (
     add_training_arguments,
     loss_from_args,
     optimizer_from_args,
+    resolve_device,
     schedule_from_args,
 )
 from handgrad.scenarios.dense import _add_dense_arguments, dense_experiment
@@ -88,7 +89,7 @@ def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-gain", type=float, default=1.0, help="multiply the init bound (default 1)")
 
 
-def build_deep(args: argparse.Namespace) -> Experiment:
+def build_deep(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
     depth = require_int("depth", args.depth, 1)
     width = require_int("width", args.width, 1)
     gain = require_float("init_gain", args.init_gain, positive=True)
@@ -143,9 +144,10 @@ def build_deep(args: argparse.Namespace) -> Experiment:
         seed=args.seed,
         dtype=args.dtype,
         params=params,
-        device=getattr(args, "device", "cpu"),
+        device=resolve_device(args),
         config=config,
         diagnostics=True,
+        with_twin=with_twin,
     )
 
 

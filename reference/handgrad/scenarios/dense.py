@@ -19,10 +19,10 @@ from handgrad.scenarios.common import (
     loss_from_args,
     optimizer_from_args,
     parse_int_list,
+    resolve_device,
     schedule_from_args,
 )
 from handgrad.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule, SpecError
-from handgrad.twin.network import TwinNetwork
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([[0.0], [1.0], [1.0], [0.0]])
@@ -43,9 +43,11 @@ def dense_experiment(
     device: str = "cpu",
     config: dict[str, object] | None = None,
     diagnostics: bool = False,
+    with_twin: bool = True,
 ) -> Experiment:
     """Both sides of a dense network, built from one spec and one set of initial weights;
-    ``diagnostics`` adds the per-layer diagnostic terms (:mod:`handgrad.hand.diagnostics`)."""
+    ``diagnostics`` adds the per-layer diagnostic terms (:mod:`handgrad.hand.diagnostics`).
+    ``with_twin=False``: the hand side alone (``twin`` None), with no torch imported."""
     if data.x.shape[1] != network.input_shape[0]:
         raise SpecError("data", f"expected {network.input_shape[0]} input columns, got {data.x.shape[1]}")
     loss.check_targets(data.y, network.output_shape[0])
@@ -55,9 +57,13 @@ def dense_experiment(
     hand = HandNetwork(
         network, loss, optimizer, initial, data.x, data.y, batches, dtype, diagnostics=diagnostics
     )
-    twin = TwinNetwork(
-        network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, diagnostics=diagnostics
-    )
+    twin = None
+    if with_twin:
+        from handgrad.twin.network import TwinNetwork
+
+        twin = TwinNetwork(
+            network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, diagnostics=diagnostics
+        )
     return Experiment(
         scenario=scenario,
         hand=hand,
@@ -105,7 +111,9 @@ def _add_dense_arguments(parser: argparse.ArgumentParser, *, hidden_default: str
     )
 
 
-def _build(name: str, args: argparse.Namespace, sizes: list[int], default_data: Data | None) -> Experiment:
+def _build(
+    name: str, args: argparse.Namespace, sizes: list[int], default_data: Data | None, with_twin: bool = True
+) -> Experiment:
     network = Network.mlp(
         sizes, args.activation, args.output_activation, slope=args.slope, fold_bias=args.fold_bias
     )
@@ -156,8 +164,9 @@ def _build(name: str, args: argparse.Namespace, sizes: list[int], default_data: 
         seed=args.seed,
         dtype=args.dtype,
         params=params,
-        device=getattr(args, "device", "cpu"),
+        device=resolve_device(args),
         config=config,
+        with_twin=with_twin,
     )
 
 
@@ -167,8 +176,8 @@ def _xor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=3, help="hidden units (default 3)")
 
 
-def _xor_build(args: argparse.Namespace) -> Experiment:
-    return _build("xor", args, [2, args.hidden, 1], Data(XOR_X, XOR_Y, "XOR truth table"))
+def _xor_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
+    return _build("xor", args, [2, args.hidden, 1], Data(XOR_X, XOR_Y, "XOR truth table"), with_twin)
 
 
 def _mlp_arguments(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +186,7 @@ def _mlp_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="2,2,2", help="layer sizes in,hidden...,out (default 2,2,2)")
 
 
-def _mlp_build(args: argparse.Namespace) -> Experiment:
+def _mlp_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
     sizes = parse_int_list("sizes", args.sizes)
     default = None
     if args.data is None:
@@ -185,7 +194,7 @@ def _mlp_build(args: argparse.Namespace) -> Experiment:
         x = rng.uniform(-1, 1, size=(8, sizes[0]))
         y = rng.uniform(0.1, 0.9, size=(8, sizes[-1]))
         default = Data(x, y, f"seeded uniform ({args.seed + 1}), 8 rows")
-    return _build("mlp", args, sizes, default)
+    return _build("mlp", args, sizes, default, with_twin)
 
 
 XOR = Scenario(

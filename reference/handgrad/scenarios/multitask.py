@@ -23,10 +23,10 @@ from handgrad.scenarios.common import (
     loss_from_args,
     optimizer_from_args,
     parse_float_list,
+    resolve_device,
     schedule_from_args,
 )
 from handgrad.spec import ACTIVATIONS, Data, Optimizer, Schedule, SpecError, require_int
-from handgrad.twin.multitask import TwinMultitask
 
 CLASS_OPTIONS = ("class_weight", "ignore_index", "label_smoothing")
 VALUE_OPTIONS = ("beta", "delta", "pos_weight")
@@ -57,8 +57,10 @@ def multitask_experiment(
     params: dict[str, np.ndarray] | None = None,
     device: str = "cpu",
     config: dict[str, object] | None = None,
+    with_twin: bool = True,
 ) -> Experiment:
-    """Both sides of a multitask run, from one spec and one set of initial weights."""
+    """Both sides of a multitask run, from one spec and one set of initial weights
+    (``with_twin=False``: the hand side alone, ``twin`` None, no torch imported)."""
     if data.x.shape[1] != model.in_features:
         raise SpecError("data", f"expected {model.in_features} input columns, got {data.x.shape[1]}")
     if data.y.shape[1] != model.outputs + 1:
@@ -70,7 +72,11 @@ def multitask_experiment(
     initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
     batches = schedule.batches(data.n, steps)
     hand = HandMultitask(model, optimizer, initial, data.x, data.y, batches, dtype)
-    twin = TwinMultitask(model, optimizer, initial, data.x, data.y, batches, dtype, device)
+    twin = None
+    if with_twin:
+        from handgrad.twin.multitask import TwinMultitask
+
+        twin = TwinMultitask(model, optimizer, initial, data.x, data.y, batches, dtype, device)
     return Experiment(
         scenario="multitask",
         hand=hand,
@@ -121,7 +127,7 @@ def _head_losses(args: argparse.Namespace) -> tuple[object, object]:
     return head1, head2
 
 
-def _build(args: argparse.Namespace) -> Experiment:
+def _build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
     weights = parse_float_list("loss_weights", args.loss_weights)
     loss1, loss2 = _head_losses(args)
     model = Multitask(
@@ -170,8 +176,9 @@ def _build(args: argparse.Namespace) -> Experiment:
         seed=args.seed,
         dtype=args.dtype,
         params=params,
-        device=getattr(args, "device", "cpu"),
+        device=resolve_device(args),
         config=config,
+        with_twin=with_twin,
     )
 
 

@@ -12,6 +12,7 @@ list such as ``3,6,2,5`` (one per sequence). The padded positions of x hold 0.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,10 +34,10 @@ from handgrad.scenarios.common import (
     loss_from_args,
     optimizer_from_args,
     parse_int_list,
+    resolve_device,
     schedule_from_args,
 )
 from handgrad.spec import ACTIVATIONS, Loss, Optimizer, Schedule, SpecError, require_choice, require_int
-from handgrad.twin.recurrent_model import TwinRecurrent
 
 INITIAL_STATES = ("zero", "random")
 
@@ -57,8 +58,10 @@ def recurrent_experiment(
     c0: np.ndarray | None = None,
     device: str = "cpu",
     config: dict[str, object] | None = None,
+    with_twin: bool = True,
 ) -> Experiment:
-    """Both sides of a recurrent model, built from one spec and one set of initial weights.
+    """Both sides of a recurrent model, built from one spec and one set of initial weights
+    (``with_twin=False``: the hand side alone, ``twin`` None, no torch imported).
 
     ``h0`` / ``c0``: one initial state per sequence, (num_layers, sequences, hidden), or None for
     zeros (then torch has no tensor to report ∂L/∂h0 on, and neither side emits it).
@@ -79,7 +82,13 @@ def recurrent_experiment(
     batches = schedule.batches(data.n, steps)
     sides = dict(h0=h0, c0=c0)
     hand = HandRecurrent(model, loss, optimizer, initial, data, batches, **sides)
-    twin = TwinRecurrent(model, loss, optimizer, initial, data, batches, **sides, dtype=dtype, device=device)
+    twin = None
+    if with_twin:
+        from handgrad.twin.recurrent_model import TwinRecurrent
+
+        twin = TwinRecurrent(
+            model, loss, optimizer, initial, data, batches, **sides, dtype=dtype, device=device
+        )
     return Experiment(
         scenario=scenario,
         hand=hand,
@@ -185,7 +194,13 @@ def _add_recurrent_arguments(
     parser.set_defaults(mode="batch")
 
 
-def _build(name: str, args: argparse.Namespace, head: str, make_data) -> Experiment:  # noqa: ANN001
+def _build(
+    name: str,
+    args: argparse.Namespace,
+    head: str,
+    make_data: Callable[..., SequenceData],
+    with_twin: bool = True,
+) -> Experiment:
     require_choice("head", head, HEADS)
     require_choice("h0", args.h0, INITIAL_STATES)
     steps_t = require_int("length", args.length, 1)
@@ -255,8 +270,9 @@ def _build(name: str, args: argparse.Namespace, head: str, make_data) -> Experim
         params=params,
         h0=h0,
         c0=c0,
-        device=getattr(args, "device", "cpu"),
+        device=resolve_device(args),
         config=config,
+        with_twin=with_twin,
     )
 
 
@@ -265,11 +281,11 @@ def _parity_arguments(parser: argparse.ArgumentParser) -> None:
     _add_recurrent_arguments(parser, hidden=3, length=6, heads=True)
 
 
-def _parity_build(args: argparse.Namespace) -> Experiment:
+def _parity_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
     def make(sequences: int, steps: int, lengths: np.ndarray, packed: bool, seed: int) -> SequenceData:
         return parity_data(sequences, steps, lengths, packed, args.head, seed)
 
-    return _build("parity", args, args.head, make)
+    return _build("parity", args, args.head, make, with_twin)
 
 
 def _echo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -278,7 +294,7 @@ def _echo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--delay", type=int, default=2, help="echo the input k steps later (default 2)")
 
 
-def _echo_build(args: argparse.Namespace) -> Experiment:
+def _echo_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
     require_int("length", args.length, 1)
     delay = require_int("delay", args.delay, 0)
     if delay >= args.length:
@@ -287,7 +303,7 @@ def _echo_build(args: argparse.Namespace) -> Experiment:
     def make(sequences: int, steps: int, lengths: np.ndarray, packed: bool, seed: int) -> SequenceData:
         return echo_data(sequences, steps, lengths, packed, delay, seed)
 
-    return _build("echo", args, "many-to-many", make)
+    return _build("echo", args, "many-to-many", make, with_twin)
 
 
 PARITY = Scenario(

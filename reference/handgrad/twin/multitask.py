@@ -22,6 +22,7 @@ from handgrad.hand.multitask import PARTS, Multitask, param_table
 from handgrad.spec import Activation, Optimizer, Stage
 from handgrad.trace import StepTrace
 from handgrad.twin import losses, optim
+from handgrad.twin.device import tf32_of, under_precision
 from handgrad.twin.network import _activation_module
 
 SOURCE = "torch.nn"
@@ -70,6 +71,7 @@ class TwinMultitask:
         self.spec = model
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
+        self.tf32 = tf32_of(device)  # TF32 in float32 matmuls on cuda (twin/device.py)
         self.module = MultitaskModule(model).to(self.torch_dtype).to(self.device)
         self.loss1 = losses.build(model.loss1, self.torch_dtype, device=self.device)
         self.loss2 = losses.build(model.loss2, self.torch_dtype, index_targets=True, device=self.device)
@@ -98,6 +100,7 @@ class TwinMultitask:
     def params(self) -> dict[str, np.ndarray]:
         return {name: _numpy(param) for name, param in self._named().items()}
 
+    @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
     def step(self, step: int) -> StepTrace:
         trace = StepTrace(step)
         w1, w2 = self.spec.weights

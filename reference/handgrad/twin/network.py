@@ -33,6 +33,7 @@ from handgrad.spec import (
 )
 from handgrad.trace import StepTrace
 from handgrad.twin import diagnostics, losses, optim
+from handgrad.twin.device import tf32_of, under_precision
 
 SOURCE = "torch.nn"
 
@@ -222,7 +223,10 @@ class TwinNetwork:
         self.diagnostics = diagnostics  # add phase-"diagnostic" terms (twin/diagnostics.py) each step
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
-        self.masks = {  # dropout keep masks: stage name -> one per step, the hand side's arrays
+        self.tf32 = tf32_of(device)  # TF32 in float32 matmuls/convolutions on cuda (twin/device.py)
+        # dropout keep masks: stage name -> one per step, the hand side's arrays (drawn on the CPU by
+        # torch's generator, scenarios/conv.py), moved to the device as data
+        self.masks = {
             name: [torch.as_tensor(np.asarray(m), dtype=self.torch_dtype, device=self.device) for m in ms]
             for name, ms in (masks or {}).items()
         }
@@ -277,6 +281,7 @@ class TwinNetwork:
                 result[f"{stage.name}.{short}"] = value
         return result
 
+    @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
     def step(self, step: int) -> StepTrace:
         trace = StepTrace(step)
         rows = self.batches[step - 1]

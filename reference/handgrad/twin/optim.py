@@ -1,6 +1,12 @@
 """The real ``torch.optim`` optimizer, scheduler and gradient clipping for a spec, and their
 scalar state read back.
 
+Every optimizer and clip is called with ``foreach=False``: torch's per-parameter ("for-loop",
+``_single_tensor_*``) implementation, which :mod:`handgrad.hand.optim` follows line by line and
+which torch's optimizers already take on CPU. On CUDA torch would default to the ``foreach``
+kernels (the same update regrouped into multi-tensor launches); pinning the for-loop keeps the twin
+on one code path on every device (manual/conventions.md, "Devices").
+
 Per-parameter state (``momentum_buffer``, ``exp_avg``, ...) is read by the twin network straight
 from ``optimizer.state[param][key]`` for the keys :func:`handgrad.hand.optim.state_keys` names;
 the step count from ``optimizer.state[param]["step"]``, the lr in force from
@@ -28,6 +34,7 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             weight_decay=o["weight_decay"],
             nesterov=o["nesterov"],
             maximize=o["maximize"],
+            foreach=False,  # the single-tensor path on every device (see the module docstring)
         )
     if spec.kind in ("adam", "adamw"):
         cls = torch.optim.Adam if spec.kind == "adam" else torch.optim.AdamW
@@ -40,6 +47,7 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             weight_decay=o["weight_decay"],
             amsgrad=o["amsgrad"],
             maximize=o["maximize"],
+            foreach=False,  # the single-tensor path on every device (see the module docstring)
         )
     if spec.kind == "rmsprop":
         return eager.make_optimizer(
@@ -52,6 +60,7 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             momentum=o["momentum"],
             centered=o["centered"],
             maximize=o["maximize"],
+            foreach=False,  # the single-tensor path on every device (see the module docstring)
         )
     if spec.kind == "adagrad":
         return eager.make_optimizer(
@@ -63,6 +72,7 @@ def build(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.optim.Opti
             initial_accumulator_value=o["initial_accumulator_value"],
             eps=o["eps"],
             maximize=o["maximize"],
+            foreach=False,  # the single-tensor path on every device (see the module docstring)
         )
     raise ValueError(f"unknown optimizer {spec.kind!r}")
 
@@ -106,8 +116,8 @@ def clip_gradients(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.T
     if clip is None:
         return None
     if clip.max_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(params, clip.max_norm, norm_type=clip.norm_type)
-    torch.nn.utils.clip_grad_value_(params, clip.value)
+        return torch.nn.utils.clip_grad_norm_(params, clip.max_norm, norm_type=clip.norm_type, foreach=False)
+    torch.nn.utils.clip_grad_value_(params, clip.value, foreach=False)
     return None
 
 

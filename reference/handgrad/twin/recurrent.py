@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from handgrad.spec import SpecError
-from handgrad.tolerance import tolerance_for
+from handgrad.tolerance import Tolerance, tolerance_for
 from handgrad.trace import StepTrace
 
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
@@ -143,15 +143,16 @@ def _upstream(
     upstream: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
     shapes: tuple,
     dtype: torch.dtype,
+    device: torch.device | str = "cpu",
 ) -> list[torch.Tensor]:
     out = []
     for value, shape in zip(upstream, shapes, strict=False):
         if shape is None:
             continue
         out.append(
-            torch.zeros(shape, dtype=dtype)
+            torch.zeros(shape, dtype=dtype, device=device)
             if value is None
-            else torch.as_tensor(value, dtype=dtype)
+            else torch.as_tensor(value, dtype=dtype, device=device)
         )
     return out
 
@@ -278,28 +279,31 @@ def run_ops(
     c0: np.ndarray | None = None,
     batch_first: bool = False,
     dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
 ) -> OpsResult:
-    """The torch-ops reference: forward and backward, every gate and state retained."""
+    """The torch-ops reference: forward and backward, every gate and state retained; its tensors
+    live on ``device`` (the fused module's), the numpy inputs are copied there."""
     L = _num_layers(params)
-    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+
+    def leaf(array: np.ndarray) -> torch.Tensor:
+        return torch.tensor(np.asarray(array), dtype=dtype, device=device, requires_grad=True)
+
+    xt = leaf(x)
     inp = xt.transpose(0, 1) if batch_first else xt  # T,N,I
     T, N = inp.shape[0], inp.shape[1]
     H = np.asarray(params["weight_hh_l0"]).shape[1]
     lens = np.full(N, T) if lengths is None else np.asarray(lengths)
-    active = torch.as_tensor(np.arange(T)[:, None] < lens[None, :])  # T,N
-    h0t = None if h0 is None else torch.tensor(h0, dtype=dtype, requires_grad=True)
-    c0t = None if c0 is None else torch.tensor(c0, dtype=dtype, requires_grad=True)
+    active = torch.as_tensor(np.arange(T)[:, None] < lens[None, :], device=device)  # T,N
+    h0t = None if h0 is None else leaf(h0)
+    c0t = None if c0 is None else leaf(c0)
     layers = []
     finals_h, finals_c = [], []
     for layer in range(L):
-        p = {
-            k: torch.tensor(np.asarray(params[f"{k}_l{layer}"]), dtype=dtype, requires_grad=True)
-            for k in PARAM_NAMES
-        }
-        h = torch.zeros(N, H, dtype=dtype) if h0t is None else h0t[layer]
+        p = {k: leaf(params[f"{k}_l{layer}"]) for k in PARAM_NAMES}
+        h = torch.zeros(N, H, dtype=dtype, device=device) if h0t is None else h0t[layer]
         c = None
         if cell == "lstm":
-            c = torch.zeros(N, H, dtype=dtype) if c0t is None else c0t[layer]
+            c = torch.zeros(N, H, dtype=dtype, device=device) if c0t is None else c0t[layer]
         if layer > 0:
             inp = _retain(inp)
         ops_layer, inp = _ops_layer(cell, inp, p, h, c, active)
@@ -312,30 +316,38 @@ def run_ops(
     c_n = torch.stack(finals_c) if cell == "lstm" else None
     tensors = [output, h_n] + ([c_n] if c_n is not None else [])
     shapes = (tuple(output.shape), tuple(h_n.shape), None if c_n is None else tuple(c_n.shape))
-    torch.autograd.backward(tensors, _upstream(upstream, shapes, dtype))
+    torch.autograd.backward(tensors, _upstream(upstream, shapes, dtype, device))
     return OpsResult(output, h_n, c_n, xt, h0t, c0t, tuple(layers))
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().numpy()
+    """A tensor (or its ``.grad``) as host NumPy, from whatever device it lives on."""
+    return tensor.detach().cpu().numpy()
 
 
-def check_agreement(fused: FusedResult, ops: OpsResult, dtype: torch.dtype = torch.float64) -> None:
-    """Raise :class:`ReferenceMismatch` unless torch-ops matches torch.nn on all it exposes."""
-    tol = tolerance_for(dtype)  # the project's one table (same dtype, different op order)
+def check_agreement(
+    fused: FusedResult,
+    ops: OpsResult,
+    dtype: torch.dtype = torch.float64,
+    tolerance: Tolerance | None = None,
+) -> None:
+    """Raise :class:`ReferenceMismatch` unless torch-ops matches torch.nn on all it exposes.
+
+    ``tolerance``: the row to use (default: the dtype's; the ``tf32`` row when both ran in TF32)."""
+    tol = tolerance or tolerance_for(dtype)  # the project's one table (same dtype, different op order)
     rtol, atol = tol.rtol, tol.atol
     pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [
         ("output", fused.output, _np(ops.output)),
         ("h_n", fused.h_n, _np(ops.h_n)),
         ("c_n", fused.c_n, None if ops.c_n is None else _np(ops.c_n)),
-        ("dL_dx", fused.dx, ops.x.grad.numpy()),
-        ("dL_dh0", fused.dh0, None if ops.h0 is None else ops.h0.grad.numpy()),
-        ("dL_dc0", fused.dc0, None if ops.c0 is None else ops.c0.grad.numpy()),
+        ("dL_dx", fused.dx, _np(ops.x.grad)),
+        ("dL_dh0", fused.dh0, None if ops.h0 is None else _np(ops.h0.grad)),
+        ("dL_dc0", fused.dc0, None if ops.c0 is None else _np(ops.c0.grad)),
     ]
     for layer, ol in enumerate(ops.layers):
         for base in PARAM_NAMES:
             key = f"{base}_l{layer}"
-            pairs.append((f"grad {key}", fused.grads[key], ol.params[base].grad.numpy()))
+            pairs.append((f"grad {key}", fused.grads[key], _np(ol.params[base].grad)))
     problems = []
     for name, want, got in pairs:
         if want is None and got is None:
@@ -462,7 +474,7 @@ def add_backward_terms(
             f"{prefix}.dL_dh[{t}]",
             _symbol("∂L/∂h", l1, t),
             "backward",
-            ol.h[t - 1].grad.numpy()[m],
+            _np(ol.h[t - 1].grad)[m],
             SOURCE_OPS,
         )
         if cell == "lstm":
@@ -470,7 +482,7 @@ def add_backward_terms(
                 f"{prefix}.dL_dc[{t}]",
                 _symbol("∂L/∂c", l1, t),
                 "backward",
-                ol.c[t - 1].grad.numpy()[m],
+                _np(ol.c[t - 1].grad)[m],
                 SOURCE_OPS,
             )
         for g in gates:
@@ -480,7 +492,7 @@ def add_backward_terms(
                 f"{prefix}.{term}[{t}]",
                 _symbol(sym, l1, t),
                 "backward",
-                ol.pre[g][t - 1].grad.numpy()[m],
+                _np(ol.pre[g][t - 1].grad)[m],
                 SOURCE_OPS,
             )
     if result.initial_given:
@@ -502,7 +514,7 @@ def add_backward_terms(
     if layer == 0:
         trace.add(f"{prefix}.dL_dx", _symbol("∂L/∂x", l1), "backward", result.fused.dx, SOURCE_NN)
     else:
-        dx = ol.inp.grad.numpy()  # T,N,I
+        dx = _np(ol.inp.grad)  # T,N,I
         trace.add(
             f"{prefix}.dL_dx",
             _symbol("∂L/∂x", l1),

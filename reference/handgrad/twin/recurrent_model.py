@@ -37,9 +37,11 @@ from handgrad.hand.recurrent_model import (
     torch_names,
 )
 from handgrad.spec import Loss, Optimizer
+from handgrad.tolerance import tolerance_for
 from handgrad.trace import StepTrace
 from handgrad.twin import losses, optim
 from handgrad.twin import recurrent as tw
+from handgrad.twin.device import tf32_of, under_precision
 
 SOURCE = "torch.nn"
 SOURCE_CLIP = "torch.nn.utils"
@@ -101,6 +103,7 @@ class TwinRecurrent:
         self.h0, self.c0 = h0, c0
         self.dtype = getattr(torch, dtype)
         self.device = torch.device(device)
+        self.tf32 = tf32_of(device)  # TF32 in float32 matmuls and cuDNN RNNs on cuda (twin/device.py)
         self.net = RecurrentNet(model, self.dtype).to(self.device)
         self.loss_module = losses.build(loss, self.dtype, index_targets=form == "index", device=self.device)
         self.optimizer_spec = optimizer
@@ -131,6 +134,7 @@ class TwinRecurrent:
     def _grads(self) -> dict[str, np.ndarray]:
         return {hand_name: _numpy(self._by_name[key].grad) for hand_name, key in self.names.items()}
 
+    @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
     def step(self, step: int) -> StepTrace:
         model, net, trace = self.model, self.net, StepTrace(step)
         batch = Batch(model, self.data, self.batches[step - 1], self.h0, self.c0)
@@ -147,7 +151,7 @@ class TwinRecurrent:
         if batch.lengths is None:
             output, state = net.rnn(x, hx)
         else:
-            packed = pack_padded_sequence(
+            packed = pack_padded_sequence(  # lengths stay on the CPU, as torch requires
                 x, torch.as_tensor(batch.lengths), batch_first=model.batch_first, enforce_sorted=False
             )
             packed_out, state = net.rnn(packed, hx)
@@ -173,7 +177,8 @@ class TwinRecurrent:
             L = self.loss_module(yhat[mask], y[mask])  # the valid steps only
         L.backward()
 
-        # the torch-ops reference, driven by the gradients torch delivered to the module's outputs
+        # the torch-ops reference, driven by the gradients torch delivered to the module's outputs,
+        # on the module's device (and precision: with --tf32 both sides of the check use TF32)
         fused = tw.FusedResult(
             _numpy(output),
             _numpy(h_n),
@@ -194,8 +199,9 @@ class TwinRecurrent:
             c0=batch.c0,
             batch_first=model.batch_first,
             dtype=self.dtype,
+            device=self.device,
         )
-        tw.check_agreement(fused, ops, self.dtype)
+        tw.check_agreement(fused, ops, self.dtype, tolerance_for(self.dtype, tf32=self.tf32))
         lengths = batch.active.sum(axis=0)
         result = tw.TwinResult(
             model.cell, lengths, batch.active, model.batch_first, batch.h0 is not None, fused, ops

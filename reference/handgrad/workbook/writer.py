@@ -195,7 +195,7 @@ class WorkbookWriter:
         self.live_steps = int(live_steps)
         self.rows_per_sheet = rows_per_sheet
         self.book = Book(summary.TITLE)
-        self.tolerance = harness.tolerance_for(experiment.dtype)
+        self.tolerance = experiment.tolerance
         self.trace = TraceSheets(
             self.book.workbook,
             self.tolerance,
