@@ -12,7 +12,9 @@
 #    with TF32 (30 steps), in one process, each line with its exit code and time.
 # Exit 0 when the tests and the float64 runs pass; the float32/TF32 command-line runs are shown for
 # reading (a float32 run may end at a ReLU-kink or max-pool branch flip, which the tests judge).
-# Every step has a time limit: about 3 minutes in all.
+# Every step has a time limit: about 3 minutes in all. The bad-input cases of test_device.py write a
+# workbook, so openpyxl must import: on a machine without it, put openpyxl and et_xmlfile wheels on
+# PYTHONPATH first (pip install --no-index --target /tmp/site *.whl; export PYTHONPATH=/tmp/site).
 set -u
 cd "$(dirname "$0")/.." || exit 2
 LOGS="${OUT:-$PWD/gpu_check_out}"
@@ -50,7 +52,7 @@ fi
 echo "== using $PY"
 
 # pytest and its pure-Python helpers from .venv, only where $PY lacks them (never torch or numpy)
-export PYTHONPATH="$PWD/reference"
+export PYTHONPATH="$PWD/reference${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$PY" -c 'import pytest' 2>/dev/null; then
     shim=$(mktemp -d)
     for site in .venv/lib/python3*/site-packages; do
