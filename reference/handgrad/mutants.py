@@ -12,8 +12,8 @@ another, BPTT dropping the carried gradient, the conv backward without the kerne
 without bias correction, and more.
 
 This module imports no torch itself (the hand side of a mutant is pure NumPy); building an
-experiment imports the twin, and :func:`hand_only` builds the hand side alone for the
-finite-difference oracle.
+experiment imports the twin, and ``Scenario.build_hand`` (:mod:`handgrad.scenarios.common`)
+builds the hand side alone, torch-free, for the finite-difference oracle.
 """
 
 from __future__ import annotations

@@ -300,6 +300,15 @@ class UpdateRule:
     clip: Clip | None = None  # the gradients are clipped before the update
 
 
+def _gradient(grad: str, param: str, hyper: Mapping[str, str], *, maximize: bool, decay: bool) -> str:
+    """The g every rule starts from, as torch: g ← −g (maximize), then g ← g + λθ (L2 weight
+    decay folded into the gradient; not AdamW's decoupled decay)."""
+    g = f"(-{grad})" if maximize else grad  # g ← −g
+    if decay:
+        g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+    return g
+
+
 def _sgd(spec: Optimizer) -> UpdateRule:
     """``torch.optim.SGD`` as ``_single_tensor_sgd`` (and the hand side's ``optim.sgd``)::
 
@@ -330,9 +339,7 @@ def _sgd(spec: Optimizer) -> UpdateRule:
         step: str,
         state: Mapping[str, str] | None = None,
     ) -> UpdateFormulas:
-        g = f"(-{grad})" if maximize else grad  # g ← −g
-        if decay:
-            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        g = _gradient(grad, param, hyper, maximize=maximize, decay=decay)
         if not momentum:
             return UpdateFormulas({}, f"{param}-{hyper['lr']}*{g}")  # θ − η·g (= θ + (−η)·g exactly)
         before = previous.get("momentum_buffer")
@@ -396,12 +403,10 @@ def _adam(spec: Optimizer) -> UpdateRule:
         state: Mapping[str, str] | None = None,
     ) -> UpdateFormulas:
         eta, b1, b2, eps = hyper["lr"], hyper["beta1"], hyper["beta2"], hyper["eps"]
-        g = f"(-{grad})" if maximize else grad  # g ← −g
+        g = _gradient(grad, param, hyper, maximize=maximize, decay=decay and not decoupled)
         theta = param
         if decay and decoupled:
             theta = f"({param}*(1-{eta}*{hyper['weight_decay']}))"  # θ ← θ(1 − ηλ)
-        elif decay:
-            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
         m0, v0 = previous.get("exp_avg"), previous.get("exp_avg_sq")
         # NOTE: torch creates m = v = 0 at t = 1, so the first step's moments are (1 − β)·g terms
         m_new = f"(1-{b1})*{g}" if m0 is None else f"{m0}+(1-{b1})*({g}-{m0})"  # lerp
@@ -463,9 +468,7 @@ def _rmsprop(spec: Optimizer) -> UpdateRule:
         state: Mapping[str, str] | None = None,
     ) -> UpdateFormulas:
         eta, alpha, eps = hyper["lr"], hyper["alpha"], hyper["eps"]
-        g = f"(-{grad})" if maximize else grad  # g ← −g
-        if decay:
-            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        g = _gradient(grad, param, hyper, maximize=maximize, decay=decay)
         v0 = previous.get("square_avg")
         # NOTE: torch creates v = 0 (and ḡ = b = 0) at t = 1; 0·α + x is x exactly
         v_new = f"((1-{alpha})*{g})*{g}" if v0 is None else f"{v0}*{alpha}+((1-{alpha})*{g})*{g}"
@@ -531,9 +534,7 @@ def _adagrad(spec: Optimizer) -> UpdateRule:
         step: str,
         state: Mapping[str, str] | None = None,
     ) -> UpdateFormulas:
-        g = f"(-{grad})" if maximize else grad  # g ← −g
-        if decay:
-            g = f"({g}+{hyper['weight_decay']}*{param})"  # g ← g + λθ
+        g = _gradient(grad, param, hyper, maximize=maximize, decay=decay)
         before = previous.get("sum")
         accumulated = f"{hyper['initial_accumulator_value'] if before is None else before}+{g}*{g}"
         total_cell = state["sum"] if state is not None else f"({accumulated})"
