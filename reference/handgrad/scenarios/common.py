@@ -244,3 +244,39 @@ def schedule_from_args(args: argparse.Namespace) -> Schedule:
     require_int("steps", args.steps, 1)
     require_int("seed", args.seed, 0)
     return Schedule(args.mode, require_int("batch_size", args.batch_size, 1), args.order, args.seed)
+
+
+def loss_config(loss: Loss) -> dict[str, object]:
+    """The loss and every option that differs from torch's default, for the report's config."""
+    config: dict[str, object] = {"loss": loss.kind, "reduction": loss.reduction, "half": loss.half}
+    defaults = Loss(loss.kind)
+    for name in ("beta", "delta", "pos_weight", "weight", "ignore_index", "label_smoothing"):
+        value = getattr(loss, name)
+        if value != getattr(defaults, name):
+            config[f"loss.{name}"] = ",".join(map(str, value)) if isinstance(value, tuple) else value
+    return config
+
+
+def training_config(
+    args: argparse.Namespace, optimizer: Optimizer, schedule: Schedule, data_source: str
+) -> dict[str, object]:
+    """What every run shares in the report's config (and so the JSON and the workbook's Summary):
+    the optimizer with every option, its lr schedule and clipping, the data schedule, seed, steps,
+    dtype, the weights' and the data's source. Enough, with the scenario's own keys, to
+    repeat the run."""
+    config: dict[str, object] = {
+        "optimizer": optimizer.kind,
+        "lr": optimizer.lr,
+        **{f"optimizer.{key}": value for key, value in sorted(optimizer.options.items())},
+        "schedule": repr(optimizer.schedule) if optimizer.schedule else "none",
+        "clip": repr(optimizer.clip) if optimizer.clip else "none",
+        "mode": schedule.mode,
+        "batch_size": schedule.batch_size,
+        "order": schedule.order,
+        "seed": args.seed,
+        "steps": args.steps,
+        "dtype": args.dtype,
+        "weights": args.weights or f"seeded ({args.seed})",
+        "data": data_source,
+    }
+    return config

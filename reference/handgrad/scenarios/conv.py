@@ -28,11 +28,13 @@ from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    loss_config,
     loss_from_args,
     optimizer_from_args,
     parse_int_list,
     resolve_device,
     schedule_from_args,
+    training_config,
 )
 from handgrad.spec import (
     Activation,
@@ -348,18 +350,8 @@ def _alexnet_build(args: argparse.Namespace, *, with_twin: bool = True) -> Exper
         "lrn": f"n={args.lrn_size} α={args.lrn_alpha} β={args.lrn_beta} k={args.lrn_k}",
         "hidden": args.hidden,
         "dropout": args.dropout,
-        "loss": loss.kind,
-        "reduction": loss.reduction,
-        "optimizer": optimizer.kind,
-        "lr": optimizer.lr,
-        "mode": schedule.mode,
-        "batch_size": schedule.batch_size,
-        "order": schedule.order,
-        "seed": args.seed,
-        "steps": args.steps,
-        "dtype": args.dtype,
-        "weights": args.weights or f"seeded ({args.seed})",
-        "data": data.source,
+        **loss_config(loss),
+        **training_config(args, optimizer, schedule, data.source),
         "dropout_masks": f"torch.Generator seeded {args.seed}, bernoulli_(1 − p) per step",
     }
     return conv_experiment(

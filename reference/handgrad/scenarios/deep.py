@@ -29,10 +29,12 @@ from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    loss_config,
     loss_from_args,
     optimizer_from_args,
     resolve_device,
     schedule_from_args,
+    training_config,
 )
 from handgrad.scenarios.dense import _add_dense_arguments, dense_experiment
 from handgrad.spec import Data, Network, require_choice, require_float, require_int
@@ -120,18 +122,9 @@ def build_deep(args: argparse.Namespace, *, with_twin: bool = True) -> Experimen
         "activation": args.activation,
         "output_activation": args.output_activation,
         "init": args.weights or f"{init} (gain {gain:g})",
-        "loss": loss.kind,
-        "reduction": loss.reduction,
-        "optimizer": optimizer.kind,
-        "lr": optimizer.lr,
-        "mode": schedule.mode,
-        "batch_size": schedule.batch_size,
-        "order": schedule.order,
-        "seed": args.seed,
-        "steps": args.steps,
-        "dtype": args.dtype,
         "fold_bias": args.fold_bias,
-        "data": data.source,
+        **loss_config(loss),
+        **training_config(args, optimizer, schedule, data.source),
     }
     return dense_experiment(
         "deep",

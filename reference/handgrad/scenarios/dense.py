@@ -16,11 +16,13 @@ from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    loss_config,
     loss_from_args,
     optimizer_from_args,
     parse_int_list,
     resolve_device,
     schedule_from_args,
+    training_config,
 )
 from handgrad.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule, SpecError
 
@@ -135,23 +137,9 @@ def _build(
         "sizes": ",".join(map(str, sizes)),
         "activation": args.activation,
         "output_activation": args.output_activation,
-        "loss": loss.kind,
-        "reduction": loss.reduction,
-        "half": loss.half,
-        "optimizer": optimizer.kind,
-        "lr": optimizer.lr,
-        **{f"optimizer.{key}": value for key, value in sorted(optimizer.options.items())},
-        "schedule": repr(optimizer.schedule) if optimizer.schedule else "none",
-        "clip": repr(optimizer.clip) if optimizer.clip else "none",
-        "mode": schedule.mode,
-        "batch_size": schedule.batch_size,
-        "order": schedule.order,
-        "seed": args.seed,
-        "steps": args.steps,
-        "dtype": args.dtype,
         "fold_bias": args.fold_bias,
-        "weights": args.weights or f"seeded ({args.seed})",
-        "data": data.source,
+        **loss_config(loss),
+        **training_config(args, optimizer, schedule, data.source),
     }
     return dense_experiment(
         name,

@@ -25,6 +25,7 @@ from handgrad.scenarios.common import (
     parse_float_list,
     resolve_device,
     schedule_from_args,
+    training_config,
 )
 from handgrad.spec import ACTIVATIONS, Data, Optimizer, Schedule, SpecError, require_int
 
@@ -156,16 +157,7 @@ def _build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
         "loss1": model.loss1.kind,
         "loss2": model.loss2.kind,
         "reduction": model.loss1.reduction,
-        "optimizer": optimizer.kind,
-        "lr": optimizer.lr,
-        "mode": schedule.mode,
-        "batch_size": schedule.batch_size,
-        "order": schedule.order,
-        "seed": args.seed,
-        "steps": args.steps,
-        "dtype": args.dtype,
-        "weights": args.weights or f"seeded ({args.seed})",
-        "data": data.source,
+        **training_config(args, optimizer, schedule, data.source),
     }
     return multitask_experiment(
         model,

@@ -31,11 +31,13 @@ from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    loss_config,
     loss_from_args,
     optimizer_from_args,
     parse_int_list,
     resolve_device,
     schedule_from_args,
+    training_config,
 )
 from handgrad.spec import ACTIVATIONS, Loss, Optimizer, Schedule, SpecError, require_choice, require_int
 
@@ -242,20 +244,8 @@ def _build(
         "packed": packed,
         "h0": args.h0,
         "output_activation": model.output_activation,
-        "loss": loss.kind,
-        "reduction": loss.reduction,
-        "half": loss.half,
-        "optimizer": optimizer.kind,
-        "lr": optimizer.lr,
-        "clip": "none" if optimizer.clip is None else str(optimizer.clip),
-        "mode": schedule.mode,
-        "batch_size": schedule.batch_size,
-        "order": schedule.order,
-        "seed": args.seed,
-        "steps": args.steps,
-        "dtype": args.dtype,
-        "weights": args.weights or f"seeded ({args.seed})",
-        "data": data.source,
+        **loss_config(loss),
+        **training_config(args, optimizer, schedule, data.source),
     }
     return recurrent_experiment(
         name,
