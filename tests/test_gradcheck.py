@@ -138,3 +138,26 @@ def test_oracle_catches_a_planted_bug_without_torch(plant, code, first_bad) -> N
     if first_bad is not None:
         failing = [line for line in result.stdout.splitlines() if "disagree" in line]
         assert failing and failing[0].startswith(first_bad), result.stdout
+
+
+def test_compare_without_torch_says_so_in_one_line(tmp_path: Path) -> None:
+    """compare needs the torch twin: where torch is not installed, one line naming it and exit 2
+    (gradcheck, above, runs there)."""
+    missing = tmp_path / "torch"
+    missing.mkdir()
+    (missing / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"  # as if not installed
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{REFERENCE}", "PATH": "/usr/bin:/bin"}
+    out = tmp_path / "r.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "handgrad", "compare", "xor", "--steps", "2", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("handgrad: error: torch: handgrad compare needs PyTorch")
+    assert not out.exists()

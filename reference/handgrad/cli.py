@@ -117,6 +117,21 @@ def _write_json(path: str, report: Report) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
+def _build(name: str, args: argparse.Namespace) -> harness.Experiment:
+    """Both sides of scenario ``name``; without torch installed, one line saying so (the torch twin
+    is what ``compare`` checks against; ``handgrad gradcheck`` needs no torch)."""
+    try:
+        return SCENARIOS[name].build(args)
+    except ModuleNotFoundError as error:
+        if error.name != "torch" and not str(error.name or "").startswith("torch."):
+            raise
+        raise SpecError(
+            "torch",
+            "handgrad compare needs PyTorch (pip install torch==2.13.0 -c constraints.txt); "
+            "handgrad gradcheck runs without it",
+        ) from None
+
+
 def compare(name: str, argv: Sequence[str]) -> int:
     args = scenario_parser(name).parse_args(list(argv))
     if args.json:
@@ -136,7 +151,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
         from handgrad.gradcheck import CompareOracle, parse_steps
 
         fd_steps = parse_steps(args.gradcheck)
-    experiment = SCENARIOS[name].build(args)
+    experiment = _build(name, args)
     if args.gradcheck is not None:
         oracle = CompareOracle(experiment, fd_steps)
     if args.xlsx:
@@ -175,7 +190,7 @@ def compare_all(argv: Sequence[str]) -> int:
     worst = EXIT_OK
     for name in SCENARIOS:
         args = scenario_parser(name).parse_args([])
-        report = harness.run(SCENARIOS[name].build(args))
+        report = harness.run(_build(name, args))
         print(f"{name}: {report.verdict()}")
         if not report.ok:
             worst = EXIT_MISMATCH
