@@ -216,14 +216,14 @@ def compare_xor() -> Row:
 def conv_step() -> Row:
     """A network of the conv alone (Conv2d(3, 16, 3, padding=1) → Flatten, mse, plain SGD, the
     whole batch every step): ``HandNetwork.step`` / ``TwinNetwork.step``, every term emitted."""
-    from handgrad.scenarios.conv import conv_experiment
+    from handgrad.scenarios.stack import stack_experiment
     from handgrad.spec import Conv2d, Data, Flatten, Loss, Network, Optimizer, Schedule
 
     timing = {"warmup": 3, "per_block": 10, "blocks": 7}
     rng = np.random.default_rng(0)
     network = Network((Conv2d(3, 16, 3, padding=1), Flatten()), (3, 32, 32))
     data = Data(rng.standard_normal((8, 3, 32, 32)), rng.standard_normal((8, 16 * 32 * 32)))
-    experiment = conv_experiment(
+    experiment = stack_experiment(
         "conv", network, Loss("mse"), Optimizer("sgd", 0.01), data, Schedule("batch"),
         steps=steps_needed(**timing), seed=0,
     )  # fmt: skip

@@ -17,7 +17,7 @@ from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.hand import conv
 from handgrad.scenarios import SCENARIOS
-from handgrad.scenarios.conv import conv_experiment, dropout_masks
+from handgrad.scenarios.stack import dropout_masks, stack_experiment
 from handgrad.spec import (
     Activation,
     AvgPool2d,
@@ -109,7 +109,7 @@ def run_stack(network: Network, *, steps: int = 4, seed: int = 3) -> harness.Rep
     x = rng.integers(0, 3, size=(6, *network.input_shape)).astype(float)  # {0,1,2}: pool ties
     x[::2] += rng.standard_normal(x[::2].shape)  # and half the samples without ties
     y = rng.integers(0, network.output_shape[0], size=(6, 1)).astype(float)
-    experiment = conv_experiment(
+    experiment = stack_experiment(
         "stack",
         network,
         Loss("cross_entropy"),

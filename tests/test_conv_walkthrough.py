@@ -24,7 +24,8 @@ import torch
 from handgrad import harness
 from handgrad.hand import activations, conv
 from handgrad.harness import Experiment
-from handgrad.scenarios.conv import bars, conv_experiment
+from handgrad.scenarios.conv import bars
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import (
     Activation,
     Conv2d,
@@ -85,7 +86,7 @@ def small_run(name: str) -> tuple[Experiment, Captured]:
         rng = np.random.default_rng(5)
         x = rng.integers(0, 2, size=(3, 2, 7, 7)).astype(float)
         network, data, steps = Network(layers, (2, 7, 7)), Data(x, np.array([[0.0], [2.0], [1.0]])), 1
-    experiment = conv_experiment(
+    experiment = stack_experiment(
         name,
         network,
         Loss("cross_entropy"),

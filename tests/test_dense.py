@@ -8,7 +8,8 @@ import pytest
 from handgrad import harness
 from handgrad.hand import activations
 from handgrad.hand.network import init_params
-from handgrad.scenarios.dense import XOR_X, XOR_Y, dense_experiment
+from handgrad.scenarios.dense import XOR_X, XOR_Y
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule
 
 LOSSES = {
@@ -39,7 +40,7 @@ def xor_run(
 ) -> harness.Report:
     network = Network.mlp(list(sizes), activation, output_activation, slope=0.05, fold_bias=fold_bias)
     data = data or Data(XOR_X, XOR_Y)
-    experiment = dense_experiment(
+    experiment = stack_experiment(
         "xor", network, loss, Optimizer("sgd", lr), data, schedule, steps=steps, seed=7, params=params
     )
     return harness.run(experiment)
@@ -105,7 +106,7 @@ def test_planted_sigmoid_bug_is_named_at_the_right_step_term_and_element(monkeyp
 def test_resync_judges_each_step_on_its_own(monkeypatch):
     monkeypatch.setattr(activations, "derivative", sigmoid_derivative_from_z)
     network = Network.mlp([2, 3, 1])
-    experiment = dense_experiment(
+    experiment = stack_experiment(
         "xor", network, Loss(), Optimizer("sgd", 0.5), Data(XOR_X, XOR_Y), Schedule(), steps=5, seed=0
     )
     report = harness.run(experiment, resync=True)
@@ -123,8 +124,9 @@ def test_online_order_cycles_and_shuffles_per_epoch():
 
 
 def test_non_finite_values_are_a_finding_not_a_pass():
-    report = xor_run("identity", LOSSES["mse-mean"], SCHEDULES["batch"], lr=1e4, steps=2000,
-                     output_activation="identity")
+    report = xor_run(
+        "identity", LOSSES["mse-mean"], SCHEDULES["batch"], lr=1e4, steps=2000, output_activation="identity"
+    )
     assert not report.ok
     assert report.stopped is not None and report.stopped.startswith("non-finite at step")
     assert report.first is not None and report.first.non_finite in {"hand", "torch", "both"}

@@ -12,7 +12,7 @@ from handgrad.cli import main, scenario_parser
 from handgrad.hand import diagnostics
 from handgrad.hand.network import init_params
 from handgrad.scenarios import SCENARIOS
-from handgrad.scenarios.dense import dense_experiment
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 from handgrad.workbook.diagnostics_sheet import (
     TITLE,
@@ -98,7 +98,7 @@ def test_units_exactly_on_the_relu_kink_are_dead():
     params["dense1.b"][[1, 3]] = 0.0
     rng = np.random.default_rng(4)
     data = Data(rng.uniform(-1, 1, size=(6, 3)), rng.uniform(0.2, 0.8, size=(6, 1)))
-    experiment = dense_experiment(
+    experiment = stack_experiment(
         "deep", network, Loss("mse"), Optimizer("sgd", 0.1), data, Schedule("batch"),
         steps=20, seed=0, params=params, diagnostics=True,
     )  # fmt: skip

@@ -15,7 +15,8 @@ import pytest
 from handgrad import cli, harness
 from handgrad.hand import optim
 from handgrad.harness import compare_values, tolerance_for
-from handgrad.scenarios.dense import XOR_X, XOR_Y, dense_experiment
+from handgrad.scenarios.dense import XOR_X, XOR_Y
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
 
 STEPS = 200
@@ -40,7 +41,7 @@ def experiment(
     net: str, optimizer: Optimizer, steps: int = STEPS, loss: Loss | None = None, dtype: str = "float64"
 ):
     network, data, schedule, _ = NETS[net]
-    return dense_experiment(
+    return stack_experiment(
         net, network, loss or Loss(), optimizer, data, schedule, steps=steps, seed=3, dtype=dtype
     )
 

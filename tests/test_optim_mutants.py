@@ -15,12 +15,13 @@ import pytest
 
 from handgrad import harness
 from handgrad.hand import losses, optim
-from handgrad.scenarios.dense import XOR_X, XOR_Y, dense_experiment
+from handgrad.scenarios.dense import XOR_X, XOR_Y
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 
 
 def xor_run(optimizer: Optimizer, loss: Loss | None = None, steps: int = 3) -> harness.Report:
-    experiment = dense_experiment(
+    experiment = stack_experiment(
         "xor",
         Network.mlp([2, 3, 1]),
         loss or Loss(),

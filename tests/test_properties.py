@@ -17,7 +17,7 @@ from handgrad import harness
 from handgrad.cli import scenario_parser
 from handgrad.hand import conv
 from handgrad.scenarios import SCENARIOS
-from handgrad.scenarios.dense import dense_experiment
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 from handgrad.tolerance import tolerance_for
 
@@ -47,7 +47,7 @@ def test_dense_stack_every_term_agrees(sizes, hidden, output, rows, mode, optimi
     x = rng.uniform(-2, 2, size=(rows, sizes[0]))
     x[0, 0] = 0.0  # a unit with no weight from x₀ sits on the kink at init only by chance; keep a 0
     y = rng.uniform(0.1, 0.9, size=(rows, sizes[-1]))
-    experiment = dense_experiment(
+    experiment = stack_experiment(
         "prop",
         Network.mlp(sizes, hidden, output),
         Loss(),

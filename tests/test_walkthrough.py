@@ -33,7 +33,7 @@ import torch
 from handgrad import harness
 from handgrad.hand.network import param_table
 from handgrad.harness import Experiment, Report
-from handgrad.scenarios.dense import dense_experiment
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import ACTIVATIONS, Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
 from handgrad.trace import StepTrace
 from handgrad.workbook import formulas as fx
@@ -190,7 +190,7 @@ def dense_case(
         params["dense1.b"][0] = 0.0
     if lr is None:  # a sum over the batch makes the gradient N·out times larger
         lr = 0.02 if LOSSES[loss].reduction == "sum" else 0.2
-    experiment = dense_experiment(
+    experiment = stack_experiment(
         f"{activation}-{loss}-{mode}-{'folded' if fold_bias else 'bias' if bias else 'nobias'}",
         network,
         LOSSES[loss],

@@ -344,7 +344,7 @@ class Mutant:
 
 def _relu_on_the_kink() -> Any:
     """A 2-3-2 ReLU net whose hidden pre-activations hit 0 exactly on some rows."""
-    from handgrad.scenarios.dense import dense_experiment
+    from handgrad.scenarios.stack import stack_experiment
     from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 
     x = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 2.0], [0.75, -0.5]])
@@ -356,7 +356,7 @@ def _relu_on_the_kink() -> Any:
         "dense2.b": np.array([0.05, -0.1]),
     }
     network = Network.mlp([2, 3, 2], "relu", "sigmoid")
-    return dense_experiment(
+    return stack_experiment(
         "relu-kink",
         network,
         Loss(),
@@ -371,7 +371,7 @@ def _relu_on_the_kink() -> Any:
 
 def _huge_logits() -> Any:
     """A 2-3-3 net with logits of about ±1000 into cross-entropy."""
-    from handgrad.scenarios.dense import dense_experiment
+    from handgrad.scenarios.stack import stack_experiment
     from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 
     rng = np.random.default_rng(3)
@@ -384,7 +384,7 @@ def _huge_logits() -> Any:
         "dense2.b": np.array([900.0, -400.0, 100.0]),
     }
     network = Network.mlp([2, 3, 3], "tanh", "identity")
-    return dense_experiment(
+    return stack_experiment(
         "huge-logits",
         network,
         Loss("cross_entropy"),

@@ -8,10 +8,9 @@ horizontal (class 0) or vertical (class 1), at a seeded position and extent. The
 exactly 0 or 1, so the flat background gives every conv the same value over whole regions and
 the max-pools see **exact ties** in most windows: the tie rule is exercised at every step.
 
-Dropout masks are data (see :func:`dropout_masks`): drawn once before the run from torch's
-generator under the run's seed, and given to both sides. A hand-only build (``handgrad
-gradcheck``, no torch in the process) draws them with NumPy instead (:func:`numpy_dropout_masks`):
-other masks than torch's, but the finite-difference check needs only fixed masks, not torch's.
+Both sides come from :func:`handgrad.scenarios.stack.stack_experiment`, which also draws the
+dropout masks (data, like each step's rows: from torch's generator under the run's seed, or with
+NumPy in a hand-only build).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from handgrad.hand.network import HandNetwork, init_params, param_table
+from handgrad.hand.network import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (
@@ -36,6 +35,7 @@ from handgrad.scenarios.common import (
     schedule_from_args,
     training_config,
 )
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import (
     Activation,
     Conv2d,
@@ -44,11 +44,8 @@ from handgrad.spec import (
     Dropout,
     Flatten,
     LocalResponseNorm,
-    Loss,
     MaxPool2d,
     Network,
-    Optimizer,
-    Schedule,
     SpecError,
     require_float,
     require_int,
@@ -81,133 +78,6 @@ def bars(n: int, size: int, seed: int, thickness: int = 2) -> Data:
             x[i, 0, along, across] = 1.0  # columns offset.. : a vertical bar
         y[i, 0] = label
     return Data(x, y, f"bars: {n} seeded ({seed}) 1×{size}×{size} images, horizontal 0 / vertical 1")
-
-
-# --- dropout masks: data drawn before the run ---------------------------------------------------
-
-
-def stage_input_shapes(network: Network) -> dict[str, tuple[int, ...]]:
-    """Per-sample input shape of every stage that is not an activation, by stage name."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    shape = tuple(network.input_shape)
-    for stage in network.stages():
-        if not isinstance(stage.layer, Activation):
-            shapes[stage.name] = shape
-        shape = stage.layer.output_shape(shape)
-    return shapes
-
-
-def dropout_masks(network: Network, batches: Sequence[np.ndarray], seed: int) -> dict[str, list[np.ndarray]]:
-    """Keep masks for every dropout stage and step, from torch's generator seeded with ``seed``.
-
-    Step by step, stage by stage (the order ``nn.Dropout`` modules would draw in training), each
-    mask is ``torch.empty(N, *shape, dtype=float64).bernoulli_(1 − p, generator)``: the very call
-    ``F.dropout`` makes on CPU, so with the global generator seeded the same ``F.dropout`` would
-    drop exactly these elements (``tests/test_conv_network.py`` checks it). The masks are plain
-    0/1 arrays handed to both sides; neither side draws anything.
-    """
-    import torch  # here, not at the top: a hand-only build never draws torch's masks
-
-    generator = torch.Generator().manual_seed(seed)
-    shapes = stage_input_shapes(network)
-    drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
-    masks: dict[str, list[np.ndarray]] = {stage.name: [] for stage in drops}
-    for rows in batches:
-        for stage in drops:
-            empty = torch.empty((len(rows), *shapes[stage.name]), dtype=torch.float64)
-            masks[stage.name].append(empty.bernoulli_(1 - stage.layer.p, generator=generator).numpy())
-    return masks
-
-
-NUMPY_MASKS = (
-    "drawn with NumPy (default_rng(seed), keep where U < 1 − p), not torch's generator: the hand-only "
-    "build imports no torch, and the finite-difference check needs fixed masks, not torch's"
-)
-
-
-def numpy_dropout_masks(
-    network: Network, batches: Sequence[np.ndarray], seed: int
-) -> dict[str, list[np.ndarray]]:
-    """Keep masks as :func:`dropout_masks` lays them out, drawn from ``numpy.random.default_rng(seed)``
-    in the same order (step by step, stage by stage): for a hand-only build, where torch is not
-    imported. They are other masks than torch's; a compare run never uses them."""
-    rng = np.random.default_rng(seed)
-    shapes = stage_input_shapes(network)
-    drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
-    masks: dict[str, list[np.ndarray]] = {stage.name: [] for stage in drops}
-    for rows in batches:
-        for stage in drops:
-            draw = rng.random((len(rows), *shapes[stage.name]))  # N,*shape
-            masks[stage.name].append((draw < 1 - stage.layer.p).astype(np.float64))
-    return masks
-
-
-# --- one experiment from a network spec ----------------------------------------------------------
-
-
-def _check_targets(network: Network, loss: Loss, data: Data) -> None:
-    out = network.output_shape
-    if len(out) != 1:
-        raise SpecError("layers", f"the network must end in one vector per sample (Flatten), not {out}")
-    loss.check_targets(data.y, out[0])
-
-
-def conv_experiment(
-    scenario: str,
-    network: Network,
-    loss: Loss,
-    optimizer: Optimizer,
-    data: Data,
-    schedule: Schedule,
-    *,
-    steps: int,
-    seed: int,
-    dtype: str = "float64",
-    params: dict[str, np.ndarray] | None = None,
-    device: str = "cpu",
-    config: dict[str, object] | None = None,
-    with_twin: bool = True,
-) -> Experiment:
-    """Both sides of any layer stack (conv family, dense, activations), from one spec, one set of
-    initial weights and one set of dropout masks. ``with_twin=False``: the hand side alone
-    (``twin`` None), no torch imported, the dropout masks drawn by :func:`numpy_dropout_masks`."""
-    if data.x.shape[1:] != tuple(network.input_shape):
-        raise SpecError(
-            "data.x", f"expected samples of shape {tuple(network.input_shape)}, got {data.x.shape[1:]}"
-        )
-    _check_targets(network, loss, data)
-    initial = params if params is not None else init_params(network, seed, "float64")
-    initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
-    batches = schedule.batches(data.n, steps)
-    masks = (dropout_masks if with_twin else numpy_dropout_masks)(network, batches, seed)
-    hand = HandNetwork(network, loss, optimizer, initial, data.x, data.y, batches, dtype, masks=masks)
-    twin = None
-    if with_twin:
-        from handgrad.twin.network import TwinNetwork
-
-        twin = TwinNetwork(
-            network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, masks=masks
-        )
-    elif masks:
-        config = {**(config or {}), "dropout_masks": NUMPY_MASKS}
-    return Experiment(
-        scenario=scenario,
-        hand=hand,
-        twin=twin,
-        steps=steps,
-        dtype=dtype,
-        config=config or {},
-        spec={
-            "network": network,
-            "loss": loss,
-            "optimizer": optimizer,
-            "data": data,
-            "schedule": schedule,
-            "batches": batches,
-            "masks": masks,
-        },
-        initial_params=initial,
-    )
 
 
 # --- alexnet-mini --------------------------------------------------------------------------------
@@ -354,7 +224,7 @@ def _alexnet_build(args: argparse.Namespace, *, with_twin: bool = True) -> Exper
         **training_config(args, optimizer, schedule, data.source),
         "dropout_masks": f"torch.Generator seeded {args.seed}, bernoulli_(1 − p) per step",
     }
-    return conv_experiment(
+    return stack_experiment(
         "alexnet-mini",
         network,
         loss,

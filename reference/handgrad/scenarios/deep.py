@@ -36,7 +36,8 @@ from handgrad.scenarios.common import (
     schedule_from_args,
     training_config,
 )
-from handgrad.scenarios.dense import _add_dense_arguments, dense_experiment
+from handgrad.scenarios.dense import _add_dense_arguments
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import Data, Network, require_choice, require_float, require_int
 
 INITS = ("auto", "torch", "xavier", "he")
@@ -126,7 +127,7 @@ def build_deep(args: argparse.Namespace, *, with_twin: bool = True) -> Experimen
         **loss_config(loss),
         **training_config(args, optimizer, schedule, data.source),
     }
-    return dense_experiment(
+    return stack_experiment(
         "deep",
         network,
         loss,

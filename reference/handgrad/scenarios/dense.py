@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from handgrad.hand.network import HandNetwork, init_params, param_table
+from handgrad.hand.network import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (
@@ -24,65 +24,11 @@ from handgrad.scenarios.common import (
     schedule_from_args,
     training_config,
 )
-from handgrad.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule, SpecError
+from handgrad.scenarios.stack import stack_experiment
+from handgrad.spec import ACTIVATIONS, Data, Network, SpecError
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([[0.0], [1.0], [1.0], [0.0]])
-
-
-def dense_experiment(
-    scenario: str,
-    network: Network,
-    loss: Loss,
-    optimizer: Optimizer,
-    data: Data,
-    schedule: Schedule,
-    *,
-    steps: int,
-    seed: int,
-    dtype: str = "float64",
-    params: dict[str, np.ndarray] | None = None,
-    device: str = "cpu",
-    config: dict[str, object] | None = None,
-    diagnostics: bool = False,
-    with_twin: bool = True,
-) -> Experiment:
-    """Both sides of a dense network, built from one spec and one set of initial weights;
-    ``diagnostics`` adds the per-layer diagnostic terms (:mod:`handgrad.hand.diagnostics`).
-    ``with_twin=False``: the hand side alone (``twin`` None), with no torch imported."""
-    if data.x.shape[1] != network.input_shape[0]:
-        raise SpecError("data", f"expected {network.input_shape[0]} input columns, got {data.x.shape[1]}")
-    loss.check_targets(data.y, network.output_shape[0])
-    initial = params if params is not None else init_params(network, seed, "float64")
-    initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
-    batches = schedule.batches(data.n, steps)
-    hand = HandNetwork(
-        network, loss, optimizer, initial, data.x, data.y, batches, dtype, diagnostics=diagnostics
-    )
-    twin = None
-    if with_twin:
-        from handgrad.twin.network import TwinNetwork
-
-        twin = TwinNetwork(
-            network, loss, optimizer, initial, data.x, data.y, batches, dtype, device, diagnostics=diagnostics
-        )
-    return Experiment(
-        scenario=scenario,
-        hand=hand,
-        twin=twin,
-        steps=steps,
-        dtype=dtype,
-        config=config or {},
-        spec={
-            "network": network,
-            "loss": loss,
-            "optimizer": optimizer,
-            "data": data,
-            "schedule": schedule,
-            "batches": batches,
-        },
-        initial_params=initial,
-    )
 
 
 def _add_dense_arguments(parser: argparse.ArgumentParser, *, hidden_default: str) -> None:
@@ -141,7 +87,7 @@ def _build(
         **loss_config(loss),
         **training_config(args, optimizer, schedule, data.source),
     }
-    return dense_experiment(
+    return stack_experiment(
         name,
         network,
         loss,

@@ -118,7 +118,7 @@ class SharedMaskDropout(torch.nn.Module):
     ``forward`` is what ``torch.nn.functional.dropout`` computes on CPU once its mask is drawn
     (``noise = bernoulli(1−p) / (1−p); x · noise``; ``x · 0`` at p = 1); only the draw is moved
     out, so that both sides see the same mask. The masks come from torch's own generator
-    (:func:`handgrad.scenarios.conv.dropout_masks`), the same draw ``F.dropout`` makes under
+    (:func:`handgrad.scenarios.stack.dropout_masks`), the same draw ``F.dropout`` makes under
     that seed.
     """
 
@@ -225,7 +225,7 @@ class TwinNetwork:
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)  # TF32 in float32 matmuls/convolutions on cuda (twin/device.py)
         # dropout keep masks: stage name -> one per step, the hand side's arrays (drawn on the CPU by
-        # torch's generator, scenarios/conv.py), moved to the device as data
+        # torch's generator, scenarios/stack.py), moved to the device as data
         self.masks = {
             name: [torch.as_tensor(np.asarray(m), dtype=self.torch_dtype, device=self.device) for m in ms]
             for name, ms in (masks or {}).items()
