@@ -248,3 +248,17 @@ def test_marks_are_removed_after_construction() -> None:
     assert [getattr(function, eager._CACHE, None) for function in functions] == before
     with eager.eager_only():
         assert all(getattr(function, eager._CACHE, None) is not None for function in functions)
+
+
+def test_profiler_ranges_are_recorded_while_a_profiler_runs() -> None:
+    """Outside a profiler the helpers skip the (empty) ranges; inside one they record torch's."""
+    w = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    opt = eager.make_optimizer(torch.optim.SGD, [w], lr=0.5)
+    with torch.autograd.profiler.profile() as prof:
+        w.grad = torch.tensor([2.0, -4.0], dtype=torch.float64)
+        eager.optimizer_step(opt)
+        eager.zero_grad(opt)
+    names = {event.name for event in prof.function_events}
+    assert "Optimizer.step#SGD.step" in names
+    assert "Optimizer.zero_grad#SGD.zero_grad" in names
+    assert w.grad is None and torch.equal(w.detach(), torch.tensor([0.0, 3.0], dtype=torch.float64))

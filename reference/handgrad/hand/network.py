@@ -219,6 +219,37 @@ def _gradient_symbol(symbol: str) -> str:
     return f"∂L/∂{symbol}"
 
 
+@dataclass(frozen=True)
+class StageTerms:
+    """The names and symbols of one stage's terms, worked out once per run rather than per step:
+    its output (``dense1.z``, z⁽¹⁾), the gradient there (``dense1.dL_dz``, ∂L/∂z⁽¹⁾), and per
+    parameter (short name, full name, gradient term, gradient symbol). Both sides use it."""
+
+    stage: Stage
+    output: str
+    output_symbol: str
+    output_grad: str
+    output_grad_symbol: str
+    params: tuple[tuple[str, str, str, str], ...]
+
+    @classmethod
+    def of(cls, stage: Stage) -> StageTerms:
+        ops = ops_for(stage)
+        suffix, symbol = ops.output(stage)
+        params = tuple(
+            (short, f"{stage.name}.{short}", f"{stage.name}.dL_d{short}", _gradient_symbol(param_symbol))
+            for short, _, param_symbol in ops.params(stage)
+        )
+        return cls(
+            stage,
+            f"{stage.name}.{suffix}",
+            symbol,
+            f"{stage.name}.dL_d{suffix}",
+            _gradient_symbol(symbol),
+            params,
+        )
+
+
 class HandNetwork:
     """The hand side of a run: its own parameters, stepped by hand-derived NumPy."""
 
@@ -250,6 +281,7 @@ class HandNetwork:
             self.target_form = loss.check_targets(self.y, network.output_shape[0])
         self.state = optim.init_state(optimizer, self._params)
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
+        self.terms = [StageTerms.of(stage) for stage in self.stages]
 
     def params(self) -> dict[str, np.ndarray]:
         return dict(self._params)
@@ -265,12 +297,10 @@ class HandNetwork:
 
         caches = []
         out = x
-        for stage in self.stages:
-            ops = ops_for(stage)
-            stage_params = self._stage_params(stage, step)
-            out, cache = ops.forward(stage, out, stage_params)
-            suffix, symbol = ops.output(stage)
-            trace.add(f"{stage.name}.{suffix}", symbol, "forward", out)
+        for terms in self.terms:
+            stage = terms.stage
+            out, cache = ops_for(stage).forward(stage, out, self._stage_params(terms, step))
+            trace.add(terms.output, terms.output_symbol, "forward", out)
             caches.append(cache)
 
         L, loss_cache = losses.forward(self.loss, out, y)
@@ -281,20 +311,12 @@ class HandNetwork:
 
         grads: dict[str, np.ndarray] = {}
         dout = losses.backward(self.loss, loss_cache)  # reduction none: upstream ones, ∂Σℓ/∂ŷ
-        for stage, cache in zip(reversed(self.stages), reversed(caches), strict=True):
-            ops = ops_for(stage)
-            suffix, symbol = ops.output(stage)
-            trace.add(f"{stage.name}.dL_d{suffix}", _gradient_symbol(symbol), "backward", dout)
-            dout, stage_grads = ops.backward(stage, dout, cache)
-            for short, _, param_symbol in ops.params(stage):
-                name = f"{stage.name}.{short}"
+        for terms, cache in zip(reversed(self.terms), reversed(caches), strict=True):
+            trace.add(terms.output_grad, terms.output_grad_symbol, "backward", dout)
+            dout, stage_grads = ops_for(terms.stage).backward(terms.stage, dout, cache)
+            for short, name, grad_name, grad_symbol in terms.params:
                 grads[name] = stage_grads[short]
-                trace.add(
-                    f"{stage.name}.dL_d{short}",
-                    _gradient_symbol(param_symbol),
-                    "backward",
-                    stage_grads[short],
-                )
+                trace.add(grad_name, grad_symbol, "backward", stage_grads[short])
         trace.add("input.dL_dx", "∂L/∂x", "backward", dout)
 
         if self.optimizer.clip is not None:  # clipping between backward and the update
@@ -324,9 +346,9 @@ class HandNetwork:
                 trace.add(name, symbol, "diagnostic", value)
         return trace
 
-    def _stage_params(self, stage: Stage, step: int | None = None) -> dict[str, np.ndarray]:
-        prefix = stage.name + "."
-        params = {short: self._params[prefix + short] for short, _, _ in ops_for(stage).params(stage)}
-        if step is not None and stage.name in self.masks:  # data of this step, not a parameter
-            params["mask"] = np.asarray(self.masks[stage.name][step - 1], dtype=self.dtype)
+    def _stage_params(self, terms: StageTerms, step: int | None = None) -> dict[str, np.ndarray]:
+        params = {short: self._params[name] for short, name, _, _ in terms.params}
+        name = terms.stage.name
+        if step is not None and name in self.masks:  # data of this step, not a parameter
+            params["mask"] = np.asarray(self.masks[name][step - 1], dtype=self.dtype)
         return params

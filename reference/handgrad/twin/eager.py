@@ -76,7 +76,14 @@ def make_optimizer(cls: type[OptimizerT], params: Iterable[Any], **kwargs: Any) 
 
 
 def zero_grad(optimizer: torch.optim.Optimizer, set_to_none: bool = True) -> None:
-    """``optimizer.zero_grad(set_to_none)``: torch's own body, without the compiler wrapper."""
+    """``optimizer.zero_grad(set_to_none)``: torch's own body, without the compiler wrapper. With
+    ``set_to_none`` and no profiler recording, what that body does, ``p.grad = None`` for every
+    parameter, without the profiler range around it (most of its ~20 µs)."""
+    if set_to_none and not torch.autograd._profiler_enabled():
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                param.grad = None
+        return
     _undecorated(type(optimizer).zero_grad)(optimizer, set_to_none)
 
 
@@ -94,7 +101,7 @@ def _eager_step(optimizer: torch.optim.Optimizer) -> tuple[Callable[..., Any], b
 def optimizer_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any] | None = None) -> Any:
     """``optimizer.step(closure)`` as torch runs it in eager mode, without importing the compiler.
 
-    Mirrors ``Optimizer.profile_hook_step`` (profiler range, pre hooks that may replace the
+    Mirrors ``Optimizer.profile_hook_step`` (profiler range while profiling, pre hooks that may replace the
     arguments, ``_optimizer_step_code``, post hooks) and ``_use_grad_for_differentiable``
     (grad mode = ``defaults["differentiable"]``; its ``graph_break()`` calls do nothing outside
     ``torch.compile``), and sets ``_opt_called`` as an LR scheduler's step wrapper does.
@@ -105,7 +112,9 @@ def optimizer_step(optimizer: torch.optim.Optimizer, closure: Callable[[], Any] 
     args: tuple[Any, ...] = (optimizer,) if closure is None else (optimizer, closure)
     kwargs: dict[str, Any] = {}
     name = f"Optimizer.step#{type(optimizer).__name__}.step"
-    with torch.autograd.profiler.record_function(name):
+    # the range only while a profiler records: entering one costs tens of µs and records nothing
+    profiled = torch.autograd._profiler_enabled()
+    with torch.autograd.profiler.record_function(name) if profiled else contextlib.nullcontext():
         for pre_hook in chain(
             _optimizer_module._global_optimizer_pre_hooks.values(),
             optimizer._optimizer_step_pre_hooks.values(),

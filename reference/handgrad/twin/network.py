@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from handgrad.hand import optim as hand_optim
-from handgrad.hand.network import ops_for, param_table
+from handgrad.hand.network import StageTerms, ops_for, param_table
 from handgrad.spec import (
     Activation,
     AvgPool2d,
@@ -248,9 +248,8 @@ class TwinNetwork:
         self.load_params(params)
         self.optimizer = optim.build(optimizer, list(self.model.parameters()))
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
-        self._outputs: list[torch.Tensor] = []
-        for module in self.model:
-            module.register_forward_hook(self._capture)
+        self.terms = [StageTerms.of(stage) for stage in self.stages]
+        self._module_params = [dict(module.named_parameters()) for module in self.model]  # read each step
 
     def _load_masks(self, step: int) -> None:
         """Hand each dropout module its keep mask for this step (data, like the batch rows)."""
@@ -258,9 +257,17 @@ class TwinNetwork:
             if isinstance(module, SharedMaskDropout):
                 module.mask = self.masks[stage.name][step - 1] if stage.name in self.masks else None
 
-    def _capture(self, module: torch.nn.Module, inputs: object, output: torch.Tensor) -> None:
-        output.retain_grad()
-        self._outputs.append(output)
+    def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Run the ``nn.Sequential``'s modules in its order (what ``self.model(x)`` does), keeping
+        each module's output with ``retain_grad`` so that backward fills its ``.grad``. A loop
+        rather than forward hooks: a module with a hook takes torch's slow call path."""
+        outputs = []
+        out = x
+        for module in self.model:
+            out = module(out)
+            out.retain_grad()
+            outputs.append(out)
+        return outputs
 
     def load_params(self, params: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
@@ -275,8 +282,8 @@ class TwinNetwork:
 
     def _read_params(self, pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
         result: dict[str, np.ndarray] = {}
-        for stage, module in zip(self.stages, self.model, strict=True):
-            tensors = {name: pick(param) for name, param in module.named_parameters()}
+        for stage, params in zip(self.stages, self._module_params, strict=True):
+            tensors = {name: pick(param) for name, param in params.items()}
             for short, value in TWIN_OPS[type(stage.layer)].from_torch(stage, tensors).items():
                 result[f"{stage.name}.{short}"] = value
         return result
@@ -285,38 +292,29 @@ class TwinNetwork:
     def step(self, step: int) -> StepTrace:
         trace = StepTrace(step)
         rows = self.batches[step - 1]
-        x = self.x[rows].clone().requires_grad_(True)
+        x = self.x[rows].requires_grad_(True)  # indexing by a tensor of rows copies: a leaf of its own
         y = self.y[rows]
 
         optim.zero_grad(self.optimizer)
-        self._outputs = []
         self._load_masks(step)
-        yhat = self.model(x)
-        L = self.loss_module(yhat, y)
+        outputs = self._forward(x)
+        L = self.loss_module(outputs[-1], y)
         per_element = None
         if self.loss_spec.reduction == "none":  # ℓ per element (row); the run trains on L = Σℓ
             per_element, L = L, L.sum()
         L.backward()
-        outputs, self._outputs = self._outputs, []
 
-        names = []
-        for stage, output in zip(self.stages, outputs, strict=True):
-            suffix, symbol = ops_for(stage).output(stage)
-            names.append((suffix, symbol))
-            trace.add(f"{stage.name}.{suffix}", symbol, "forward", _numpy(output), SOURCE)
+        for terms, output in zip(self.terms, outputs, strict=True):
+            trace.add(terms.output, terms.output_symbol, "forward", _numpy(output), SOURCE)
         if per_element is not None:
             trace.add("loss.l", "ℓ", "loss", _numpy(per_element), SOURCE)
         trace.add("loss.L", "L", "loss", _numpy(L), SOURCE)
 
         grads = self._read_params(lambda param: param.grad)
-        for index in reversed(range(len(self.stages))):
-            stage, (suffix, symbol) = self.stages[index], names[index]
-            trace.add(
-                f"{stage.name}.dL_d{suffix}", f"∂L/∂{symbol}", "backward", _numpy(outputs[index].grad), SOURCE
-            )
-            for short, _, param_symbol in ops_for(stage).params(stage):
-                name = f"{stage.name}.{short}"
-                trace.add(f"{stage.name}.dL_d{short}", f"∂L/∂{param_symbol}", "backward", grads[name], SOURCE)
+        for terms, output in zip(reversed(self.terms), reversed(outputs), strict=True):
+            trace.add(terms.output_grad, terms.output_grad_symbol, "backward", _numpy(output.grad), SOURCE)
+            for _, name, grad_name, grad_symbol in terms.params:
+                trace.add(grad_name, grad_symbol, "backward", grads[name], SOURCE)
         trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
 
         if self.optimizer_spec.clip is not None:  # clip_grad_norm_ / clip_grad_value_ on .grad, in place
