@@ -53,7 +53,9 @@ class TwinOps:
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().cpu().numpy().copy()
+    """The tensor's numbers on the host; a view of a CPU tensor: the trace copies what it keeps
+    (``StepTrace.add``), and :meth:`TwinNetwork.params` copies what it hands out."""
+    return tensor.detach().cpu().numpy()
 
 
 def _dense_to_torch(stage: Stage, hand: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -278,7 +280,8 @@ class TwinNetwork:
                     getattr(module, key).copy_(torch.as_tensor(np.asarray(value)))
 
     def params(self) -> dict[str, np.ndarray]:
-        return self._read_params(lambda param: param)
+        """A copy of every parameter (the optimizer later updates the tensors in place)."""
+        return {name: value.copy() for name, value in self._read_params(lambda param: param).items()}
 
     def _read_params(self, pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
         result: dict[str, np.ndarray] = {}
@@ -325,7 +328,7 @@ class TwinNetwork:
                 trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", value, "torch.nn.utils")
         params_before = self.params() if self.diagnostics else {}  # for the diagnostics' ‖ΔW‖
         optim.step(self.optimizer)
-        for name, value in self.params().items():
+        for name, value in self._read_params(lambda param: param).items():  # views: the trace copies
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind
         for key, symbol in hand_optim.state_keys(self.optimizer_spec):
