@@ -587,7 +587,7 @@ def update_rule(spec: Optimizer) -> UpdateRule:
     clip = spec.clip
     if schedule is None and clip is None:
         return rule
-    extra = _schedule_hyper(schedule) + _clip_hyper(clip)
+    extra = schedule_hyper(schedule) + _clip_hyper(clip)
 
     def hyper(spec: Optimizer) -> list[Hyper]:
         return rule.hyper(spec) + extra
@@ -601,7 +601,7 @@ def update_rule(spec: Optimizer) -> UpdateRule:
 # --- learning-rate schedules ------------------------------------------------------------------------
 
 
-def _schedule_hyper(schedule: LRSchedule | None) -> list[Hyper]:
+def schedule_hyper(schedule: LRSchedule | None) -> list[Hyper]:
     if schedule is None:
         return []
     if schedule.kind == "step":

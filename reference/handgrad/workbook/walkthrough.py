@@ -39,7 +39,6 @@ from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 
 LEFT = 2  # the hand blocks start in column B; column A holds titles and row labels
-SCHEDULE_KEYS = ("step_size", "gamma", "t_max", "eta_min")  # a schedule's inputs (Training sheet only)
 LEGEND = ("input", "forward", "loss", "backward", "update", "torch", "delta")
 LEGEND_TEXT = {
     "input": "input (edit me)",
@@ -366,9 +365,10 @@ def walkthrough_grid(
     grid.text(sheet.top, 1, "Inputs (plain cells: edit them)", "title")
     sheet.top += 1
     hyper_names: dict[str, str] = {}
+    schedule_keys = {hyper.key for hyper in fx.schedule_hyper(rule.schedule)}  # Training sheet only
     for hyper in rule.hyper(optimizer):
         label, value = f"{hyper.symbol} ({hyper.key}, name {hyper.name})", hyper.value
-        if hyper.key in SCHEDULE_KEYS:  # the schedule moves η after this step; this step reads η only
+        if hyper.key in schedule_keys:  # the schedule moves η after this step; this step reads η only
             continue
         if hyper.key == "lr" and rule.schedule is not None:
             value = float(np.asarray(hand.value(f"{optimizer.kind}.lr")).reshape(-1)[0])
