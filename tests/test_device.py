@@ -248,12 +248,13 @@ def _branch_flip(
     None when it is not that."""
     layer, name = term.split(".", 1)
 
-    def close(a: float, b: float) -> bool:
-        return abs(a - b) <= tol.atol + tol.rtol * abs(b)
+    def close(a: float, b: float, values: np.ndarray) -> bool:
+        """Within the row at the size of the term the two values belong to (the harness's rule)."""
+        return abs(a - b) <= tol.atol * float(np.max(np.abs(values))) + tol.rtol * abs(b)
 
     if name == "dL_dz" and f"{layer}.z" in hand:  # ReLU′(z) = [z > 0]
         h, t = float(hand.value(f"{layer}.z")[index]), float(twin.value(f"{layer}.z")[index])
-        if (h > 0) != (t > 0) and close(h, t):
+        if (h > 0) != (t > 0) and close(h, t, twin.value(f"{layer}.z")):
             return f"ReLU kink at {layer}.z{list(index)}: hand {h!r}, torch {t!r}"
     if name == "dL_dout" and len(index) == 4:  # the gradient a max-pool routed back to its argmax
         n, c, i, j = index
@@ -261,7 +262,8 @@ def _branch_flip(
         h = np.asarray(hand.value(f"{layer}.out"))[window].ravel()
         t = np.asarray(twin.value(f"{layer}.out"))[window].ravel()
         top = np.sort(h)[-2:]
-        if int(np.argmax(h)) != int(np.argmax(t)) and close(float(top[0]), float(top[1])):
+        near_tie = close(float(top[0]), float(top[1]), twin.value(f"{layer}.out"))
+        if int(np.argmax(h)) != int(np.argmax(t)) and near_tie:
             return f"max-pool near-tie in {layer}.out at {list(index)}: hand {h.tolist()}, torch {t.tolist()}"
     return None
 

@@ -321,18 +321,18 @@ def test_cell_matches_torch_cell(cell: str) -> None:
         torch.autograd.backward([h1, c1], [torch.tensor(dh), torch.tensor(dc)])
         (h_hand, c_hand), cache = hr.cell_forward(cell, x, (h, c), p)
         (dx, dh_prev, dc_prev), grads = hr.cell_backward((dh, dc), cache)
-        np.testing.assert_allclose(c_hand, c1.detach().numpy(), rtol=TOL.rtol, atol=TOL.atol)
-        np.testing.assert_allclose(dc_prev, ct.grad.numpy(), rtol=TOL.rtol, atol=TOL.atol)
+        harness.assert_values_match("c_hand", c_hand, c1.detach().numpy(), TOL)
+        harness.assert_values_match("dc_prev", dc_prev, ct.grad.numpy(), TOL)
     else:
         h1 = module(xt, ht)
         torch.autograd.backward([h1], [torch.tensor(dh)])
         h_hand, cache = hr.cell_forward(cell, x, h, p)
         (dx, dh_prev), grads = hr.cell_backward(dh, cache)
-    np.testing.assert_allclose(h_hand, h1.detach().numpy(), rtol=TOL.rtol, atol=TOL.atol)
-    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=TOL.rtol, atol=TOL.atol)
-    np.testing.assert_allclose(dh_prev, ht.grad.numpy(), rtol=TOL.rtol, atol=TOL.atol)
+    harness.assert_values_match("h_hand", h_hand, h1.detach().numpy(), TOL)
+    harness.assert_values_match("dx", dx, xt.grad.numpy(), TOL)
+    harness.assert_values_match("dh_prev", dh_prev, ht.grad.numpy(), TOL)
     for key, param in module.named_parameters():
-        np.testing.assert_allclose(grads[key], param.grad.numpy(), rtol=TOL.rtol, atol=TOL.atol)
+        harness.assert_values_match(key, grads[key], param.grad.numpy(), TOL)
 
 
 # --- planted bugs: each must fail, at a named first term ----------------------------------------
@@ -480,9 +480,9 @@ def test_clip_grad_norm_matches_torch(how: str, norm_type: float) -> None:
     clipped, total = clip.clip_grad_norm(grads, max_norm, norm_type)
     params = _torch_grads(grads)
     torch_total = torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
-    np.testing.assert_allclose(total, torch_total.item(), rtol=TOL.rtol, atol=TOL.atol)
+    harness.assert_values_match("total", total, torch_total.item(), TOL)
     for (key, value), p in zip(clipped.items(), params, strict=True):
-        np.testing.assert_allclose(value, p.grad.numpy(), rtol=TOL.rtol, atol=TOL.atol, err_msg=key)
+        harness.assert_values_match(key, value, p.grad.numpy(), TOL)
     if how == "at-the-norm":  # the 1e-6 in max_norm / (total_norm + 1e-6): still scaled
         coef = clipped["weight_ih_l0"].ravel()[0] / grads["weight_ih_l0"].ravel()[0]
         assert coef < 1.0 and coef == pytest.approx(norm / (norm + 1e-6), rel=1e-12)

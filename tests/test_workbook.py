@@ -202,9 +202,11 @@ def test_summary_flags_each_term_against_its_tolerance(small):
     rows = {row[0]: row for row in sheet.iter_rows(values_only=True) if row[0] in report.terms}
     assert set(rows) == set(report.terms)
     for name, stats in report.terms.items():
-        assert rows[name][3] == stats.max_abs and rows[name][6] == "ok"
+        row = rows[name]
+        assert (row[3], row[4], row[5]) == (stats.max_abs, stats.elem_rel, stats.norm_rel)
+        assert row[6] == report.tolerance.rtol and row[7] == "ok"
     (rule_range,) = [str(rng.sqref) for rng in sheet.conditional_formatting]
-    assert rule_range.startswith("D")
+    assert rule_range.startswith("E") and ":F" in rule_range  # both figures, against rtol in G
 
 
 def test_checks_fold_runs_down_a_column():

@@ -1,12 +1,10 @@
 """Lock-step training of the hand side and the torch twin, and the one comparison helper.
 
 Each side keeps its own parameters (no re-syncing unless asked), so an error made at step k shows
-at step k and everything after. Every term of every step is compared element-wise with
-
-    |hand − torch| ≤ atol + rtol·|torch|
-
-from a dtype-keyed table (atol and rtol always together). Non-finite values are their own finding,
-never compared.
+at step k and everything after. Every term of every step is compared by the rule in
+:mod:`handgrad.tolerance`: element-wise ``|hand − torch| ≤ atol·max|torch| + rtol·|torch|`` and
+normwise ``‖hand − torch‖₂ ≤ rtol·‖torch‖₂``, subnormals flushed to zero, from one dtype-keyed
+table. Non-finite values are their own finding, never compared.
 """
 
 from __future__ import annotations
@@ -20,7 +18,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from handgrad.tolerance import TOLERANCES, Tolerance, tolerance_for  # noqa: F401 (re-exported)
+from handgrad.tolerance import (  # noqa: F401 (TOLERANCES, tolerance_for re-exported)
+    TOLERANCES,
+    RecentScale,
+    Tolerance,
+    norm,
+    relative,
+    tolerance_for,
+)
 from handgrad.trace import StepTrace, Term
 
 
@@ -28,32 +33,55 @@ from handgrad.trace import StepTrace, Term
 class TermCheck:
     """The comparison of one term at one step.
 
-    ``max_rel`` is normwise, ``max|Δ| / max|torch|`` over the term's elements (``scale`` is that
-    max|torch|): an element-wise ratio is unbounded where a value near zero comes out of
-    cancellation, and says nothing there (the tolerance check itself is element-wise).
-    ``element_rel`` is |Δ|/|torch| at ``worst_index``, the element shown in messages.
+    ``elem_rel``: the largest element-wise relative error ``|Δᵢ| / ((atol/rtol)·max|t| + |tᵢ|)``;
+    ``norm_rel``: ``‖Δ‖₂ / ‖t‖₂``. The term agrees when both are ≤ rtol and every side is finite.
+    ``worst_index`` is the element shown in messages (the largest ``elem_rel``); ``scale`` is the
+    term's largest |torch| at this step.
     """
 
     name: str
     max_abs: float
-    max_rel: float
+    elem_rel: float
+    norm_rel: float
     mismatched: int
     total: int
     worst_index: tuple[int, ...]
     hand_value: float
     torch_value: float
+    rtol: float
     non_finite: str | None = None  # "hand", "torch" or "both" when a side is not finite
     shape_error: str | None = None
-    element_rel: float = math.inf
     scale: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.mismatched == 0 and self.non_finite is None and self.shape_error is None
+        return (
+            self.mismatched == 0
+            and self.norm_rel <= self.rtol
+            and self.non_finite is None
+            and self.shape_error is None
+        )
+
+    @property
+    def largest_rel(self) -> float:
+        """The larger of the two figures, the one that decides."""
+        return max(self.elem_rel, self.norm_rel)
 
 
-def compare_values(name: str, hand: np.ndarray, torch: np.ndarray, tol: Tolerance) -> TermCheck:
-    """Compare two arrays of one term; the single helper every check in handgrad goes through."""
+def compare_values(
+    name: str,
+    hand: np.ndarray,
+    torch: np.ndarray,
+    tol: Tolerance,
+    *,
+    scale: float = 0.0,
+    norm_scale: float = 0.0,
+) -> TermCheck:
+    """Compare two arrays of one term; the single helper every check in handgrad goes through.
+
+    ``scale``, ``norm_scale``: the term's largest |torch| and ‖torch‖₂ over recent steps
+    (:class:`handgrad.tolerance.RecentScale`; :func:`compare_traces` passes them during a run);
+    alone, a term is measured against its own size."""
     hand = np.asarray(hand, dtype=np.float64)
     torch = np.asarray(torch, dtype=np.float64)
     if hand.shape != torch.shape:
@@ -61,15 +89,17 @@ def compare_values(name: str, hand: np.ndarray, torch: np.ndarray, tol: Toleranc
             name,
             math.inf,
             math.inf,
+            math.inf,
             max(hand.size, torch.size),
             max(hand.size, 1),
             (),
             math.nan,
             math.nan,
+            tol.rtol,
             shape_error=f"shape {hand.shape} (hand) vs {torch.shape} (torch)",
         )
     if hand.size == 0:
-        return TermCheck(name, 0.0, 0.0, 0, 0, (), math.nan, math.nan)
+        return TermCheck(name, 0.0, 0.0, 0.0, 0, 0, (), math.nan, math.nan, tol.rtol)
     with np.errstate(invalid="ignore", over="ignore"):
         diff = np.abs(hand - torch)  # finite exactly when both sides are finite
     if not np.isfinite(diff).all():
@@ -85,52 +115,41 @@ def compare_values(name: str, hand: np.ndarray, torch: np.ndarray, tol: Toleranc
             name,
             math.inf,
             math.inf,
+            math.inf,
             int(bad.sum()),
             hand.size,
             index,
             float(hand[index]),
             float(torch[index]),
+            tol.rtol,
             non_finite=side,
         )
-    diff = diff.reshape(-1)
-    magnitude = np.abs(torch.reshape(-1))
-    excess = _excess(diff, magnitude, tol)
-    mismatched = int(np.count_nonzero(excess > 0))
-    flat = int(np.argmax(excess)) if mismatched else int(np.argmax(diff))
+    measure = tol.measure(hand, torch, scale=scale, norm_scale=norm_scale)
+    mismatched = int(np.count_nonzero(measure.errors > tol.rtol))
+    flat = int(np.argmax(measure.errors))
     index = tuple(int(i) for i in np.unravel_index(flat, hand.shape))
-    max_abs = float(diff.max())
     return TermCheck(
         name,
-        max_abs,
-        _ratio(max_abs, float(magnitude.max())),
+        float(measure.diff.max()),
+        float(measure.errors[flat]),
+        measure.norm_rel,
         mismatched,
         hand.size,
         index,
         float(hand.reshape(-1)[flat]),
         float(torch.reshape(-1)[flat]),
-        element_rel=_ratio(float(diff[flat]), float(magnitude[flat])),
-        scale=float(magnitude.max()),
+        tol.rtol,
+        scale=measure.scale,
     )
-
-
-def _excess(diff: np.ndarray, magnitude: np.ndarray, tol: Tolerance) -> np.ndarray:
-    """How far each |hand − torch| is above atol + rtol·|torch|: an element fails where > 0."""
-    return diff - (tol.atol + tol.rtol * magnitude)
-
-
-def _ratio(difference: float, magnitude: float) -> float:
-    if difference == 0:
-        return 0.0
-    return difference / magnitude if magnitude > 0 else math.inf
 
 
 @dataclass
 class TermStats:
-    """One term over all the steps run.
+    """One term over all the steps run: the largest of each figure over the steps.
 
-    ``max_rel`` is the normwise relative error of the term's whole trajectory,
-    ``max over steps of max|Δ|`` / ``max over steps of max|torch|``: a bias that crosses zero
-    at some step keeps the scale it has over the run instead of dividing by ~0 there.
+    ``elem_rel`` and ``norm_rel`` are the per-step figures of :class:`TermCheck` (each step's term
+    measured against its own size), maximised over the run; ``worst_step`` is where the deciding
+    figure peaked.
     """
 
     name: str
@@ -140,18 +159,23 @@ class TermStats:
     torch_source: str
     shape: tuple[int, ...]
     max_abs: float = 0.0
+    elem_rel: float = 0.0
+    norm_rel: float = 0.0
     scale: float = 0.0
     worst_step: int = 0
     failing_steps: int = 0
 
     @property
     def max_rel(self) -> float:
-        return _ratio(self.max_abs, self.scale)
+        """The larger of the two figures, as the rule decides (both are compared with rtol)."""
+        return max(self.elem_rel, self.norm_rel)
 
     def update(self, step: int, check: TermCheck) -> None:
-        if check.max_abs > self.max_abs or self.worst_step == 0:
+        if check.largest_rel > self.max_rel or self.worst_step == 0:
             self.worst_step = step
         self.max_abs = max(self.max_abs, check.max_abs)
+        self.elem_rel = max(self.elem_rel, check.elem_rel)
+        self.norm_rel = max(self.norm_rel, check.norm_rel)
         self.scale = max(self.scale, check.scale)
         if not check.ok:
             self.failing_steps += 1
@@ -170,6 +194,7 @@ class Divergence:
     torch: float
     abs_error: float
     rel_error: float
+    norm_rel: float
     mismatched: int
     total: int
     tolerance: Tolerance
@@ -186,14 +211,32 @@ class Divergence:
         where = f"step {self.step}, {self.term} ({self.symbol}, {self.phase})"
         if self.shape_error:
             return f"{where}: {self.shape_error}"
+        if self.non_finite == "both":
+            head = f"both diverged at step {self.step} ({self.term})"
+            return f"{head}: hand {self.hand!r}, torch {self.torch!r} at index {list(self.index)}"
         if self.non_finite:
             head = f"non-finite at step {self.step} in {self.term} ({self.non_finite})"
             return f"{head}: hand {self.hand!r}, torch {self.torch!r} at index {list(self.index)}"
-        text = (
-            f"{where}: {self.mismatched} / {self.total} elements differ; greatest at index "
-            f"{list(self.index)}: hand {self.hand!r}, torch {self.torch!r}, |Δ| "
-            f"{self.abs_error:.3e}, rel {self.rel_error:.3e}; tolerance {self.tolerance.describe()}."
-        )
+        if self.mismatched:
+            text = (
+                f"{where}: {self.mismatched} / {self.total} elements differ; greatest at index "
+                f"{list(self.index)}: hand {self.hand!r}, torch {self.torch!r}, |Δ| "
+                f"{self.abs_error:.3e}, rel {self.rel_error:.3e} (element-wise), "
+                f"{self.norm_rel:.3e} (normwise); tolerance {self.tolerance.describe()}."
+            )
+            zero = "torch" if self.torch == 0 else "hand" if self.hand == 0 else None
+            if zero is not None:
+                other = "hand" if zero == "torch" else "torch"
+                text += (
+                    f" {zero.capitalize()} is exactly 0 there and {other} is not (only values below the "
+                    f"smallest normal, {self.tolerance.tiny:.1e}, count as 0)."
+                )
+        else:  # every element within its bound, the term as a whole is not
+            text = (
+                f"{where}: normwise rel error ‖hand − torch‖/‖torch‖ = {self.norm_rel:.3e} > rtol "
+                f"{self.tolerance.rtol:.0e} over {self.total} elements (each element within its own "
+                f"bound; largest element-wise rel {self.rel_error:.3e} at index {list(self.index)})."
+            )
         if self.previous_term is None:
             return text + " It is the first term of the step."
         verdict = "agreed" if self.previous_max_abs is not None else "also differed"
@@ -222,7 +265,8 @@ def first_divergence(
             hand=check.hand_value,
             torch=check.torch_value,
             abs_error=check.max_abs,
-            rel_error=check.element_rel,
+            rel_error=check.elem_rel,
+            norm_rel=check.norm_rel,
             mismatched=check.mismatched,
             total=check.total,
             tolerance=tol,
@@ -241,8 +285,13 @@ class TermContractError(RuntimeError):
 BATCHED_TERM_LIMIT = 64  # terms up to this many elements are compared together in one pass
 
 
-def compare_traces(hand: StepTrace, torch: StepTrace, tol: Tolerance) -> list[TermCheck]:
-    """Compare every term of one step, in the hand side's order."""
+def compare_traces(
+    hand: StepTrace, torch: StepTrace, tol: Tolerance, recent: RecentScale | None = None
+) -> list[TermCheck]:
+    """Compare every term of one step, in the hand side's order.
+
+    ``recent``: the run's memory of each term's size (:class:`RecentScale`), updated here; without
+    it each term is measured against its own size at this step."""
     hand_names, torch_names = hand.names(), torch.names()
     if hand_names != torch_names:
         only_hand = [n for n in hand_names if n not in torch]
@@ -253,46 +302,88 @@ def compare_traces(hand: StepTrace, torch: StepTrace, tol: Tolerance) -> list[Te
         )
     hand_values = [np.asarray(term.value, dtype=np.float64) for term in hand]
     torch_values = [np.asarray(term.value, dtype=np.float64) for term in torch]
-    checks: list[TermCheck | None] = [None] * len(hand_values)
-    # Small terms share one numpy pass (the same element-wise rule as compare_values); a large
-    # term, or one that fails, is compared alone, which for large arrays is also the faster way.
+    count = len(hand_values)
     small = [
         i
         for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True))
         if 0 < h.size <= BATCHED_TERM_LIMIT and h.shape == t.shape
     ]
+    small_set = set(small)
+    # This step's size of every term (max|t| and ‖t‖₂ of torch's finite, flushed values): small
+    # terms in one numpy pass, large ones alone.
+    peaks, norms = np.zeros(count), np.zeros(count)
     if small:
-        sizes = [hand_values[i].size for i in small]
+        sizes = np.array([hand_values[i].size for i in small])
+        starts = np.cumsum([0, *sizes[:-1]])
         flat_hand = np.concatenate([hand_values[i].reshape(-1) for i in small])
         flat_torch = np.concatenate([torch_values[i].reshape(-1) for i in small])
         with np.errstate(invalid="ignore", over="ignore"):
+            finite = np.logical_and.reduceat(np.isfinite(flat_hand - flat_torch), starts)
+            flat_hand, flat_torch = tol.flush(flat_hand), tol.flush(flat_torch)
             diff = np.abs(flat_hand - flat_torch)
-        starts = np.cumsum([0, *sizes[:-1]])
-        magnitude = np.abs(flat_torch)
-        max_abs = np.maximum.reduceat(diff, starts)
-        scale = np.maximum.reduceat(magnitude, starts)
-        failing = np.add.reduceat(_excess(diff, magnitude, tol) > 0, starts) | ~np.isfinite(max_abs)
+            small_magnitude = np.abs(flat_torch)
+            small_magnitude[~np.isfinite(small_magnitude)] = 0.0
+            small_peaks = np.maximum.reduceat(small_magnitude, starts)
+            max_abs = np.maximum.reduceat(diff, starts)
+            # normwise, each term scaled by its own largest value (no overflow, no underflow)
+            unit = np.maximum(max_abs, small_peaks)
+            unit[~(unit > 0) | ~np.isfinite(unit)] = 1.0
+            units = np.repeat(unit, sizes)
+            diff_norm = unit * np.sqrt(np.add.reduceat(np.square(diff / units), starts))
+            small_norms = unit * np.sqrt(np.add.reduceat(np.square(small_magnitude / units), starts))
+        peaks[small] = small_peaks
+        norms[small] = small_norms
+    for i in range(count):
+        if i not in small_set and hand_values[i].shape == torch_values[i].shape:
+            magnitude = np.abs(tol.flush(torch_values[i]))
+            magnitude[~np.isfinite(magnitude)] = 0.0
+            peaks[i], norms[i] = float(magnitude.max(initial=0.0)), norm(magnitude)
+    scales, norm_scales = recent.update(peaks, norms) if recent is not None else (peaks, norms)
+    checks: list[TermCheck | None] = [None] * count
+    if small:
+        with np.errstate(invalid="ignore"):
+            errors = tol.element_errors(diff, small_magnitude, np.repeat(scales[small], sizes))
+        elem_rel = np.maximum.reduceat(errors, starts)
         for position, i in enumerate(small):
-            if failing[position]:
-                continue
+            norm_rel = relative(float(diff_norm[position]), float(norm_scales[i]))
+            if not finite[position] or elem_rel[position] > tol.rtol or norm_rel > tol.rtol:
+                continue  # compared alone below, with its worst element located
             # an agreeing term: its worst element is not located (no message shows it)
-            abs_error, magnitude_max = float(max_abs[position]), float(scale[position])
             checks[i] = TermCheck(
                 hand.terms[i].name,
-                abs_error,
-                _ratio(abs_error, magnitude_max),
+                float(max_abs[position]),
+                float(elem_rel[position]),
+                norm_rel,
                 0,
-                sizes[position],
+                int(sizes[position]),
                 (),
                 math.nan,
                 math.nan,
-                element_rel=0.0,
-                scale=magnitude_max,
+                tol.rtol,
+                scale=float(scales[i]),
             )
     return [
-        check if check is not None else compare_values(term.name, hand_values[i], torch_values[i], tol)
+        check
+        if check is not None
+        else compare_values(
+            term.name,
+            hand_values[i],
+            torch_values[i],
+            tol,
+            scale=float(scales[i]),
+            norm_scale=float(norm_scales[i]),
+        )
         for i, (term, check) in enumerate(zip(hand.terms, checks, strict=True))
     ]
+
+
+def assert_values_match(name: str, hand: np.ndarray, torch: np.ndarray, tol: Tolerance) -> None:
+    """pytest helper for one array: AssertionError with the divergence message unless it agrees."""
+    check = compare_values(name, hand, torch, tol)
+    if not check.ok:
+        trace = StepTrace(1)
+        trace.add(name, name, "forward", np.asarray(hand, dtype=np.float64))
+        raise AssertionError(first_divergence(1, trace, [check], tol).message())  # type: ignore[union-attr]
 
 
 def assert_traces_match(hand: StepTrace, torch: StepTrace, tol: Tolerance | None = None) -> None:
@@ -387,24 +478,35 @@ class Report:
 
     @property
     def largest_rel(self) -> float:
+        """The largest figure of any term, element-wise or normwise (both are judged against rtol)."""
         return max((stats.max_rel for stats in self.terms.values()), default=0.0)
+
+    def figures(self) -> str:
+        """The largest element-wise and normwise rel errors over every term, and the rtol they meet."""
+        elem = max((stats.elem_rel for stats in self.terms.values()), default=0.0)
+        normwise = max((stats.norm_rel for stats in self.terms.values()), default=0.0)
+        rtol = self.tolerance.rtol
+        return f"largest rel error {elem:.1e} element-wise, {normwise:.1e} normwise (rtol {rtol:.0e})"
 
     def verdict(self) -> str:
         fd = self.oracle_failures
         fd_count = f"{len(fd)} of {len(self.oracle or ())} gradient checks disagree with finite differences"
         if self.ok:
-            text = (
-                f"all {len(self.terms)} terms agree at every one of {self.steps_run} steps; "
-                f"largest rel error {self.largest_rel:.1e}"
-            )
+            text = f"all {len(self.terms)} terms agree at every one of {self.steps_run} steps; "
+            text += self.figures()
             if self.oracle is not None:
                 text += f"; finite differences agree on all {len(self.oracle)} gradient checks"
             return text
         if self.first is None and fd:  # torch agrees; the finite differences do not
             return f"MISMATCH: {fd_count}; first: {fd[0].message()}"
         assert self.first is not None
-        failing = sum(1 for stats in self.terms.values() if stats.failing_steps)
-        text = f"MISMATCH: {failing} of {len(self.terms)} terms disagree; first: {self.first.message()}"
+        if self.first.non_finite == "both":
+            text = self.first.message()
+        elif self.first.non_finite:
+            text = f"MISMATCH: {self.first.message()}"
+        else:
+            failing = sum(1 for stats in self.terms.values() if stats.failing_steps)
+            text = f"MISMATCH: {failing} of {len(self.terms)} terms disagree; first: {self.first.message()}"
         if fd:
             text += f" Also {fd_count}; first: step {fd[0].step}, {fd[0].term}."
         return text
@@ -427,9 +529,10 @@ class Report:
                 "torch": number(d.torch),
                 "abs_error": number(d.abs_error),
                 "rel_error": number(d.rel_error),
+                "norm_rel": number(d.norm_rel),
                 "mismatched": d.mismatched,
                 "total": d.total,
-                "tolerance": {"atol": d.tolerance.atol, "rtol": d.tolerance.rtol},
+                "tolerance": _tolerance_json(d.tolerance),
                 "previous_term": d.previous_term,
                 "non_finite": d.non_finite,
                 "message": d.message(),
@@ -440,7 +543,7 @@ class Report:
             "verdict": self.verdict(),
             "config": {key: _jsonable(value) for key, value in self.config.items()},
             "dtype": self.dtype,
-            "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol},
+            "tolerance": _tolerance_json(self.tolerance),
             "steps_requested": self.steps_requested,
             "steps_run": self.steps_run,
             "stopped": self.stopped,
@@ -454,7 +557,9 @@ class Report:
                     "torch_source": s.torch_source,
                     "shape": list(s.shape),
                     "max_abs": number(s.max_abs),
-                    "max_rel": number(s.max_rel),
+                    "elem_rel": number(s.elem_rel),
+                    "norm_rel": number(s.norm_rel),
+                    "scale": number(s.scale),
                     "worst_step": s.worst_step,
                     "failing_steps": s.failing_steps,
                 }
@@ -465,6 +570,15 @@ class Report:
             if self.oracle is None
             else {"ok": not self.oracle_failures, "checks": [result.to_json() for result in self.oracle]},
         }
+
+
+def _tolerance_json(tol: Tolerance) -> dict[str, object]:
+    return {
+        "rule": "per element |h-t| <= atol*max|t| + rtol*|t|; per term ||h-t|| <= rtol*||t||",
+        "atol": tol.atol,
+        "rtol": tol.rtol,
+        "tiny": tol.tiny,
+    }
 
 
 def _jsonable(value: object) -> object:
@@ -509,6 +623,7 @@ def run(
     traces and checks (the workbook's Trace sheet streams from here).
     """
     tol = tolerance or experiment.tolerance
+    recent = RecentScale()
     observers = list(observers)
     report = Report(
         experiment.scenario,
@@ -525,7 +640,7 @@ def run(
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below
             hand_trace = experiment.hand.step(step)
         twin_trace = experiment.twin.step(step)
-        checks = compare_traces(hand_trace, twin_trace, tol)
+        checks = compare_traces(hand_trace, twin_trace, tol, recent)
         for check in checks:
             stats = report.terms.get(check.name)
             if stats is None:

@@ -335,7 +335,6 @@ def check_agreement(
 
     ``tolerance``: the row to use (default: the dtype's; the ``tf32`` row when both ran in TF32)."""
     tol = tolerance or tolerance_for(dtype)  # the project's one table (same dtype, different op order)
-    rtol, atol = tol.rtol, tol.atol
     pairs: list[tuple[str, np.ndarray | None, np.ndarray | None]] = [
         ("output", fused.output, _np(ops.output)),
         ("h_n", fused.h_n, _np(ops.h_n)),
@@ -355,16 +354,17 @@ def check_agreement(
         if want is None or got is None or want.shape != got.shape:
             problems.append(f"{name}: torch.nn {_shape(want)} vs torch-ops {_shape(got)}")
             continue
-        err = np.abs(got - want)
-        bad = err > atol + rtol * np.abs(want)
-        if bad.any() or not np.all(np.isfinite(got)):
-            index = np.unravel_index(
-                int(np.argmax(np.where(np.isfinite(err), err, np.inf))), err.shape
-            )
+        if not (np.all(np.isfinite(got)) and np.all(np.isfinite(want))):
+            problems.append(f"{name}: non-finite values (torch.nn {_shape(want)}, torch-ops {_shape(got)})")
+            continue
+        measure = tol.measure(got, want)  # the project's one rule, torch.nn as the reference
+        bad = measure.errors > tol.rtol
+        if bad.any() or measure.norm_rel > tol.rtol:
+            index = np.unravel_index(int(np.argmax(measure.errors)), want.shape)
             problems.append(
-                f"{name}: {int(bad.sum())}/{bad.size} elements differ; greatest |Δ| at {index}: "
-                f"torch.nn {want[index]!r} vs torch-ops {got[index]!r} "
-                f"(rtol {rtol:g}, atol {atol:g})"
+                f"{name}: {int(bad.sum())}/{bad.size} elements differ, normwise rel "
+                f"{measure.norm_rel:.1e}; worst at {index}: torch.nn {want[index]!r} vs torch-ops "
+                f"{got[index]!r} ({tol.describe()})"
             )
     if problems:
         raise ReferenceMismatch(

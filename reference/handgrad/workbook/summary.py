@@ -9,7 +9,6 @@ effective step ‖θ′ − θ‖/‖∂L/∂θ‖).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from openpyxl.chart import Reference, ScatterChart, Series
@@ -27,8 +26,9 @@ TERM_COLUMNS = (
     "symbol",
     "phase",
     "max |Δ|",
-    "max rel",
-    "tolerance",
+    "rel (element-wise)",
+    "rel (normwise)",
+    "rtol",
     "ok",
     "failing steps",
     "worst step",
@@ -98,14 +98,22 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
     row += 1
     tol = report.tolerance
     grid.text(row, 1, "rule", "label")
-    grid.text(row, 2, "|hand − torch| ≤ atol + rtol·|torch|, element by element")
+    grid.text(
+        row,
+        2,
+        "each element |hand − torch| ≤ atol·max|torch| + rtol·|torch| (max over the term at that "
+        "step), and each term ‖hand − torch‖₂ ≤ rtol·‖torch‖₂; values below the smallest normal "
+        "number count as 0",
+    )
     grid.text(row + 1, 1, "dtype", "label")
     grid.text(row + 1, 2, report.dtype)
     grid.text(row + 2, 1, "atol", "label")
     grid.set(row + 2, 2, tol.atol, None, SCIENTIFIC)
     grid.text(row + 3, 1, "rtol", "label")
     grid.set(row + 3, 2, tol.rtol, None, SCIENTIFIC)
-    row += 5
+    grid.text(row + 4, 1, "smallest normal", "label")
+    grid.set(row + 4, 2, tol.tiny, None, SCIENTIFIC)
+    row += 6
 
     grid.set(row, 1, "Library versions", "subtitle")
     row += 1
@@ -133,7 +141,8 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
             ("hand", first.hand),
             ("torch", first.torch),
             ("|Δ|", first.abs_error),
-            ("rel", first.rel_error),
+            ("rel (element-wise)", first.rel_error),
+            ("rel (normwise)", first.norm_rel),
             ("elements differing", f"{first.mismatched} of {first.total}"),
             ("term before", first.previous_term or "(first term of the step)"),
         ]
@@ -147,8 +156,8 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
     grid.text(
         row + 1,
         1,
-        "tolerance = atol + rtol·max|torch| over the run; red where max |Δ| passes it. "
-        "max rel = max|Δ| / max|torch| (normwise).",
+        "rel (element-wise) = max |Δᵢ| / ((atol/rtol)·max|torch| + |torchᵢ|); rel (normwise) = "
+        "‖Δ‖₂/‖torch‖₂; each the largest over the steps, red where it passes rtol.",
         "note",
     )
     row += 2
@@ -162,16 +171,16 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
         grid.text(row, 2, stats.symbol)
         grid.text(row, 3, stats.phase, stats.phase if stats.phase in _PHASE_STYLES else None)
         grid.set(row, 4, stats.max_abs, None, SCIENTIFIC)
-        grid.set(row, 5, stats.max_rel, None, SCIENTIFIC)
-        bound = tol.atol + tol.rtol * stats.scale
-        grid.set(row, 6, bound if math.isfinite(bound) else math.inf, None, SCIENTIFIC)
+        grid.set(row, 5, stats.elem_rel, None, SCIENTIFIC)
+        grid.set(row, 6, stats.norm_rel, None, SCIENTIFIC)
+        grid.set(row, 7, tol.rtol, None, SCIENTIFIC)
         grid.text(
-            row, 7, "ok" if not stats.failing_steps else "FAIL", "ok" if not stats.failing_steps else "fail"
+            row, 8, "ok" if not stats.failing_steps else "FAIL", "ok" if not stats.failing_steps else "fail"
         )
-        grid.set(row, 8, stats.failing_steps)
-        grid.set(row, 9, stats.worst_step)
-        grid.text(row, 10, stats.hand_source)
-        grid.text(row, 11, stats.torch_source)
+        grid.set(row, 9, stats.failing_steps)
+        grid.set(row, 10, stats.worst_step)
+        grid.text(row, 11, stats.hand_source)
+        grid.text(row, 12, stats.torch_source)
     return grid, SummaryLayout(first_row, max(row, first_row))
 
 
@@ -191,9 +200,9 @@ def decorate(
     first, last = layout.table_first, layout.table_last
     fail = DifferentialStyle(**CF_FAIL)
     good = DifferentialStyle(**CF_OK)
-    cells = f"{address(first, 4)}:{address(last, 4)}"
-    _add_rule(sheet, cells, f"$D{first}>$F{first}", fail)
-    _add_rule(sheet, cells, f"$D{first}<=$F{first}", good)
+    cells = f"{address(first, 5)}:{address(last, 6)}"
+    _add_rule(sheet, cells, f"E{first}>$G{first}", fail)
+    _add_rule(sheet, cells, f"E{first}<=$G{first}", good)
     if points < 1:
         return
     every = "" if stride == 1 else f" (every {stride}th step)"

@@ -1,10 +1,13 @@
 """The Trace sheet: every element of every term of every step, one row each, streamed.
 
-Columns: step, phase, layer, term, index, hand, torch, |Δ|, rel, ok. ``rel`` is |Δ|/|torch| of
-that element (empty where torch is 0 and |Δ| is not); ``ok`` applies the harness's element-wise
-rule |Δ| ≤ atol + rtol·|torch|. The rows go to :class:`SheetData` as each step runs, so a long
-run holds no more in memory than a short one. An Excel sheet holds 1,048,576 rows: when one would
-pass it, the Trace goes on onto "Trace 2", "Trace 3", ... (each with its own header and table).
+Columns: step, phase, layer, term, index, hand, torch, |Δ|, rel, ok. ``rel`` is the harness's
+element-wise relative error |Δ| / ((atol/rtol)·max|torch of the term| + |torch|) of that element
+(empty where it is infinite: torch's whole term is 0 and |Δ| is not), values below the dtype's
+smallest normal flushed to zero first; ``ok`` is rel ≤ rtol, the element-wise rule of
+:mod:`handgrad.tolerance` (the normwise rule is judged per term, on the Summary). The rows go
+to :class:`SheetData` as each step runs, so a long run holds no more in memory than a short
+one. An Excel sheet holds 1,048,576 rows: when one would pass it, the Trace goes on onto
+"Trace 2", "Trace 3", ... (each with its own header and table).
 """
 
 from __future__ import annotations
@@ -122,19 +125,23 @@ class TraceSheets:
         h = np.concatenate(
             [np.asarray(term.value, dtype=np.float64).reshape(-1) for term in hand] or [_EMPTY]
         )
-        parts = []
+        parts, scales = [], []
         for term in hand:
             other = torch[term.name].value if term.name in torch else None
             if other is None or np.shape(other) != term.value.shape:
                 parts.append(np.full(term.value.size, np.nan))
             else:
                 parts.append(np.asarray(other, dtype=np.float64).reshape(-1))
+            with np.errstate(invalid="ignore"):
+                scales.append(np.max(np.abs(self.tolerance.flush(parts[-1])), initial=0.0))
         t = np.concatenate(parts or [_EMPTY])
+        scale = np.repeat(scales, [term.value.size for term in hand]) if scales else _EMPTY
+        tol = self.tolerance
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             diff = np.abs(h - t)
-            magnitude = np.abs(t)
-            ok = np.where(diff <= self.tolerance.atol + self.tolerance.rtol * magnitude, self._ok, self._fail)
-            rel = np.where(diff == 0, 0.0, diff / magnitude)
+            flushed = np.abs(tol.flush(h) - tol.flush(t))
+            rel = tol.element_errors(flushed, np.abs(tol.flush(t)), scale)
+            ok = np.where(rel <= tol.rtol, self._ok, self._fail)
         n = h.size
         if self._row + n <= self.rows_per_sheet and np.isfinite(rel).all() and np.isfinite(h).all():
             # rel finite implies torch and |Δ| finite too

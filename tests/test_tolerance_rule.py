@@ -1,0 +1,147 @@
+"""The tolerance rule at its edges: zeros, subnormals, zero crossings, factor errors, overflow.
+
+The rule (handgrad.tolerance, manual/harness.md): per element |Δᵢ| ≤ atol·s + rtol·|tᵢ| with s
+the term's largest |torch| over the recent steps, per term ‖Δ‖₂ ≤ rtol·‖t‖₂, values below the
+smallest normal flushed to zero; both figures are printed as relative errors against rtol.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from handgrad import harness
+from handgrad.cli import main, scenario_parser
+from handgrad.harness import compare_traces, compare_values
+from handgrad.scenarios import SCENARIOS
+from handgrad.tolerance import TOLERANCES, RecentScale, norm
+from handgrad.trace import StepTrace
+
+F64 = TOLERANCES["float64"]
+F32 = TOLERANCES["float32"]
+TINY = np.finfo(np.float64).tiny
+SUBNORMAL = 5e-324
+
+
+@pytest.mark.parametrize(
+    ("hand", "torch"),
+    [([0.0, 1.0], [1e-300, 1.0]), ([1e-300], [1e-300 * (1 + 1e-12)]), ([3.0, -2.0], [3.0, -2.0])],
+    ids=["tiny-element-of-a-large-term", "relative-1e-12", "equal"],
+)
+def test_agreeing_values(hand, torch) -> None:
+    check = compare_values("t", np.array(hand), np.array(torch), F64)
+    assert check.ok and check.elem_rel <= F64.rtol and check.norm_rel <= F64.rtol
+
+
+@pytest.mark.parametrize(
+    ("hand", "torch"),
+    [([1e-300], [0.0]), ([0.0], [1e-300]), ([0.0, 0.0], [1e-200, 0.0])],
+    ids=["torch-zero", "hand-zero", "zero-term-vs-normal"],
+)
+def test_exact_zero_against_a_normal_value_disagrees_and_says_so(hand, torch) -> None:
+    check = compare_values("t", np.array(hand), np.array(torch), F64)
+    assert not check.ok and check.mismatched == 1
+    assert math.isinf(check.elem_rel) or check.elem_rel > F64.rtol
+    trace = StepTrace(1)
+    trace.add("t", "t", "forward", np.array(hand))
+    message = harness.first_divergence(1, trace, [check], F64).message()
+    assert "is exactly 0 there" in message and "smallest normal" in message
+
+
+@pytest.mark.parametrize(
+    ("hand", "torch"),
+    [([SUBNORMAL], [2 * SUBNORMAL]), ([0.0], [TINY / 2]), ([TINY / 3, 1e-320], [0.0, 0.0])],
+    ids=["one-ulp-subnormal", "zero-vs-subnormal", "subnormals-vs-zeros"],
+)
+def test_values_in_the_underflow_range_count_as_zero(hand, torch) -> None:
+    check = compare_values("t", np.array(hand), np.array(torch), F64)
+    assert check.ok and check.elem_rel == 0.0 and check.norm_rel == 0.0  # no "rel 0.5" beside agree
+
+
+def test_float32_flushes_below_its_own_smallest_normal() -> None:
+    tiny32 = float(np.finfo(np.float32).tiny)
+    assert compare_values("t", np.array([tiny32 / 4]), np.array([0.0]), F32).ok
+    assert not compare_values("t", np.array([tiny32 * 4]), np.array([0.0]), F32).ok
+
+
+def test_a_term_wide_factor_error_between_rtol_and_2rtol_fails_normwise() -> None:
+    torch = np.array([1.0, 0.5, -0.25])
+    hand = torch * (1 + 1.5e-10)  # each element within atol·max + rtol·|t|; the term is not
+    check = compare_values("t", hand, torch, F64)
+    assert check.mismatched == 0 and check.elem_rel <= F64.rtol
+    assert check.norm_rel == pytest.approx(1.5e-10, rel=1e-3) and not check.ok
+    trace = StepTrace(1)
+    trace.add("t", "t", "forward", hand)
+    assert "normwise rel error" in harness.first_divergence(1, trace, [check], F64).message()
+
+
+def test_norm_neither_overflows_nor_underflows() -> None:
+    assert norm(np.array([3e200, 4e200])) == pytest.approx(5e200)
+    assert norm(np.array([3e-300, 4e-300])) == pytest.approx(5e-300)
+
+
+def _trace(value: float) -> StepTrace:
+    trace = StepTrace(1)
+    trace.add("dense2.z", "z", "forward", np.array([value]))
+    return trace
+
+
+def test_a_scalar_crossing_zero_is_measured_at_its_recent_size() -> None:
+    """A scalar z = w·a + b passing within 2e-6 of zero: a last-bit error of 4.4e-16 is rounding of
+    summands of size ~0.5, not a 2.2e-10 relative error (deep's output bias gradient ∂L/∂b⁽⁹⁾, a
+    batch sum that cancels, did this at step 11 of `compare all`: 1.5e-10 against its own value)."""
+    recent = RecentScale()
+    for value in (0.6, 0.3, 0.1):
+        (check,) = compare_traces(_trace(value), _trace(value), F64, recent)
+        assert check.ok
+    crossing, off = 2e-6, 2e-6 + 4.4e-16
+    (check,) = compare_traces(_trace(off), _trace(crossing), F64, recent)
+    assert check.ok and check.scale == 0.6
+    alone = compare_values("dense2.z", np.array([off]), np.array([crossing]), F64)
+    assert not alone.ok  # measured against its own value at the crossing, it would fail
+
+
+def test_the_window_forgets() -> None:
+    recent = RecentScale(window=3)
+    for value in (1.0, 1e-3, 1e-3, 1e-3):
+        peaks, _ = recent.update(np.array([value]), np.array([value]))
+    assert peaks[0] == 1e-3
+
+
+def test_deep_1000_verdict_matches_its_numbers(capsys) -> None:
+    """`deep --depth 1000 --steps 1`: gradients reach the subnormal range; the verdict says agree
+    and every figure beside it is within rtol (it printed "agree; largest rel error 5.0e-01")."""
+    args = scenario_parser("deep").parse_args(["--depth", "1000", "--steps", "1"])
+    experiment = SCENARIOS["deep"].build(args)
+    subnormal_terms = []
+
+    def find_subnormals(step, hand, twin, checks):
+        for term in twin:
+            magnitude = np.abs(term.value)
+            if np.any((magnitude > 0) & (magnitude < TINY)):
+                subnormal_terms.append(term.name)
+
+    report = harness.run(experiment, observers=[find_subnormals])
+    assert subnormal_terms, "the run should reach the subnormal range"
+    assert report.ok, report.verdict()
+    assert report.largest_rel <= report.tolerance.rtol
+    assert "agree" in report.verdict() and f"(rtol {report.tolerance.rtol:.0e})" in report.verdict()
+
+
+def test_both_sides_overflowing_is_reported_as_both_diverged(capsys) -> None:
+    argv = ["compare", "xor", "--lr", "1e4", "--activation", "relu", "--output-activation", "identity"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "xor: both diverged at step" in out and "terms disagree" not in out
+
+
+def test_json_records_both_figures_per_term() -> None:
+    experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", "20"]))
+    report = harness.run(experiment)
+    document = report.to_json()
+    for term in document["terms"]:
+        stats = report.terms[term["name"]]
+        assert term["elem_rel"] == stats.elem_rel and term["norm_rel"] == stats.norm_rel
+    assert document["tolerance"]["rtol"] == F64.rtol and "rule" in document["tolerance"]
