@@ -8,6 +8,7 @@ smallest normal flushed to zero; both figures are printed as relative errors aga
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -145,3 +146,31 @@ def test_json_records_both_figures_per_term() -> None:
         stats = report.terms[term["name"]]
         assert term["elem_rel"] == stats.elem_rel and term["norm_rel"] == stats.norm_rel
     assert document["tolerance"]["rtol"] == F64.rtol and "rule" in document["tolerance"]
+
+
+def test_the_trace_sheet_judges_each_element_as_the_harness_does() -> None:
+    """The Trace sheet's ok column takes the harness's s (TermCheck.scale): at a zero crossing, an
+    element the harness passes is not marked FAIL on the sheet."""
+    from openpyxl import Workbook
+
+    from handgrad.workbook.tracesheet import TraceSheets
+    from handgrad.workbook.xlsx import SharedStrings
+
+    strings = SharedStrings()
+    sheets = TraceSheets(Workbook(), F64, strings=strings)
+    recent = RecentScale()
+    crossing, off = 2e-6, 2e-6 + 4.4e-16
+    for step, (hand, torch) in enumerate([(0.6, 0.6), (off, crossing)], start=1):
+        checks = compare_traces(_trace(hand), _trace(torch), F64, recent)
+        sheets.add_step(step, _trace(hand), _trace(torch), [check.scale for check in checks])
+    assert all(check.ok for check in checks)
+
+    def ok_column(trace_sheets: TraceSheets) -> list[str]:
+        xml = "".join(trace_sheets.sheets[0][1]._pending)
+        text = {index: text for text, index in strings.index.items()}
+        return [text[int(i)] for i in re.findall(r'<c r="J[0-9]+" t="s"><v>([0-9]+)</v>', xml)[1:]]
+
+    assert ok_column(sheets) == ["ok", "ok"]
+    alone = TraceSheets(Workbook(), F64, strings=strings)
+    alone.add_step(1, _trace(off), _trace(crossing))  # without the harness's s: its own size only
+    assert ok_column(alone) == ["FAIL"]

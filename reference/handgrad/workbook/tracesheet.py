@@ -1,7 +1,8 @@
 """The Trace sheet: every element of every term of every step, one row each, streamed.
 
 Columns: step, phase, layer, term, index, hand, torch, |Δ|, rel, ok. ``rel`` is the harness's
-element-wise relative error |Δ| / ((atol/rtol)·max|torch of the term| + |torch|) of that element
+element-wise relative error |Δ| / ((atol/rtol)·s + |torch|) of that element, s the term's largest
+|torch| over the recent steps as the harness measured it
 (empty where it is infinite: torch's whole term is 0 and |Δ| is not), values below the dtype's
 smallest normal flushed to zero first; ``ok`` is rel ≤ rtol, the element-wise rule of
 :mod:`handgrad.tolerance` (the normwise rule is judged per term, on the Summary). The rows go
@@ -13,7 +14,7 @@ one. An Excel sheet holds 1,048,576 rows: when one would pass it, the Trace goes
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from openpyxl.workbook import Workbook
@@ -119,13 +120,20 @@ class TraceSheets:
         found = self._layouts[key] = (fast, general)
         return found
 
-    def add_step(self, step: int, hand: StepTrace, torch: StepTrace) -> None:
-        """Write every element of every term of one step."""
+    def add_step(
+        self, step: int, hand: StepTrace, torch: StepTrace, scales: Sequence[float] | None = None
+    ) -> None:
+        """Write every element of every term of one step.
+
+        ``scales``: each term's s as the harness measured it (``TermCheck.scale``: its largest
+        |torch| over the recent steps), so that ok here is the harness's ok; without them, each
+        term's largest |torch| at this step."""
         fast, general = self._layout(hand)
         h = np.concatenate(
             [np.asarray(term.value, dtype=np.float64).reshape(-1) for term in hand] or [_EMPTY]
         )
-        parts, scales = [], []
+        parts: list[np.ndarray] = []
+        own: list[float] | np.ndarray = []
         for term in hand:
             other = torch[term.name].value if term.name in torch else None
             if other is None or np.shape(other) != term.value.shape:
@@ -133,9 +141,11 @@ class TraceSheets:
             else:
                 parts.append(np.asarray(other, dtype=np.float64).reshape(-1))
             with np.errstate(invalid="ignore"):
-                scales.append(np.max(np.abs(self.tolerance.flush(parts[-1])), initial=0.0))
+                own.append(np.max(np.abs(self.tolerance.flush(parts[-1])), initial=0.0))
         t = np.concatenate(parts or [_EMPTY])
-        scale = np.repeat(scales, [term.value.size for term in hand]) if scales else _EMPTY
+        if scales is not None:
+            own = np.maximum(own, scales) if own else own
+        scale = np.repeat(own, [term.value.size for term in hand]) if len(own) else _EMPTY
         tol = self.tolerance
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             diff = np.abs(h - t)

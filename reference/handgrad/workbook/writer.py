@@ -219,7 +219,7 @@ class WorkbookWriter:
 
     def observe(self, step: int, hand: StepTrace, torch: StepTrace, checks: Sequence[TermCheck] = ()) -> None:
         """The harness observer: stream the step's terms and keep what the live sheets need."""
-        self.trace.add_step(step, hand, torch)
+        self.trace.add_step(step, hand, torch, [check.scale for check in checks] if checks else None)
         if step in self._capture:
             self.captured[step] = (hand, torch)
         point = [float(step), _scalar(hand, "loss.L"), _scalar(torch, "loss.L")]
