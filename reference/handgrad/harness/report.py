@@ -1,0 +1,219 @@
+"""The outcome of a run: per-term figures over the steps, the first divergence, the verdict, JSON."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from handgrad.harness.compare import Divergence, TermCheck
+from handgrad.tolerance import Tolerance
+
+
+@dataclass
+class TermStats:
+    """One term over all the steps run: the largest of each figure over the steps.
+
+    ``elem_rel`` and ``norm_rel`` are the per-step figures of :class:`TermCheck` (each step's term
+    measured against its own size), maximised over the run; ``worst_step`` is where the deciding
+    figure peaked.
+    """
+
+    name: str
+    symbol: str
+    phase: str
+    hand_source: str
+    torch_source: str
+    shape: tuple[int, ...]
+    max_abs: float = 0.0
+    elem_rel: float = 0.0
+    norm_rel: float = 0.0
+    scale: float = 0.0
+    worst_step: int = 0
+    failing_steps: int = 0
+
+    @property
+    def max_rel(self) -> float:
+        """The larger of the two figures, as the rule decides (both are compared with rtol)."""
+        return max(self.elem_rel, self.norm_rel)
+
+    def update(self, step: int, check: TermCheck) -> None:
+        if check.largest_rel > self.max_rel or self.worst_step == 0:
+            self.worst_step = step
+        self.max_abs = max(self.max_abs, check.max_abs)
+        self.elem_rel = max(self.elem_rel, check.elem_rel)
+        self.norm_rel = max(self.norm_rel, check.norm_rel)
+        self.scale = max(self.scale, check.scale)
+        if not check.ok:
+            self.failing_steps += 1
+
+
+LOSS_HISTORY_STEPS = 100_000
+
+
+@dataclass
+class Report:
+    """The outcome of a run: per-term maxima over steps, the first divergence and the verdict."""
+
+    scenario: str
+    config: dict[str, object]
+    dtype: str
+    tolerance: Tolerance
+    steps_requested: int
+    steps_run: int = 0
+    terms: dict[str, TermStats] = field(default_factory=dict)
+    first: Divergence | None = None
+    stopped: str | None = None  # why the run ended early (non-finite values)
+    seconds: float = 0.0
+    # (hand, torch) loss of the first LOSS_HISTORY_STEPS steps (the live Training sheet's rows
+    # come from here); a longer run keeps its memory flat and the Trace/charts have the rest
+    loss_history: list[tuple[float, float]] = field(default_factory=list)
+    final_params: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    # the finite-difference column (``compare --gradcheck``): handgrad.gradcheck.FDResult per
+    # gradient term and step checked; None when not asked
+    oracle: list[Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.first is None
+            and self.stopped is None
+            and self.steps_run == self.steps_requested
+            and not self.oracle_failures
+        )
+
+    @property
+    def oracle_failures(self) -> list[Any]:
+        return [result for result in self.oracle or () if not result.ok]
+
+    @property
+    def largest_rel(self) -> float:
+        """The largest figure of any term, element-wise or normwise (both are judged against rtol)."""
+        return max((stats.max_rel for stats in self.terms.values()), default=0.0)
+
+    def figures(self) -> str:
+        """The largest element-wise and normwise rel errors over every term, and the rtol they meet."""
+        elem = max((stats.elem_rel for stats in self.terms.values()), default=0.0)
+        normwise = max((stats.norm_rel for stats in self.terms.values()), default=0.0)
+        rtol = self.tolerance.rtol
+        return f"largest rel error {elem:.1e} element-wise, {normwise:.1e} normwise (rtol {rtol:.0e})"
+
+    def verdict(self) -> str:
+        fd = self.oracle_failures
+        fd_count = f"{len(fd)} of {len(self.oracle or ())} gradient checks disagree with finite differences"
+        if self.ok:
+            text = f"all {len(self.terms)} terms agree at every one of {self.steps_run} steps; "
+            text += self.figures()
+            if self.oracle is not None:
+                text += f"; finite differences agree on all {len(self.oracle)} gradient checks"
+            return text
+        if self.first is None and fd:  # torch agrees; the finite differences do not
+            return f"MISMATCH: {fd_count}; first: {fd[0].message()}"
+        assert self.first is not None
+        if self.first.non_finite == "both":
+            text = self.first.message()
+        elif self.first.non_finite:
+            text = f"MISMATCH: {self.first.message()}"
+        else:
+            failing = sum(1 for stats in self.terms.values() if stats.failing_steps)
+            text = f"MISMATCH: {failing} of {len(self.terms)} terms disagree; first: {self.first.message()}"
+        if fd:
+            text += f" Also {fd_count}; first: step {fd[0].step}, {fd[0].term}."
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        def number(value: float) -> float | str:
+            return value if math.isfinite(value) else str(value)
+
+        first = None
+        if self.first is not None:
+            d = self.first
+            first = {
+                "step": d.step,
+                "term": d.term,
+                "layer": d.layer,
+                "symbol": d.symbol,
+                "phase": d.phase,
+                "index": list(d.index),
+                "hand": number(d.hand),
+                "torch": number(d.torch),
+                "abs_error": number(d.abs_error),
+                "rel_error": number(d.rel_error),
+                "norm_rel": number(d.norm_rel),
+                "mismatched": d.mismatched,
+                "total": d.total,
+                "tolerance": _tolerance_json(d.tolerance),
+                "previous_term": d.previous_term,
+                "non_finite": d.non_finite,
+                "message": d.message(),
+            }
+        return {
+            "scenario": self.scenario,
+            "ok": self.ok,
+            "verdict": self.verdict(),
+            "config": {key: _jsonable(value) for key, value in self.config.items()},
+            "dtype": self.dtype,
+            "tolerance": _tolerance_json(self.tolerance),
+            "steps_requested": self.steps_requested,
+            "steps_run": self.steps_run,
+            "stopped": self.stopped,
+            "first_divergence": first,
+            "terms": [
+                {
+                    "name": s.name,
+                    "symbol": s.symbol,
+                    "phase": s.phase,
+                    "hand_source": s.hand_source,
+                    "torch_source": s.torch_source,
+                    "shape": list(s.shape),
+                    "max_abs": number(s.max_abs),
+                    "elem_rel": number(s.elem_rel),
+                    "norm_rel": number(s.norm_rel),
+                    "scale": number(s.scale),
+                    "worst_step": s.worst_step,
+                    "failing_steps": s.failing_steps,
+                }
+                for s in self.terms.values()
+            ],
+            "versions": self.versions,
+            "oracle": None
+            if self.oracle is None
+            else {"ok": not self.oracle_failures, "checks": [result.to_json() for result in self.oracle]},
+        }
+
+
+def _tolerance_json(tol: Tolerance) -> dict[str, object]:
+    return {
+        "rule": "per element |h-t| <= atol*max|t| + rtol*|t|; per term ||h-t|| <= rtol*||t||",
+        "atol": tol.atol,
+        "rtol": tol.rtol,
+        "tiny": tol.tiny,
+    }
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata
+
+    import handgrad
+
+    result = {"handgrad": handgrad.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+    for package in ("torch", "openpyxl"):
+        try:
+            result[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            result[package] = "missing"
+    return result
