@@ -58,7 +58,6 @@ MLP = ["compare", "mlp", "--sizes", "2,3,1", "--steps", "3"]
 
 CATALOG = [
     # the command line
-    Case("no command", [], "command"),
     Case("unknown command", ["frobnicate"], "command"),
     Case("unknown scenario", ["compare", "xnor"], "scenario"),
     Case("missing scenario", ["compare"], "scenario"),

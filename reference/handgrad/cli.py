@@ -1,42 +1,49 @@
-"""The command line: ``handgrad compare SCENARIO [options]``, ``handgrad list``.
+"""The command line: ``handgrad compare SCENARIO [options]``, ``handgrad gradcheck``, ``handgrad list``.
 
-Exit codes: 0 every term agrees, 1 a mismatch (or non-finite values), 2 bad input (one line on
-stderr naming the field; nothing written), 130 interrupted.
+Exit codes, one contract for every command:
+
+    0    every term agrees
+    1    a finding: a mismatch, or non-finite values
+    2    bad input or environment (one line on stderr naming the field; nothing written)
+    3    internal error: a bug in handgrad (one line; ``--debug`` shows the traceback)
+    130  interrupted (Ctrl-C); no output file was changed
+    141  stdout closed early (``handgrad ... | head -1``): ends quietly, as tools killed by SIGPIPE
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import sys
+import time
+import traceback
 from collections.abc import Sequence
 
 from handgrad import harness
-from handgrad.atomic import atomic_write_bytes, check_output_path
-from handgrad.harness import Report
+from handgrad.arguments import ArgumentParser, all_parser
+from handgrad.atomic import atomic_write_bytes, check_outputs
+from handgrad.harness import Report, all_document
 from handgrad.scenarios import SCENARIOS
+from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.spec import SpecError, require_int
 
-EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse that reports a bad option as one SpecError line instead of usage + exit."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        field = "arguments"
-        if message.startswith("argument "):
-            field, _, message = message[len("argument ") :].partition(": ")
-        raise SpecError(field, message)
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
+MAX_WALKTHROUGH_STEPS = 20  # each walkthrough step is a sheet of its own
 
 
 def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", metavar="FILE", help="write the report as JSON")
+    parser.add_argument(
+        "--json", metavar="FILE", help="write the report as JSON (never over an input; default: none)"
+    )
     parser.add_argument(
         "--resync", action="store_true", help="copy the hand weights into torch before each step"
     )
     parser.add_argument("--quiet", action="store_true", help="print the verdict line only")
-    parser.add_argument("--xlsx", metavar="FILE", help="write the workbook (live formulas, every term)")
+    parser.add_argument(
+        "--xlsx", metavar="FILE", help="write the workbook (live formulas, every term; default: none)"
+    )
     parser.add_argument(
         "--walkthrough",
         metavar="STEPS",
@@ -48,7 +55,7 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         type=int,
         default=1000,
-        help="steps of the Training sheet written as live formulas (default 1000)",
+        help="steps of the Training sheet written as live formulas (default 1000; at most 1,048,565)",
     )
     parser.add_argument(
         "--gradcheck",
@@ -81,10 +88,12 @@ def _format_table(report: Report) -> str:
         for name, stats in report.terms.items()
     }
     ok_width = max(map(len, oks.values()), default=2) if report.oracle is not None else 0
-    header = f"{'term':<{width}}  {'phase':<9} {'max |Δ|':>9} {'max rel':>9}  {'ok':<{ok_width}}"
+    header = f"{'term':<{width}}  {'phase':<9} {'max |Δ|':>9} {'elem rel':>9} {'norm rel':>9}  "
+    header += f"{'ok':<{ok_width}}"
     lines = [header + ("  FD" if report.oracle is not None else "")]
     for name, stats in report.terms.items():
-        row = f"{name:<{width}}  {stats.phase:<9} {stats.max_abs:9.1e} {stats.max_rel:9.1e}  "
+        row = f"{name:<{width}}  {stats.phase:<9} {stats.max_abs:9.1e} {stats.elem_rel:9.1e} "
+        row += f"{stats.norm_rel:9.1e}  "
         row += f"{oks[name]:<{ok_width}}"
         if name in fd:
             ok, worst = fd[name]
@@ -94,32 +103,37 @@ def _format_table(report: Report) -> str:
 
 
 class _Progress:
-    """A one-line progress bar on a terminal; silent when stdout is not a terminal."""
+    """A one-line progress bar on a terminal, redrawn at each new percent and at least every half
+    second (a run of 10⁹ steps shows its count at once); silent when stdout is not a terminal."""
 
     def __init__(self, label: str) -> None:
         self.label = label
         self.enabled = sys.stdout.isatty()
         self.shown = -1
+        self.drawn = 0.0
 
     def __call__(self, step: int, total: int) -> None:
         if not self.enabled or total < 200:
             return
         percent = step * 100 // total
-        if percent != self.shown:
-            self.shown = percent
+        now = time.monotonic()
+        if percent != self.shown or now - self.drawn > 0.5 or step == total:
+            self.shown, self.drawn = percent, now
             bar = "#" * (percent // 4)
             end = "\n" if step == total else ""
-            print(f"\r{self.label} [{bar:<25}] {step}/{total}", end=end, flush=True)
+            print(f"\r{self.label} [{bar:<25}] {step:,}/{total:,}", end=end, flush=True)
 
 
-def _write_json(path: str, report: Report) -> None:
-    text = json.dumps(report.to_json(), indent=2, sort_keys=False, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode())
+def _json_bytes(document: object) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
 
 
 def _build(name: str, args: argparse.Namespace) -> harness.Experiment:
     """Both sides of scenario ``name``; without torch installed, one line saying so (the torch twin
-    is what ``compare`` checks against; ``handgrad gradcheck`` needs no torch)."""
+    is what ``compare`` checks against; ``handgrad gradcheck`` needs no torch). The memory the run
+    would need is estimated from the options first: over ``--max-memory``, nothing is built."""
+    estimate, field, what = estimate_memory(args)
+    check_memory(field, estimate, what, args)
     try:
         return SCENARIOS[name].build(args)
     except ModuleNotFoundError as error:
@@ -132,17 +146,23 @@ def _build(name: str, args: argparse.Namespace) -> harness.Experiment:
         ) from None
 
 
+def input_files(args: argparse.Namespace) -> dict[str, str | None]:
+    """The files a run reads, by option: an output may never be one of them."""
+    return {"--weights": getattr(args, "weights", None), "--data": getattr(args, "data", None)}
+
+
 def compare(name: str, argv: Sequence[str]) -> int:
     args = scenario_parser(name).parse_args(list(argv))
-    if args.json:
-        check_output_path("--json", args.json)
+    check_outputs({"--json": args.json, "--xlsx": args.xlsx}, input_files(args))
     workbook = None
     if args.xlsx:
         from handgrad.workbook.writer import WorkbookWriter, parse_walkthrough
         from handgrad.workbook.xlsx import EXCEL_MAX_ROWS
 
-        check_output_path("--xlsx", args.xlsx)
         walkthrough = parse_walkthrough(args.walkthrough)
+        if len(walkthrough) > MAX_WALKTHROUGH_STEPS:
+            most = f"expected at most {MAX_WALKTHROUGH_STEPS} steps"
+            raise SpecError("walkthrough", f"{most}, got {len(walkthrough)}")
         require_int("live_steps", args.live_steps, 1)
         if args.live_steps >= EXCEL_MAX_ROWS - 10:
             raise SpecError("live_steps", f"expected at most {EXCEL_MAX_ROWS - 11:,} (Excel's row limit)")
@@ -173,7 +193,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
         if workbook:
             workbook.close()
     if args.json:
-        _write_json(args.json, report)
+        atomic_write_bytes(args.json, _json_bytes(report.to_json()), "json")
     if not args.quiet:
         print(_format_table(report))
         if oracle is not None and oracle.input_reason is not None:
@@ -185,16 +205,18 @@ def compare(name: str, argv: Sequence[str]) -> int:
 
 
 def compare_all(argv: Sequence[str]) -> int:
-    if argv:
-        raise SpecError("compare all", f"takes no options (got {' '.join(argv)})")
-    worst = EXIT_OK
+    args = all_parser("compare").parse_args(list(argv))
+    check_outputs({"--json": args.json})
+    results = []
     for name in SCENARIOS:
-        args = scenario_parser(name).parse_args([])
-        report = harness.run(_build(name, args))
-        print(f"{name}: {report.verdict()}")
-        if not report.ok:
-            worst = EXIT_MISMATCH
-    return worst
+        report = harness.run(_build(name, scenario_parser(name).parse_args([])))
+        print(f"{name}: {report.verdict()}", flush=True)
+        results.append((name, report.ok, report.to_json()))
+    document = all_document(results)
+    if args.json:
+        atomic_write_bytes(args.json, _json_bytes(document), "json")
+    print(f"all: {document['verdict']}")
+    return EXIT_OK if document["ok"] else EXIT_MISMATCH
 
 
 def list_scenarios() -> int:
@@ -204,48 +226,111 @@ def list_scenarios() -> int:
     return EXIT_OK
 
 
-USAGE = """usage: handgrad compare SCENARIO [options]   compare hand vs torch (SCENARIO 'all' runs every one)
-       handgrad compare SCENARIO --help          the options of a scenario
-       handgrad list                             the built-in scenarios
-       handgrad gradcheck SCENARIO [options]     finite-difference check of the hand pass (no torch)"""
+USAGE = f"""usage: handgrad compare SCENARIO [options]    compare hand vs torch, term by term, at every step
+       handgrad compare all [--json FILE]        every scenario at its defaults (the CI mode)
+       handgrad compare SCENARIO --help           the options of a scenario
+       handgrad gradcheck SCENARIO [options]      finite-difference check of the hand pass (no torch)
+       handgrad gradcheck all [--json FILE]       every scenario, by finite differences
+       handgrad list                              the built-in scenarios
+       handgrad --version | --help
+
+scenarios: {", ".join(SCENARIOS)}
+options anywhere: --debug (show the traceback of an internal error)
+exit codes: 0 agree, 1 mismatch or non-finite, 2 bad input, 3 internal error, 130 interrupted"""
+
+
+def _version() -> str:
+    import handgrad
+
+    return f"handgrad {handgrad.__version__}"
+
+
+def _scenario_argument(command: str, rest: list[str]) -> str:
+    if not rest or rest[0].startswith("-"):
+        got = f" (got {rest[0]!r})" if rest else ""
+        raise SpecError("scenario", f"expected one of {', '.join(SCENARIOS)} or all{got}")
+    if rest[0] != "all" and rest[0] not in SCENARIOS:
+        raise SpecError(
+            "scenario", f"unknown scenario {rest[0]!r}; expected one of {', '.join(SCENARIOS)} or all"
+        )
+    return rest[0]
 
 
 def dispatch(argv: Sequence[str]) -> int:
-    if not argv:
-        raise SpecError("command", "expected compare or list (handgrad --help shows the usage)")
-    if argv[0] in ("-h", "--help"):
+    if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return EXIT_OK
+    if argv[0] == "--version":
+        print(_version())
+        return EXIT_OK
     command, rest = argv[0], list(argv[1:])
+    if command in ("compare", "gradcheck") and rest[:1] in (["-h"], ["--help"]):
+        print(USAGE)
+        return EXIT_OK
     if command == "list":
+        if rest and rest[0] in ("-h", "--help"):
+            print("usage: handgrad list   the built-in scenarios, one line each")
+            return EXIT_OK
+        if rest:
+            raise SpecError("list", f"takes no options (got {' '.join(rest)})")
         return list_scenarios()
     if command == "gradcheck":  # the torch-free oracle: handgrad/gradcheck.py
-        if not rest or rest[0].startswith("-") or rest[0] not in SCENARIOS:
-            got = f" (got {rest[0]!r})" if rest and not rest[0].startswith("-") else ""
-            raise SpecError("scenario", f"expected one of {', '.join(SCENARIOS)}{got}")
         from handgrad.gradcheck import command as gradcheck_command
+        from handgrad.gradcheck import command_all
 
-        return gradcheck_command(rest[0], rest[1:])
+        name = _scenario_argument(command, rest)
+        return command_all(rest[1:]) if name == "all" else gradcheck_command(name, rest[1:])
     if command == "compare":
-        if not rest or rest[0].startswith("-"):
-            raise SpecError("scenario", f"expected one of {', '.join(SCENARIOS)} or all")
-        name, options = rest[0], rest[1:]
-        if name == "all":
-            return compare_all(options)
-        if name not in SCENARIOS:
-            raise SpecError(
-                "scenario", f"unknown scenario {name!r}; expected one of {', '.join(SCENARIOS)} or all"
-            )
-        return compare(name, options)
-    raise SpecError("command", f"unknown command {command!r}; expected compare or list")
+        name = _scenario_argument(command, rest)
+        return compare_all(rest[1:]) if name == "all" else compare(name, rest[1:])
+    raise SpecError("command", f"unknown command {command!r}; expected compare, gradcheck or list")
+
+
+_ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
+
+
+def _quiet_stdout() -> None:
+    """stdout is gone (a closed pipe): point it at /dev/null so nothing more is said at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in arguments
+    arguments = [argument for argument in arguments if argument != "--debug"]
     try:
-        return dispatch(sys.argv[1:] if argv is None else argv)
+        status = dispatch(arguments)
+        sys.stdout.flush()
+        return status
     except SpecError as error:
         print(f"handgrad: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("handgrad: interrupted; no output file was changed", file=sys.stderr)
+        print("\nhandgrad: interrupted; no output file was changed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE
+    except OSError as error:
+        if error.errno not in _ENVIRONMENT:
+            return _internal(error, debug)
+        _quiet_stdout()
+        print(f"handgrad: error: output: {error.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RecursionError as error:
+        return _internal(error, debug)
+    except Exception as error:  # noqa: BLE001 (every escape is an internal error, never exit 1)
+        return _internal(error, debug)
+
+
+def _internal(error: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(error)
+    hint = "" if debug else " (rerun with --debug for the traceback)"
+    where = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    print(f"handgrad: internal error: {where}{hint}", file=sys.stderr)
+    return EXIT_INTERNAL

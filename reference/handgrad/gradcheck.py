@@ -28,8 +28,10 @@ inside a lock-step comparison, on the hand side as the compare run trains it.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -121,36 +123,59 @@ def gradcheck_side(hand: Any, step: int = 1, *, seed: int = 0, with_input: bool 
     return check_gradients(loss, point, gradients, seed=seed)
 
 
-def command(name: str, argv: list[str]) -> int:
-    """``handgrad gradcheck SCENARIO [options]``: exit 0 when every gradient agrees, 1 otherwise."""
-    from handgrad.cli import ArgumentParser
-    from handgrad.scenarios import SCENARIOS
-    from handgrad.spec import require_int
+MAX_AT_STEP = 1_000_000  # the steps before the checked one are trained by hand first
 
-    scenario = SCENARIOS[name]
+
+def gradcheck_parser(name: str) -> Any:
+    from handgrad.arguments import ArgumentParser
+    from handgrad.scenarios import SCENARIOS
+
     parser = ArgumentParser(
         prog=f"handgrad gradcheck {name}",
         description=f"finite-difference check of the hand pass of {name} (no torch in the check)",
     )
-    scenario.add_arguments(parser)
-    parser.add_argument("--at-step", type=int, default=1, help="check training step K (default 1)")
+    SCENARIOS[name].add_arguments(parser)
+    parser.set_defaults(steps=1)
+    for action in parser._actions:  # --steps does nothing here: --at-step says which step
+        if "--steps" in action.option_strings:
+            action.help = argparse.SUPPRESS
+    parser.add_argument(
+        "--at-step", type=int, default=1, help=f"check training step K (default 1; at most {MAX_AT_STEP:,})"
+    )
     parser.add_argument("--no-input", action="store_true", help="check the parameters only, not ∂L/∂x")
-    parser.add_argument("--fd-seed", type=int, default=0, help="seed of the random directions")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--fd-seed", type=int, default=0, help="seed of the random directions (≥ 0; default 0)"
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the checks as JSON (default: none)")
+    return parser
+
+
+def check_scenario(name: str, args: Any) -> tuple[bool, str, dict[str, object], list[str]]:
+    """Run the finite-difference check of scenario ``name``: (ok, verdict, JSON document, lines)."""
+    from handgrad.scenarios import SCENARIOS
+    from handgrad.scenarios.common import check_memory, estimate_memory
+    from handgrad.spec import require_int
+
     at = require_int("at_step", args.at_step, 1)
-    args.steps = max(getattr(args, "steps", 1), at)
+    if at > MAX_AT_STEP:
+        raise SpecError("at_step", f"expected at most {MAX_AT_STEP:,}, got {at:,}")
+    require_int("fd_seed", args.fd_seed, 0)
+    if args.fd_seed > 2**63 - 1:
+        raise SpecError("fd_seed", f"expected at most 2⁶³ − 1, got {args.fd_seed}")
+    args.steps = at
     if getattr(args, "dtype", "float64") != "float64":
         raise SpecError("dtype", "gradcheck runs in float64 only (the oracle's step size assumes it)")
-    experiment = scenario.build_hand(args)  # imports no torch
+    estimate, field, what = estimate_memory(args)
+    check_memory(field, estimate, what, args)
+    experiment = SCENARIOS[name].build_hand(args)  # imports no torch
     reason = NON_DIFFERENTIABLE_INPUT.get(name)
     with_input = not args.no_input and reason is None
     checks = gradcheck_side(experiment.hand, at, seed=args.fd_seed, with_input=with_input)
-    for check in checks:
-        print(("ok   " if check.ok else "FAIL ") + check.message())
+    lines = [("ok   " if check.ok else "FAIL ") + check.message() for check in checks]
     if reason is not None and not args.no_input:
-        print(f"input.x not checked: {reason}")
+        lines.append(f"input.x not checked: {reason}")
     if isinstance(experiment.spec, dict) and experiment.spec.get("masks"):
-        print(f"dropout masks: {experiment.config.get('dropout_masks', 'drawn with NumPy')}")
+        lines.append(f"dropout masks: {experiment.config.get('dropout_masks', 'drawn with NumPy')}")
     failing = [check for check in checks if not check.ok]
     verdict = (
         f"all {len(checks)} gradients agree with central finite differences at step {at}"
@@ -158,8 +183,66 @@ def command(name: str, argv: list[str]) -> int:
         else f"MISMATCH: {len(failing)} of {len(checks)} gradients disagree with finite differences; "
         f"first: {failing[0].message()}"
     )
+    document = {
+        "scenario": name,
+        "ok": not failing,
+        "verdict": verdict,
+        "at_step": at,
+        "checks": [_check_json(check) for check in checks],
+    }
+    return not failing, verdict, document, lines
+
+
+def _json_bytes(document: object) -> bytes:
+    return (json.dumps(document, indent=2, allow_nan=False) + "\n").encode()
+
+
+def _check_json(check: OracleCheck) -> dict[str, object]:
+    return {
+        "term": check.name,
+        "method": check.method,
+        "ok": check.ok,
+        "max_abs": _number(check.max_abs),
+        "mismatched": check.mismatched,
+        "message": check.message(),
+    }
+
+
+def command(name: str, argv: list[str]) -> int:
+    """``handgrad gradcheck SCENARIO [options]``: exit 0 when every gradient agrees, 1 otherwise."""
+    from handgrad.atomic import atomic_write_bytes, check_outputs
+
+    args = gradcheck_parser(name).parse_args(argv)
+    inputs = {"--weights": getattr(args, "weights", None), "--data": getattr(args, "data", None)}
+    check_outputs({"--json": args.json}, inputs)
+    ok, verdict, document, lines = check_scenario(name, args)
+    for line in lines:
+        print(line)
+    if args.json:
+        atomic_write_bytes(args.json, _json_bytes(document), "json")
     print(f"{name} gradcheck: {verdict}")
-    return 0 if not failing else 1
+    return 0 if ok else 1
+
+
+def command_all(argv: list[str]) -> int:
+    """``handgrad gradcheck all [--json FILE]``: every scenario at its defaults, step 1."""
+    from handgrad.arguments import all_parser
+    from handgrad.atomic import atomic_write_bytes, check_outputs
+    from handgrad.harness import all_document
+    from handgrad.scenarios import SCENARIOS
+
+    args = all_parser("gradcheck").parse_args(argv)
+    check_outputs({"--json": args.json})
+    results = []
+    for name in SCENARIOS:
+        ok, verdict, document, _ = check_scenario(name, gradcheck_parser(name).parse_args([]))
+        print(f"{name} gradcheck: {verdict}", flush=True)
+        results.append((name, ok, document))
+    summary = all_document(results)
+    if args.json:
+        atomic_write_bytes(args.json, _json_bytes(summary), "json")
+    print(f"all: {summary['verdict']}")
+    return 0 if summary["ok"] else 1
 
 
 # --- the third column of ``handgrad compare --gradcheck`` ----------------------------------------

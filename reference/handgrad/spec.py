@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import overload
 
 import numpy as np
 
@@ -678,17 +679,55 @@ class Schedule:
         require_int("batch_size", self.batch_size, 1)
         require_int("seed", self.seed, 0)
 
-    def batches(self, n_rows: int, steps: int) -> list[np.ndarray]:
-        """Row indices for each of ``steps`` steps (the same list feeds both sides)."""
-        if self.mode == "batch":
-            return [np.arange(n_rows)] * steps
-        size = 1 if self.mode == "online" else min(self.batch_size, n_rows)
-        rng = np.random.default_rng(self.seed)
-        result: list[np.ndarray] = []
-        while len(result) < steps:
-            order = rng.permutation(n_rows) if self.order == "shuffle" else np.arange(n_rows)
-            for start in range(0, n_rows, size):
-                result.append(order[start : start + size])
-                if len(result) == steps:
-                    break
-        return result
+    def batches(self, n_rows: int, steps: int) -> Batches:
+        """Row indices for each of ``steps`` steps (the same sequence feeds both sides), produced
+        when a step asks for them: a run of 10⁹ steps starts at once and holds one epoch."""
+        return Batches(self, require_int("n_rows", n_rows, 1), require_int("steps", steps, 0))
+
+
+class Batches(Sequence[np.ndarray]):
+    """The rows of step k (``batches[k - 1]``), computed on demand from the schedule.
+
+    Step i (from 0) is slice ``i mod per_epoch`` of epoch ``i // per_epoch``'s order; a shuffled
+    order is the epoch's draw of ``default_rng(seed).permutation``, drawn in epoch order, so an
+    earlier epoch asked for after a later one replays the draws from the seed."""
+
+    def __init__(self, schedule: Schedule, n_rows: int, steps: int) -> None:
+        self.schedule, self.n_rows, self.steps = schedule, n_rows, steps
+        self.size = n_rows if schedule.mode == "batch" else 1 if schedule.mode == "online" else (
+            min(schedule.batch_size, n_rows)
+        )
+        self.per_epoch = -(-n_rows // self.size)
+        self._fixed = np.arange(n_rows)
+        self._epoch = -1
+        self._order = self._fixed
+        self._rng = np.random.default_rng(schedule.seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _order_of(self, epoch: int) -> np.ndarray:
+        if self.schedule.mode == "batch" or self.schedule.order != "shuffle":
+            return self._fixed
+        if epoch < self._epoch:
+            self._rng, self._epoch = np.random.default_rng(self.schedule.seed), -1
+        while self._epoch < epoch:
+            self._order, self._epoch = self._rng.permutation(self.n_rows), self._epoch + 1
+        return self._order
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index: int | slice) -> np.ndarray | list[np.ndarray]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(self.steps))]
+        i = int(index) + self.steps if index < 0 else int(index)
+        if not 0 <= i < self.steps:
+            raise IndexError(f"step {int(index) + 1} of {self.steps}")
+        if self.schedule.mode == "batch":
+            return self._fixed
+        epoch, j = divmod(i, self.per_epoch)
+        return self._order_of(epoch)[j * self.size : (j + 1) * self.size]

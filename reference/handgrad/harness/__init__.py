@@ -20,7 +20,7 @@ from handgrad.harness.compare import (
     first_divergence,
 )
 from handgrad.harness.lockstep import Experiment, Side, StepObserver, run
-from handgrad.harness.report import Report, TermStats, versions
+from handgrad.harness.report import Report, TermStats, all_document, versions
 from handgrad.tolerance import TOLERANCES, Tolerance, tolerance_for
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "TermContractError",
     "TermStats",
     "Tolerance",
+    "all_document",
     "assert_traces_match",
     "assert_values_match",
     "compare_traces",

@@ -217,3 +217,14 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             result[package] = "missing"
     return result
+
+
+def all_document(results: list[tuple[str, bool, dict[str, object]]]) -> dict[str, object]:
+    """The CI mode's JSON: ``{"ok", "verdict", "scenarios": [{"scenario", "ok", ...report}]}``."""
+    failing = [name for name, ok, _ in results if not ok]
+    verdict = (
+        f"all {len(results)} scenarios agree"
+        if not failing
+        else f"MISMATCH in {len(failing)} of {len(results)} scenarios: {', '.join(failing)}"
+    )
+    return {"ok": not failing, "verdict": verdict, "scenarios": [report for _, _, report in results]}

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from handgrad.arguments import DEFAULT_MAX_MEMORY_GIB, SIZE_LIMITS
 from handgrad.harness import Experiment
 from handgrad.spec import (
     DTYPES,
@@ -49,18 +50,85 @@ class Scenario:
         return self.build(args, with_twin=False)
 
 
-def parse_int_list(field: str, text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise SpecError(field, f"expected comma-separated integers, got {text!r}") from None
+def estimate_memory(args: argparse.Namespace) -> tuple[float, str, str]:
+    """A generous upper estimate, from the options alone, of the bytes a run holds at once:
+    (bytes, the option that drives it, what was counted). Parameters count 16 times (both sides'
+    weights, gradients, optimizer state, next values, trace copies), activations 24 times, and
+    dropout masks, drawn for every step before the run, once per step."""
+    get = lambda name, default=0: getattr(args, name, default) or default  # noqa: E731
+    rows_per_step = {"online": 1, "batch": None, "minibatch": get("batch_size", 1)}.get(get("mode", "online"))
+    params = activations = masks = 0.0
+    driver = "sizes"
+    if isinstance(get("sizes", None), str):  # mlp
+        sizes = parse_int_list("sizes", args.sizes)
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:], strict=False))
+        activations = 64.0 * sum(sizes)
+    elif get("depth"):  # deep
+        width, depth, inputs, rows = get("width", 64), get("depth", 8), get("inputs", 4), get("rows", 32)
+        params = inputs * width + (depth - 1) * width * width + width * 2
+        activations = float(rows) * width * (depth + 1)
+        driver = "depth"
+    elif get("image_size"):  # alexnet-mini
+        size, samples, hidden = get("image_size"), get("samples", 32), get("hidden", 32)
+        channels = parse_int_list("channels", str(get("channels", "4,8")))
+        features = channels[-1] * max(1, size // 4) ** 2
+        params = features * hidden + sum(c * 9 * 16 for c in channels) + hidden * 2
+        activations = float(samples) * size * size * (sum(channels) + 1) * 2
+        per_step = samples if rows_per_step is None else rows_per_step
+        masks = float(get("steps", 1)) * per_step * (features + hidden) if get("dropout", 0) else 0.0
+        driver = "image_size"
+    elif get("length"):  # parity, echo
+        hidden, layers, length = get("hidden", 3), get("layers", 1), get("length")
+        sequences = get("sequences", 8)
+        params = layers * 4.0 * hidden * (2 * hidden + 2)
+        activations = float(sequences) * length * hidden * layers * 8
+        driver = "length"
+    elif get("classes"):  # multitask
+        hidden, rows = get("hidden", 8), get("rows", 16)
+        params = get("inputs", 3) * hidden + hidden * (get("outputs", 1) + get("classes", 3) + 1)
+        activations = float(rows) * (hidden + get("outputs", 1) + get("classes", 3)) * 2
+        driver = "hidden"
+    elif get("hidden"):  # xor
+        params = 4.0 * get("hidden") + 1
+        activations = 4.0 * (get("hidden") + 3)
+        driver = "hidden"
+    estimate = 8 * (16 * params + 24 * activations + masks)
+    what = f"{params:,.0f} parameters, {activations:,.0f} activations per step"
+    if masks:
+        what += f", {masks:,.0f} dropout-mask values drawn before the run"
+        driver = "steps" if masks * 8 > estimate / 2 else driver
+    return estimate, driver, what
+
+
+def check_memory(field: str, estimate: float, what: str, args: argparse.Namespace | None = None) -> None:
+    """Refuse a run whose estimated memory passes ``--max-memory`` (default 4 GiB), before any
+    array of it is allocated: one line naming ``field``, the estimate and the limit."""
+    limit_gib = float(getattr(args, "max_memory", None) or DEFAULT_MAX_MEMORY_GIB)
+    if estimate > limit_gib * 2**30:
+        raise SpecError(
+            field,
+            f"this run would need about {estimate / 2**30:,.1f} GiB ({what}); the limit is "
+            f"{limit_gib:g} GiB (--max-memory GIB to raise it)",
+        )
+
+
+def parse_int_list(field: str, text: str, limit: int | None = None) -> list[int]:
+    parts = text.split(",")
+    if any(not part.strip().lstrip("+-").isdigit() for part in parts):
+        raise SpecError(field, f"expected comma-separated integers, got {text!r}")
+    values = [int(part) for part in parts]
+    limit = SIZE_LIMITS.get(field, limit)
+    if limit is not None and any(value > limit for value in values):
+        raise SpecError(field, f"expected values of at most {limit:,}, got {text!r}")
+    return values
 
 
 def parse_float_list(field: str, text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise SpecError(field, f"expected comma-separated numbers, got {text!r}") from None
+    from handgrad.inputs import parse_number
+
+    if not text.strip():
+        raise SpecError(field, "expected comma-separated numbers, got an empty value")
+    return [parse_number(field, part) for part in text.split(",")]
 
 
 def parse_optional_floats(field: str, text: str | None) -> tuple[float, ...] | None:
@@ -74,8 +142,19 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps:
     ``--device``/``--tf32`` are checked by :func:`resolve_device`, which every build calls."""
     from handgrad.twin.device import DEVICES  # no torch: twin/device.py imports it only on cuda
 
-    parser.add_argument("--steps", type=int, default=steps, help="training steps (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initial weights and order")
+    parser.add_argument(
+        "--steps", type=int, default=steps, help="training steps (default %(default)s; at most 10¹²)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the initial weights and order (0 to 2⁶³ − 1; default 0)"
+    )
+    parser.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="GIB",
+        default=DEFAULT_MAX_MEMORY_GIB,
+        help="refuse a run whose estimated memory passes this many GiB (default %(default)s)",
+    )
     parser.add_argument(
         "--dtype", default="float64", choices=DTYPES, help="dtype of both sides (default float64)"
     )

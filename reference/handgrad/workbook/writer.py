@@ -320,7 +320,7 @@ class WorkbookWriter:
         assert len(order) == len(book.workbook._sheets)
         book.workbook._sheets[:] = order
         book.workbook.active = 0
-        with atomic_path(path) as temporary:
+        with atomic_path(path, "xlsx") as temporary:
             book.save(temporary)
 
     def _live_grids(self, report: Report) -> tuple[list[Grid], str | None, str | None]:
