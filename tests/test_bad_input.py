@@ -81,7 +81,7 @@ CATALOG = [
     Case("sizes not integers", [*MLP[:2], "--sizes", "2,x,1"], "sizes"),
     Case("sizes too short", [*MLP[:2], "--sizes", "2"], "sizes"),
     Case("half with bce", [*XOR, "--loss", "bce", "--half"], "half"),
-    Case("compare all with options", ["compare", "all", "--steps", "3"], "compare all"),
+    Case("compare all with options", ["compare", "all", "--steps", "3"], "arguments"),
     # weights files
     Case("weights missing key", [*XOR, "--weights", "{weights}"], "weights.dense2.b",
          {"weights": weights_with(dense2_b=None)}),

@@ -128,6 +128,10 @@ def _json_bytes(document: object) -> bytes:
     return (json.dumps(document, indent=2, sort_keys=False, allow_nan=False) + "\n").encode()
 
 
+def _write_json(path: str, report: Report) -> None:
+    atomic_write_bytes(path, _json_bytes(report.to_json()), "json")
+
+
 def _build(name: str, args: argparse.Namespace) -> harness.Experiment:
     """Both sides of scenario ``name``; without torch installed, one line saying so (the torch twin
     is what ``compare`` checks against; ``handgrad gradcheck`` needs no torch). The memory the run
@@ -193,7 +197,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
         if workbook:
             workbook.close()
     if args.json:
-        atomic_write_bytes(args.json, _json_bytes(report.to_json()), "json")
+        _write_json(args.json, report)
     if not args.quiet:
         print(_format_table(report))
         if oracle is not None and oracle.input_reason is not None:
