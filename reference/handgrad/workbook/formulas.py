@@ -88,9 +88,7 @@ def transpose(block: str) -> str:
 
 def dot(pairs: Sequence[tuple[str, str]]) -> str:
     """``Σ aᵢ·bᵢ`` written out left to right (the order a naive matrix product sums in)."""
-    if not pairs:
-        return "0"
-    return "+".join(f"{a}*{b}" for a, b in pairs)
+    return total([f"{a}*{b}" for a, b in pairs])
 
 
 def total(terms: Sequence[str]) -> str:
@@ -126,7 +124,8 @@ def activation(kind: str, z: str, slope: float = 0.01) -> str:
 
 
 def derivative(kind: str, z: str, a: str, slope: float = 0.01) -> str:
-    """f′(z) for one cell, from the output a where that is exact (σ, tanh), else from z."""
+    """f′(z) for one cell, from the output a where that is exact (σ, tanh), else from z (the
+    identity has no factor: see :func:`times_derivative`)."""
     if kind == "sigmoid":
         return f"{a}*(1-{a})"  # σ'(z) = a(1 − a)
     if kind == "tanh":
@@ -135,8 +134,7 @@ def derivative(kind: str, z: str, a: str, slope: float = 0.01) -> str:
         return f"IF({z}>0,1,0)"  # NOTE: relu'(0) = 0, as torch
     if kind == "leaky_relu":
         return f"IF({z}>0,1,{number(slope)})"  # NOTE: leaky'(0) = s, as torch
-    if kind == "identity":
-        return "1"
+    # NOTE: no identity here: f′ = 1, and times_derivative passes ∂L/∂a through unchanged
     raise SpecError("activation", f"no live formula for activation {kind!r}")
 
 
