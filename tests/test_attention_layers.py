@@ -13,6 +13,9 @@ nn.GELU called one after another (never nn.TransformerEncoderLayer's fused fast 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -21,7 +24,7 @@ from torch import nn
 
 from handgrad import mutants_layers
 from handgrad.hand import attention as at
-from handgrad.harness import Divergence, compare_traces, first_divergence, tolerance_for
+from handgrad.harness import Divergence, compare_traces, compare_values, first_divergence, tolerance_for
 from handgrad.spec import SpecError
 from handgrad.trace import StepTrace
 
@@ -299,6 +302,36 @@ def run_gelu(approximate: str, x: np.ndarray = GELU_X, dtype: str = "float64", s
 @pytest.mark.parametrize("approximate", ["none", "tanh"])
 def test_gelu_matches_torch(approximate, dtype) -> None:
     run_gelu(approximate, dtype=dtype).assert_agree()
+
+
+def test_erf_matches_torch() -> None:
+    x = np.concatenate([np.linspace(-7, 7, 2001), [0.0, -0.0, 1e-300, -1e-300, 1e-8, 6.0, 40.0]])
+    check = compare_values("erf", at.erf(x), torch.erf(torch.tensor(x)).numpy(), tolerance_for("float64"))
+    assert check.ok and check.max_abs <= 2.3e-16, check  # one ulp of 1
+    special = np.array([np.inf, -np.inf, np.nan])
+    np.testing.assert_array_equal(at.erf(special), torch.erf(torch.tensor(special)).numpy())
+    assert at.erf(np.ones(3, dtype=np.float32)).dtype == np.float32
+
+
+def test_hand_layers_import_and_run_without_torch() -> None:
+    """hand/ is the reference a reader studies: it must run where torch is not installed."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from handgrad.hand import attention, embedding, normalization\n"
+        "import handgrad.mutants_layers\n"
+        "x = np.random.default_rng(0).standard_normal((2, 3, 4))\n"
+        "p = {'ln1.weight': np.ones(4), 'ln1.bias': np.zeros(4), 'ln2.weight': np.ones(4),\n"
+        "     'ln2.bias': np.zeros(4), 'attn.in_proj_weight': np.eye(12, 4),\n"
+        "     'attn.in_proj_bias': np.zeros(12),\n"
+        "     'attn.out_proj.weight': np.eye(4), 'attn.out_proj.bias': np.zeros(4),\n"
+        "     'fc1.weight': np.ones((5, 4)), 'fc1.bias': np.zeros(5), 'fc2.weight': np.ones((4, 5)),\n"
+        "     'fc2.bias': np.zeros(4)}\n"
+        "y, c = attention.block_forward(x, p, num_heads=2)\n"
+        "attention.block_backward(np.ones_like(y), c)\n"
+        "assert 'torch' not in sys.modules or sys.modules['torch'] is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_gelu_rejects_unknown_form() -> None:

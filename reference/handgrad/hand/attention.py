@@ -254,20 +254,23 @@ def mha_backward(dout: np.ndarray, cache: MHACache) -> tuple[np.ndarray, dict[st
 
 # --- GELU ----------------------------------------------------------------------------------------
 
-_ERF = np.frompyfunc(math.erf, 1, 1)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 
 def erf(x: np.ndarray) -> np.ndarray:
-    """The error function element-wise: ``math.erf`` (correctly rounded in float64 by the C
-    library) vectorised; NumPy has none. Computed in float64, returned in x's dtype."""
-    return _ERF(np.asarray(x, dtype=np.float64)).astype(np.float64).astype(np.asarray(x).dtype)
+    """The error function element-wise: ``math.erf`` (the C library's, within an ulp of the exact
+    value, as torch's own erf) mapped over the values; NumPy has none. Computed in float64,
+    returned in x's dtype. About 0.15 µs an element: the one slow line of the block."""
+    x = np.asarray(x)
+    flat = np.fromiter(map(math.erf, x.astype(np.float64).ravel().tolist()), np.float64, x.size)
+    return flat.reshape(x.shape).astype(x.dtype)
 
 
 class GeluCache(NamedTuple):
     x: np.ndarray
     approximate: str
+    s: np.ndarray  # Φ(x) for 'none', t = tanh(√(2/π)(x + 0.044715x³)) for 'tanh' (kept for backward)
 
 
 def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, GeluCache]:
@@ -279,13 +282,13 @@ def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, 
         \text{tanh:}\ y = \tfrac12 x\big(1 + \tanh(\sqrt{2/\pi}\,(x + 0.044715\,x^3))\big)
     """
     if approximate == "none":
-        y = 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))  # x Φ(x)
+        s = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # Φ(x) = ½(1 + erf(x/√2))
     elif approximate == "tanh":
-        t = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))  # tanh(√(2/π)(x + 0.044715x³))
-        y = 0.5 * x * (1.0 + t)
+        s = np.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x**3))  # t = tanh(√(2/π)(x + 0.044715x³))
     else:
         raise SpecError("approximate", f"expected 'none' or 'tanh', got {approximate!r}")
-    return y, GeluCache(x, approximate)
+    y = x * s if approximate == "none" else 0.5 * x * (1.0 + s)  # x Φ(x)  or  ½x(1 + t)
+    return y, GeluCache(x, approximate, s)
 
 
 def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
@@ -297,15 +300,12 @@ def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
 
         \text{tanh:}\ y' = \tfrac12(1+t) + \tfrac12 x (1-t^2)\sqrt{2/\pi}\,(1 + 3\cdot0.044715\,x^2)
     """
-    x = cache.x
+    x, s = cache.x, cache.s
     if cache.approximate == "none":
-        cdf = 0.5 * (1.0 + erf(x / math.sqrt(2.0)))  # Φ(x)
         pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI  # φ(x)
-        return dout * (cdf + x * pdf)  # ∂L/∂x = δ (Φ + x φ)
-    inner = _SQRT_2_OVER_PI * (x + 0.044715 * x**3)
-    t = np.tanh(inner)
-    dinner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)  # d(inner)/dx
-    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner)  # ∂L/∂x = δ y′
+        return dout * (s + x * pdf)  # ∂L/∂x = δ (Φ + x φ)
+    dinner = _SQRT_2_OVER_PI * (1.0 + 3 * 0.044715 * x * x)  # d/dx √(2/π)(x + 0.044715x³)
+    return dout * (0.5 * (1.0 + s) + 0.5 * x * (1.0 - s * s) * dinner)  # ∂L/∂x = δ y′
 
 
 # --- residual ------------------------------------------------------------------------------------
