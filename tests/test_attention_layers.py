@@ -48,11 +48,14 @@ class Terms:
 
     def __init__(self, dtype: str) -> None:
         self.tol = tolerance_for(dtype)
+        self.dtype = np.dtype(dtype)
         self.hand, self.torch = StepTrace(1), StepTrace(1)
 
     def add(self, name: str, phase: str, hand: object, ref: object) -> None:
         if isinstance(ref, torch.Tensor):
             ref = ref.detach().to(torch.float64).numpy()
+        kind = np.asarray(hand).dtype
+        assert kind == self.dtype or not np.issubdtype(kind, np.floating), f"{name}: hand dtype {kind}"
         self.hand.add(name, name, phase, np.asarray(hand, dtype=np.float64))
         self.torch.add(name, name, phase, np.asarray(ref, dtype=np.float64), source="torch")
 

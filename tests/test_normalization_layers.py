@@ -50,6 +50,7 @@ class Steps:
 
     def __init__(self, dtype: str) -> None:
         self.tol = tolerance_for(dtype)
+        self.dtype = np.dtype(dtype)
         self.pairs: list[tuple[StepTrace, StepTrace]] = []
 
     def step(self) -> None:
@@ -59,6 +60,8 @@ class Steps:
     def add(self, name: str, phase: str, hand: object, ref: object) -> None:
         if isinstance(ref, torch.Tensor):
             ref = ref.detach().to(torch.float64).numpy()
+        kind = np.asarray(hand).dtype
+        assert kind == self.dtype or not np.issubdtype(kind, np.floating), f"{name}: hand dtype {kind}"
         hand_trace, torch_trace = self.pairs[-1]
         hand_trace.add(name, name, phase, np.asarray(hand, dtype=np.float64))
         torch_trace.add(name, name, phase, np.asarray(ref, dtype=np.float64), source="torch.nn")
