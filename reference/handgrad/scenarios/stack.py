@@ -47,6 +47,8 @@ def dropout_masks(network: Network, batches: Sequence[np.ndarray], seed: int) ->
     shapes = stage_input_shapes(network)
     drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
     masks: dict[str, list[np.ndarray]] = {stage.name: [] for stage in drops}
+    if not drops:  # nothing to draw: the step schedule is never walked (it may be 10⁹ steps long)
+        return masks
     for rows in batches:
         for stage in drops:
             empty = torch.empty((len(rows), *shapes[stage.name]), dtype=torch.float64)
@@ -70,6 +72,8 @@ def numpy_dropout_masks(
     shapes = stage_input_shapes(network)
     drops = [stage for stage in network.stages() if isinstance(stage.layer, Dropout)]
     masks: dict[str, list[np.ndarray]] = {stage.name: [] for stage in drops}
+    if not drops:  # nothing to draw: the step schedule is never walked (it may be 10⁹ steps long)
+        return masks
     for rows in batches:
         for stage in drops:
             draw = rng.random((len(rows), *shapes[stage.name]))  # N,*shape

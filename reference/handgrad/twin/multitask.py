@@ -78,7 +78,7 @@ class TwinMultitask:
         self.optimizer_spec = optimizer
         self.x = torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
         self.y = torch.as_tensor(np.asarray(y), dtype=self.torch_dtype, device=self.device)
-        self.batches = [torch.as_tensor(rows, device=self.device) for rows in batches]
+        self.batches = batches  # rows of step k, produced when step k asks (a run may be 10⁹ steps)
         self.symbols = {name: symbol for name, _, symbol in param_table(model)}
         self.load_params(params)
         self.optimizer = optim.build(optimizer, list(self.module.parameters()))
@@ -104,7 +104,7 @@ class TwinMultitask:
     def step(self, step: int) -> StepTrace:
         trace = StepTrace(step)
         w1, w2 = self.spec.weights
-        rows = self.batches[step - 1]
+        rows = torch.as_tensor(self.batches[step - 1], device=self.device)
         x = self.x[rows].clone().requires_grad_(True)
         y = self.y[rows]
         y1, y2 = y[:, : self.spec.outputs], y[:, self.spec.outputs :]

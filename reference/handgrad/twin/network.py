@@ -245,7 +245,7 @@ class TwinNetwork:
         self.optimizer_spec = optimizer
         self.x = torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
         self.y = torch.as_tensor(np.asarray(y), dtype=self.torch_dtype, device=self.device)
-        self.batches = [torch.as_tensor(rows, device=self.device) for rows in batches]
+        self.batches = batches  # rows of step k, produced when step k asks (a run may be 10⁹ steps)
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
         self.load_params(params)
         self.optimizer = optim.build(optimizer, list(self.model.parameters()))
@@ -294,7 +294,7 @@ class TwinNetwork:
     @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
     def step(self, step: int) -> StepTrace:
         trace = StepTrace(step)
-        rows = self.batches[step - 1]
+        rows = torch.as_tensor(self.batches[step - 1], device=self.device)
         x = self.x[rows].requires_grad_(True)  # indexing by a tensor of rows copies: a leaf of its own
         y = self.y[rows]
 

@@ -28,6 +28,7 @@ only: :func:`conv_unsupported_reason` says why, and :func:`conv_walkthrough_grid
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -95,7 +96,7 @@ def conv_unsupported_reason(experiment: Experiment) -> str | None:
         return f"{covered[0].name} has dilation {conv.dilation}: its windows are not contiguous (see Trace)"
     if len(covered) > 2 and covered[-1].layer.dilation != (1, 1):  # type: ignore[attr-defined]
         return f"{covered[-1].name} has dilation > 1 (see Trace)"
-    batch = max(len(rows) for rows in spec["batches"])
+    batch = max(len(rows) for rows in itertools.islice(spec["batches"], 2_000_000))  # sizes repeat each epoch
     largest = max(int(np.prod(shape)) for shape in _shapes(network, batch).values())
     if largest > MAX_LIVE_ELEMENTS:
         return (
