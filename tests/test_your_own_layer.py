@@ -108,3 +108,66 @@ def test_unknown_parameter_name_is_refused() -> None:
             np.ones((1, 3)),
             params={"W": np.ones((2, 3))},
         )
+
+
+def test_param_names_are_honoured_when_params_come_from_the_module() -> None:
+    def forward(x, params):
+        return x @ params["W"].T + params["b"]
+
+    def backward(dout, x, params):
+        return dout @ params["W"], {"W": dout.T @ x, "b": dout.sum(axis=0)}
+
+    torch.manual_seed(0)
+    report = check_layer(
+        forward, backward, torch.nn.Linear(3, 2), np.ones((2, 3)), param_names={"W": "weight", "b": "bias"}
+    )
+    assert report.ok, report.message()
+    assert {check.name for _, check in report.checks} >= {"layer.dL_dW", "layer.dL_db"}
+
+
+def test_the_callers_module_is_left_as_it_was() -> None:
+    torch.manual_seed(0)
+    module = torch.nn.Linear(3, 2)  # float32, no gradients yet
+    before = {key: value.detach().clone() for key, value in module.named_parameters()}
+    check_layer(
+        _simple_forward,
+        _simple_backward,
+        module,
+        np.ones((2, 3)),
+        params={"weight": np.full((2, 3), 0.5), "bias": np.array([1.0, -1.0])},
+    )
+    for key, value in module.named_parameters():
+        assert value.dtype == torch.float32 and value.grad is None
+        assert torch.equal(value.detach(), before[key]), key
+
+
+def test_a_missing_gradient_is_named() -> None:
+    from handgrad.spec import SpecError
+
+    def backward(dout, x, params):
+        return dout @ params["weight"], {"weight": dout.T @ x}
+
+    with pytest.raises(SpecError, match="returned no gradient for parameter 'bias'"):
+        check_layer(_simple_forward, backward, torch.nn.Linear(3, 2), np.ones((2, 3)))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"inputs": np.ones((0, 3))}, "inputs"),
+        ({"inputs": []}, "inputs"),
+        ({"inputs": np.float64(1.0)}, "inputs"),
+        ({"dtype": "float16"}, "dtype"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1.5}, "seed"),
+        ({"seed": True}, "seed"),
+        ({"torch_module": "Linear"}, "torch_module"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs, field) -> None:
+    from handgrad.spec import SpecError
+
+    arguments = {"torch_module": torch.nn.Linear(3, 2), "inputs": np.ones((2, 3)), **kwargs}
+    with pytest.raises(SpecError) as caught:
+        check_layer(_simple_forward, _simple_backward, **arguments)
+    assert caught.value.field == field, caught.value

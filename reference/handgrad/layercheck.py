@@ -22,6 +22,7 @@ the layer style; an array alone is the simple form.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,17 +93,37 @@ def check_layer(
     """
     import torch
 
+    if str(dtype) not in ("float64", "float32"):
+        raise SpecError("dtype", f"expected float64 or float32, got {dtype!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+        raise SpecError("seed", f"expected an integer in [0, 2⁶³), got {seed!r}")
+    if not isinstance(torch_module, torch.nn.Module):
+        raise SpecError("torch_module", f"expected a torch.nn.Module, got {type(torch_module).__name__}")
     tol = tolerance or tolerance_for(dtype)
-    examples = [inputs] if isinstance(inputs, np.ndarray) else list(inputs)
+    if isinstance(inputs, (np.ndarray, np.generic, int, float)):
+        examples = [inputs]
+    elif isinstance(inputs, Sequence):
+        examples = list(inputs)
+    else:
+        raise SpecError("inputs", f"expected an array or a list of arrays, got {type(inputs).__name__}")
     if not examples:
         raise SpecError("inputs", "expected at least one example input")
+    for number, example in enumerate(examples, start=1):
+        if np.size(example) == 0 or np.ndim(example) == 0:
+            raise SpecError("inputs", f"example {number} is empty (shape {np.shape(example)}); give a batch")
     torch_dtype = {"float64": torch.float64, "float32": torch.float32}[str(np.dtype(dtype))]
-    module = torch_module.to(torch_dtype)
+    module = copy.deepcopy(torch_module).to(torch_dtype)  # the caller's module is never changed
     torch_params = dict(module.named_parameters())
     mapping = dict(param_names or {})
     if params is None:
-        hand_params = {key: _to_numpy(value).astype(dtype) for key, value in torch_params.items()}
-        mapping = {key: key for key in hand_params}
+        inverse = {torch_name: hand_name for hand_name, torch_name in mapping.items()}
+        for torch_name in inverse:
+            if torch_name not in torch_params:
+                raise SpecError("param_names", f"the module has no parameter {torch_name!r}")
+        hand_params = {
+            inverse.get(key, key): _to_numpy(value).astype(dtype) for key, value in torch_params.items()
+        }
+        mapping = {inverse.get(key, key): key for key in torch_params}
     else:
         hand_params = {key: np.array(value, dtype=dtype) for key, value in params.items()}
         for key in hand_params:
@@ -160,9 +181,10 @@ def check_layer(
             grad_t = torch_params[mapping[key]].grad
             torch_grad = np.zeros(hand_params[key].shape) if grad_t is None else _to_numpy(grad_t)
             if key not in grads:
-                hand_grad: Any = np.full(hand_params[key].shape, np.nan)
-                add(f"dL_d{key}", hand_grad, torch_grad, f"∂L/∂{key}", "backward")
-                continue
+                raise SpecError(
+                    "backward",
+                    f"returned no gradient for parameter {key!r} (it returned {', '.join(grads) or 'none'})",
+                )
             add(f"dL_d{key}", grads[key], torch_grad, f"∂L/∂{key}", "backward")
         report.checks.extend((number, check) for check in checks)
         if report.first is None:
