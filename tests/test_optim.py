@@ -15,6 +15,7 @@ import pytest
 from handgrad import cli, harness
 from handgrad.hand import optim
 from handgrad.harness import compare_values, tolerance_for
+from handgrad.names import state_keys
 from handgrad.scenarios.dense import XOR_X, XOR_Y
 from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
@@ -92,7 +93,7 @@ def _expected_state_terms(spec: Optimizer, network: Network) -> list[str]:
     from handgrad.hand.network import param_table
 
     names = [name for name, _, _ in param_table(network)]
-    terms = [f"{spec.kind}.{key}.{name}" for key, _ in optim.state_keys(spec) for name in names]
+    terms = [f"{spec.kind}.{key}.{name}" for key, _ in state_keys(spec) for name in names]
     return terms + [f"{spec.kind}.{key}" for key in (["lr"] if spec.kind == "sgd" else ["step", "lr"])]
 
 

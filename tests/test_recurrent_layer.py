@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import harness
+from handgrad import harness, names
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr
 from handgrad.spec import SpecError
@@ -66,7 +66,7 @@ def make_case(
     seed: int = 0,
 ) -> Case:
     rng = np.random.default_rng(seed)
-    G = len(hr.GATES[cell])
+    G = len(names.GATES[cell])
     offsets_ih = np.array([0.5, -0.7, 0.3, 0.9])[:G]  # distinct per gate
     offsets_hh = np.array([-0.2, 0.4, -0.6, 0.15])[:G]  # and distinct from b_ih
     params: dict[str, np.ndarray] = {}
@@ -161,7 +161,7 @@ def test_steps_past_every_length_have_no_terms(cell: str) -> None:
     case = make_case(cell, 2, True, SHORT, True, seed=3)
     hand, twin = hand_trace(case), twin_trace(case)
     harness.assert_traces_match(hand, twin, TOL)
-    prefix = hr.PREFIX[cell]
+    prefix = names.PREFIX[cell]
     assert f"{prefix}2.h[4]" in hand and f"{prefix}2.h[5]" not in hand
     assert f"{prefix}1.dL_dh[5]" not in hand
     output, _ = hr.forward(
@@ -185,7 +185,7 @@ def test_other_shapes_match_twin(
 ) -> None:
     steps, batch, n_in, hidden = shape
     rng = np.random.default_rng(11)
-    G = len(hr.GATES[cell])
+    G = len(names.GATES[cell])
     params = {}
     for layer in range(num_layers):
         params[f"weight_ih_l{layer}"] = rng.normal(0, 0.7, (G * hidden, n_in if layer == 0 else hidden))

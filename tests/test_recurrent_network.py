@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import cli, harness
+from handgrad import cli, harness, names
 from handgrad.hand import recurrent as hr
 from handgrad.hand.recurrent_model import RecurrentModel, SequenceData, param_table
 from handgrad.scenarios.recurrent import recurrent_experiment
@@ -117,7 +117,7 @@ def test_fifty_training_steps_agree(
     report = harness.run(run, observers=[observe])
     assert report.ok, report.verdict()
     assert report.steps_run == 50
-    prefix = hr.PREFIX[cell]
+    prefix = names.PREFIX[cell]
     top = f"{prefix}{layers}"
     expected = [
         f"{top}.h[{T}]",

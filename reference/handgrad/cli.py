@@ -244,9 +244,9 @@ exit codes: 0 agree, 1 mismatch or non-finite, 2 bad input, 3 internal error, 13
 
 
 def _version() -> str:
-    import handgrad
+    from handgrad.version import __version__
 
-    return f"handgrad {handgrad.__version__}"
+    return f"handgrad {__version__}"
 
 
 def _scenario_argument(command: str, rest: list[str]) -> str:

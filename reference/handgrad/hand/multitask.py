@@ -50,6 +50,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from handgrad.hand import activations, dense, losses, optim
+from handgrad.names import state_keys
 from handgrad.spec import (
     ACTIVATIONS,
     Loss,
@@ -224,7 +225,7 @@ class HandMultitask:
         for name, value in self._params.items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
         kind = self.optimizer.kind
-        for key, symbol in optim.state_keys(self.optimizer):
+        for key, symbol in state_keys(self.optimizer):
             for name in self._params:
                 trace.add(
                     f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
+from handgrad.names import state_keys
 from handgrad.spec import (
     Activation,
     AvgPool2d,
@@ -330,7 +331,7 @@ class HandNetwork:
         for name, value in self._params.items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
         kind = self.optimizer.kind
-        for key, symbol in optim.state_keys(self.optimizer):
+        for key, symbol in state_keys(self.optimizer):
             for name in self._params:
                 trace.add(
                     f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]

@@ -274,26 +274,6 @@ def clip_gradients(
     return {name: np.asarray(value, dtype=grads[name].dtype) for name, value in clipped.items()}, norm
 
 
-def state_keys(spec: Optimizer) -> list[tuple[str, str]]:
-    """Per-parameter state, as torch's ``optimizer.state`` keys with their symbols, in order."""
-    o = spec.options
-    if spec.kind == "sgd":
-        return [("momentum_buffer", "b")] if o["momentum"] != 0 else []
-    if spec.kind in ("adam", "adamw"):
-        keys = [("exp_avg", "m"), ("exp_avg_sq", "v")]
-        return keys + [("max_exp_avg_sq", "v̂ᵐᵃˣ")] if o["amsgrad"] else keys
-    if spec.kind == "rmsprop":
-        keys = [("square_avg", "v")]
-        if o["centered"]:
-            keys.append(("grad_avg", "ḡ"))
-        if o["momentum"] > 0:
-            keys.append(("momentum_buffer", "b"))
-        return keys
-    if spec.kind == "adagrad":
-        return [("sum", "G")]
-    raise ValueError(f"unknown optimizer {spec.kind!r}")
-
-
 def scalar_state(spec: Optimizer, state: State) -> list[tuple[str, str, np.ndarray]]:
     """Scalars of the optimizer as (key, symbol, value): the step count t (torch's SGD keeps none)
     and the lr in force at this step η (``param_groups[0]["lr"]``)."""

@@ -60,18 +60,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from handgrad.names import (
+    CELLS,
+    GATES,
+    PARAM_NAMES,
+    PARAM_SYMBOLS,
+    PARAM_TERMS,
+    gate_grad_names,
+    term_prefix,
+    term_symbol,
+)
 from handgrad.spec import SpecError
 from handgrad.trace import StepTrace
-
-CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
-GATES = {
-    "rnn_tanh": ("h",),
-    "rnn_relu": ("h",),
-    "gru": ("r", "z", "n"),
-    "lstm": ("i", "f", "g", "o"),
-}
-PREFIX = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "gru": "gru", "lstm": "lstm"}
-PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:
@@ -602,28 +602,6 @@ def _layer_backward(
 
 # --- terms -------------------------------------------------------------------------------------
 
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def term_symbol(base: str, layer: int, t: int | None = None) -> str:
-    """``i⁽¹⁾₃`` for base ``i``, layer 1, step 3; ``∂L/∂W_ih⁽²⁾`` for a whole-layer term."""
-    sym = f"{base}⁽{str(layer).translate(_SUP)}⁾"
-    return sym if t is None else sym + str(t).translate(_SUB)
-
-
-def gate_grad_names(cell: str) -> tuple[str, ...]:
-    """The per-step pre-activation gradient names: ``dL_da`` (rnn), ``dL_da_r`` ... (gru/lstm)."""
-    if cell in ("rnn_tanh", "rnn_relu"):
-        return ("dL_da",)
-    return tuple(f"dL_da_{g}" for g in GATES[cell])
-
-
-def term_prefix(cell: str, layer: int, name: str | None = None) -> str:
-    """``lstm1`` for the first lstm layer (``layer`` counts from 0 here, from 1 in the name)."""
-    return f"{name or PREFIX[cell]}{layer + 1}"
-
-
 def _step_rows(full: np.ndarray, active_t: np.ndarray) -> np.ndarray:
     return full[active_t]  # n_t,...   rows active at this step, ascending batch order
 
@@ -709,13 +687,6 @@ def add_backward_terms(
         )
 
 
-PARAM_TERMS = ("dL_dW_ih", "dL_dW_hh", "dL_db_ih", "dL_db_hh")
-PARAM_SYMBOLS = {
-    "weight_ih": "∂L/∂W_ih",
-    "weight_hh": "∂L/∂W_hh",
-    "bias_ih": "∂L/∂b_ih",
-    "bias_hh": "∂L/∂b_hh",
-}
 
 
 def add_terms(

@@ -51,7 +51,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handgrad import names as naming
 from handgrad.hand import activations, dense, losses, optim, recurrent
+from handgrad.names import state_keys, sub
 from handgrad.spec import ACTIVATIONS, Loss, Optimizer, SpecError, require_choice, require_int
 from handgrad.trace import StepTrace
 
@@ -60,12 +62,6 @@ HEADS = ("many-to-one", "many-to-many")
 CELL_NAMES = {"rnn": "rnn_tanh", "rnn-relu": "rnn_relu", "gru": "gru", "lstm": "lstm"}
 HEAD = "dense1"
 SHORT_NAMES = ("W_ih", "W_hh", "b_ih", "b_hh")  # <rec><l>.<short> <-> torch's <base>_l{l-1}
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-
-
-def sub(t: int) -> str:
-    """``3 -> '₃'``: the time step as a subscript."""
-    return str(t).translate(_SUB)
 
 
 @dataclass(frozen=True)
@@ -90,7 +86,7 @@ class RecurrentModel:
 
     def __post_init__(self) -> None:
         cell = CELL_NAMES.get(self.cell, self.cell)
-        require_choice("cell", cell, recurrent.CELLS)
+        require_choice("cell", cell, naming.CELLS)
         object.__setattr__(self, "cell", cell)
         require_int("input_size", self.input_size, 1)
         require_int("hidden", self.hidden_size, 1)
@@ -101,15 +97,15 @@ class RecurrentModel:
 
     @property
     def prefix(self) -> str:
-        return recurrent.PREFIX[self.cell]
+        return naming.PREFIX[self.cell]
 
     @property
     def gates(self) -> int:
-        return len(recurrent.GATES[self.cell])
+        return len(naming.GATES[self.cell])
 
     def layer_name(self, layer: int) -> str:
         """``lstm1`` for layer 0."""
-        return recurrent.term_prefix(self.cell, layer)
+        return naming.term_prefix(self.cell, layer)
 
 
 def param_table(model: RecurrentModel) -> list[tuple[str, tuple[int, ...], str]]:
@@ -121,7 +117,7 @@ def param_table(model: RecurrentModel) -> list[tuple[str, tuple[int, ...], str]]
         shapes = ((G * H, n_in), (G * H, H), (G * H,), (G * H,))
         for short, shape in zip(SHORT_NAMES, shapes, strict=True):
             table.append(
-                (f"{model.layer_name(layer)}.{short}", shape, recurrent.term_symbol(short, layer + 1))
+                (f"{model.layer_name(layer)}.{short}", shape, naming.term_symbol(short, layer + 1))
             )
     table.append((f"{HEAD}.W", (model.output_size, H), "W_y"))
     table.append((f"{HEAD}.b", (model.output_size,), "b_y"))
@@ -132,7 +128,7 @@ def torch_names(model: RecurrentModel) -> dict[str, str]:
     """Hand name → the twin's parameter name (``lstm1.W_ih`` → ``rnn.weight_ih_l0``)."""
     names = {}
     for layer in range(model.num_layers):
-        for short, base in zip(SHORT_NAMES, recurrent.PARAM_NAMES, strict=True):
+        for short, base in zip(SHORT_NAMES, naming.PARAM_NAMES, strict=True):
             names[f"{model.layer_name(layer)}.{short}"] = f"rnn.{base}_l{layer}"
     names[f"{HEAD}.W"] = "head.weight"
     names[f"{HEAD}.b"] = "head.bias"
@@ -226,7 +222,7 @@ def recurrent_params(model: RecurrentModel, params: dict[str, np.ndarray]) -> di
     return {
         f"{base}_l{layer}": params[f"{model.layer_name(layer)}.{short}"]
         for layer in range(model.num_layers)
-        for short, base in zip(SHORT_NAMES, recurrent.PARAM_NAMES, strict=True)
+        for short, base in zip(SHORT_NAMES, naming.PARAM_NAMES, strict=True)
     }
 
 
@@ -359,7 +355,7 @@ class HandRecurrent:
         grads = {
             f"{model.layer_name(layer)}.{short}": rec_grads[f"{base}_l{layer}"]
             for layer in range(model.num_layers)
-            for short, base in zip(SHORT_NAMES, recurrent.PARAM_NAMES, strict=True)
+            for short, base in zip(SHORT_NAMES, naming.PARAM_NAMES, strict=True)
         }
         grads[f"{HEAD}.W"], grads[f"{HEAD}.b"] = head_grads["W"], head_grads["b"]
         if self.optimizer.clip is not None:
@@ -374,7 +370,7 @@ class HandRecurrent:
         for name, value in self._params.items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
         kind = self.optimizer.kind
-        for key, symbol in optim.state_keys(self.optimizer):
+        for key, symbol in state_keys(self.optimizer):
             for name in self._params:
                 trace.add(
                     f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]

@@ -208,9 +208,9 @@ def _jsonable(value: object) -> object:
 def versions() -> dict[str, str]:
     import importlib.metadata
 
-    import handgrad
+    from handgrad.version import __version__
 
-    result = {"handgrad": handgrad.__version__, "numpy": np.__version__, "python": sys.version.split()[0]}
+    result = {"handgrad": __version__, "numpy": np.__version__, "python": sys.version.split()[0]}
     for package in ("torch", "openpyxl"):
         try:
             result[package] = importlib.metadata.version(package)

@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handgrad.hand import optim as hand_optim
 from handgrad.hand.multitask import PARTS, Multitask, param_table
+from handgrad.names import state_keys
 from handgrad.spec import Activation, Optimizer, Stage
 from handgrad.trace import StepTrace
 from handgrad.twin import losses, optim
@@ -159,7 +159,7 @@ class TwinMultitask:
         for name, value in self.params().items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind
-        for key, symbol in hand_optim.state_keys(self.optimizer_spec):
+        for key, symbol in state_keys(self.optimizer_spec):
             for name, param in named.items():
                 value = _numpy(self.optimizer.state[param][key])
                 trace.add(

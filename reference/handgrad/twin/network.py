@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handgrad.hand import optim as hand_optim
 from handgrad.hand.network import StageTerms, ops_for, param_table
+from handgrad.names import state_keys
 from handgrad.spec import (
     Activation,
     AvgPool2d,
@@ -331,7 +331,7 @@ class TwinNetwork:
         for name, value in self._read_params(lambda param: param).items():  # views: the trace copies
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind
-        for key, symbol in hand_optim.state_keys(self.optimizer_spec):
+        for key, symbol in state_keys(self.optimizer_spec):
             values = self._read_params(lambda param, key=key: self.optimizer.state[param][key])
             for name, value in values.items():
                 trace.add(

@@ -28,21 +28,11 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from handgrad.names import CELLS, GATES, PARAM_NAMES, PARAM_SYMBOLS, PARAM_TERMS, PREFIX, term_symbol
 from handgrad.spec import SpecError
 from handgrad.tolerance import Tolerance, tolerance_for
 from handgrad.trace import StepTrace
 
-CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
-GATES = {
-    "rnn_tanh": ("h",),
-    "rnn_relu": ("h",),
-    "gru": ("r", "z", "n"),
-    "lstm": ("i", "f", "g", "o"),
-}
-PREFIX = {"rnn_tanh": "rnn", "rnn_relu": "rnn", "gru": "gru", "lstm": "lstm"}
-PARAM_NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-PARAM_TERMS = ("dL_dW_ih", "dL_dW_hh", "dL_db_ih", "dL_db_hh")
-PARAM_SYMBOLS = ("∂L/∂W_ih", "∂L/∂W_hh", "∂L/∂b_ih", "∂L/∂b_hh")
 SOURCE_NN = "torch.nn"
 SOURCE_OPS = "torch-ops"
 
@@ -405,15 +395,6 @@ def run(
 
 # --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent) -----------------
 
-_SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
-_SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def _symbol(base: str, layer: int, t: int | None = None) -> str:
-    sym = f"{base}⁽{str(layer).translate(_SUP)}⁾"
-    return sym if t is None else sym + str(t).translate(_SUB)
-
-
 def add_forward_terms(
     trace: StepTrace, result: TwinResult, layer: int, name: str | None = None
 ) -> None:
@@ -432,27 +413,27 @@ def add_forward_terms(
             for g in GATES[cell]:
                 trace.add(
                     f"{prefix}.{g}[{t}]",
-                    _symbol(g, l1, t),
+                    term_symbol(g, l1, t),
                     "forward",
                     _np(ol.acts[g][t - 1])[m],
                     SOURCE_OPS,
                 )
         if cell == "lstm":
             trace.add(
-                f"{prefix}.c[{t}]", _symbol("c", l1, t), "forward", _np(ol.c[t - 1])[m], SOURCE_OPS
+                f"{prefix}.c[{t}]", term_symbol("c", l1, t), "forward", _np(ol.c[t - 1])[m], SOURCE_OPS
             )
         if top:
             trace.add(
-                f"{prefix}.h[{t}]", _symbol("h", l1, t), "forward", output[t - 1][m], SOURCE_NN
+                f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", output[t - 1][m], SOURCE_NN
             )
         else:
             trace.add(
-                f"{prefix}.h[{t}]", _symbol("h", l1, t), "forward", _np(ol.h[t - 1])[m], SOURCE_OPS
+                f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", _np(ol.h[t - 1])[m], SOURCE_OPS
             )
-    trace.add(f"{prefix}.h_n", _symbol("h_n", l1), "forward", result.fused.h_n[layer], SOURCE_NN)
+    trace.add(f"{prefix}.h_n", term_symbol("h_n", l1), "forward", result.fused.h_n[layer], SOURCE_NN)
     if cell == "lstm":
         trace.add(
-            f"{prefix}.c_n", _symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN
+            f"{prefix}.c_n", term_symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN
         )
 
 
@@ -472,7 +453,7 @@ def add_backward_terms(
             continue
         trace.add(
             f"{prefix}.dL_dh[{t}]",
-            _symbol("∂L/∂h", l1, t),
+            term_symbol("∂L/∂h", l1, t),
             "backward",
             _np(ol.h[t - 1].grad)[m],
             SOURCE_OPS,
@@ -480,7 +461,7 @@ def add_backward_terms(
         if cell == "lstm":
             trace.add(
                 f"{prefix}.dL_dc[{t}]",
-                _symbol("∂L/∂c", l1, t),
+                term_symbol("∂L/∂c", l1, t),
                 "backward",
                 _np(ol.c[t - 1].grad)[m],
                 SOURCE_OPS,
@@ -490,7 +471,7 @@ def add_backward_terms(
             sym = "∂L/∂a" if g == "a" else f"∂L/∂a_{g}"
             trace.add(
                 f"{prefix}.{term}[{t}]",
-                _symbol(sym, l1, t),
+                term_symbol(sym, l1, t),
                 "backward",
                 _np(ol.pre[g][t - 1].grad)[m],
                 SOURCE_OPS,
@@ -498,7 +479,7 @@ def add_backward_terms(
     if result.initial_given:
         trace.add(
             f"{prefix}.dL_dh0",
-            _symbol("∂L/∂h₀", l1),
+            term_symbol("∂L/∂h₀", l1),
             "backward",
             result.fused.dh0[layer],
             SOURCE_NN,
@@ -506,26 +487,27 @@ def add_backward_terms(
         if cell == "lstm":
             trace.add(
                 f"{prefix}.dL_dc0",
-                _symbol("∂L/∂c₀", l1),
+                term_symbol("∂L/∂c₀", l1),
                 "backward",
                 result.fused.dc0[layer],
                 SOURCE_NN,
             )
     if layer == 0:
-        trace.add(f"{prefix}.dL_dx", _symbol("∂L/∂x", l1), "backward", result.fused.dx, SOURCE_NN)
+        trace.add(f"{prefix}.dL_dx", term_symbol("∂L/∂x", l1), "backward", result.fused.dx, SOURCE_NN)
     else:
         dx = _np(ol.inp.grad)  # T,N,I
         trace.add(
             f"{prefix}.dL_dx",
-            _symbol("∂L/∂x", l1),
+            term_symbol("∂L/∂x", l1),
             "backward",
             dx.transpose(1, 0, 2) if result.batch_first else dx,
             SOURCE_OPS,
         )
-    for term, base, sym in zip(PARAM_TERMS, PARAM_NAMES, PARAM_SYMBOLS, strict=True):
+    for term, base in zip(PARAM_TERMS, PARAM_NAMES, strict=True):
+        sym = PARAM_SYMBOLS[base]
         trace.add(
             f"{prefix}.{term}",
-            _symbol(sym, l1),
+            term_symbol(sym, l1),
             "backward",
             result.fused.grads[f"{base}_l{layer}"],
             SOURCE_NN,

@@ -25,7 +25,6 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from handgrad.hand import optim as hand_optim
 from handgrad.hand.recurrent_model import (
     HEAD,
     Batch,
@@ -36,6 +35,7 @@ from handgrad.hand.recurrent_model import (
     sub,
     torch_names,
 )
+from handgrad.names import state_keys
 from handgrad.spec import Loss, Optimizer
 from handgrad.tolerance import tolerance_for
 from handgrad.trace import StepTrace
@@ -261,7 +261,7 @@ class TwinRecurrent:
         for name, value in self.params().items():
             trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
         kind = self.optimizer_spec.kind
-        for key, symbol in hand_optim.state_keys(self.optimizer_spec):
+        for key, symbol in state_keys(self.optimizer_spec):
             for name, torch_name in self.names.items():
                 value = _numpy(self.optimizer.state[self._by_name[torch_name]][key])
                 trace.add(

@@ -272,7 +272,7 @@ class UpdateRule:
 
     ``hyper(spec)`` lists the hyper-parameters that become input cells (defined names).
     ``state_keys(spec)`` lists the per-parameter state as torch's ``optimizer.state`` keys with
-    symbols (the hand side's ``optim.state_keys``): the sheets give each its own block or columns.
+    symbols (:func:`handgrad.spec.state_keys`): the sheets give each its own block or columns.
     ``build(param, grad, hyper, previous, step, state=None)`` returns the new state and the updated
     parameter of one element: ``param`` and ``grad`` are references to the element, ``hyper`` maps
     each hyper key to its defined name, ``previous[key]`` is a reference to the state before the

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handgrad.hand import recurrent
+from handgrad import names as naming
 from handgrad.hand.recurrent_model import HEAD, HandRecurrent, RecurrentModel, param_table
 from handgrad.harness import Experiment
 from handgrad.spec import SpecError
@@ -664,7 +664,7 @@ class _Builder:
 
         self.pblock: dict[str, Block] = {}
         G, H = self.G, self.H
-        gate_names = recurrent.GATES[self.cell_kind] if self.G > 1 else ("h",)
+        gate_names = naming.GATES[self.cell_kind] if self.G > 1 else ("h",)
         gate_rows = [f"{g}{u + 1}" for g in gate_names for u in range(H)]
         when = "initial" if self.step == 1 else f"after step {self.step - 1}"
         for layer in range(self.L):
@@ -762,7 +762,7 @@ class _Builder:
         kind = key[0]
         H = self.H
         if kind in ("pre", "gates", "da"):
-            names = recurrent.GATES[self.cell_kind] if self.G > 1 else ("a",)
+            names = naming.GATES[self.cell_kind] if self.G > 1 else ("a",)
             return [f"{g}{u + 1}" for g in names for u in range(H)]
         if kind == "x":
             return _labels("x", self.I)
@@ -895,7 +895,7 @@ class _Builder:
                     for k in range(GH):
                         a = pre.cell(n, k)
                         cells[(n, k)] = fx.sigmoid(a) if functions[k // H] == "σ" else f"TANH({a})"
-                for g, gate in enumerate(recurrent.GATES[self.cell_kind]):
+                for g, gate in enumerate(naming.GATES[self.cell_kind]):
                     self.step_term(
                         ("gates", layer), t, f"{prefix}.{gate}[{t}]", cells, (g * H, (g + 1) * H), "forward"
                     )
@@ -1147,7 +1147,7 @@ class _Builder:
                         bodies = [f"{d_h}*(1-{hcur.cell(n, j)}*{hcur.cell(n, j)})"]
                     for q, body in enumerate(bodies):
                         cells[(n, q * H + j)] = f"IF({m}=1,{body},0)"
-            names = recurrent.gate_grad_names(self.cell_kind)
+            names = naming.gate_grad_names(self.cell_kind)
             for q, gname in enumerate(names):
                 self.step_term(
                     ("da", layer), t, f"{prefix}.{gname}[{t}]", cells, (q * H, (q + 1) * H), "backward"
