@@ -49,13 +49,11 @@ ALLOWED: dict[str, set[str]] = {
 
 KNOWN_DEBT = {
     # twin/ reads model specs, term names and optimizer state names from hand/ (to move to the contract)
-    ("handgrad.twin.diagnostics", "handgrad.hand.diagnostics"),
     ("handgrad.twin.multitask", "handgrad.hand.multitask"),
     ("handgrad.twin.network", "handgrad.hand.network"),
     ("handgrad.twin.recurrent_model", "handgrad.hand.recurrent_model"),
     # the workbook re-runs the hand side for its live sheets and asks the twin for state_dict keys
     ("handgrad.workbook.conv_walkthrough", "handgrad.hand.network"),
-    ("handgrad.workbook.diagnostics_sheet", "handgrad.hand.diagnostics"),
     ("handgrad.workbook.parameters", "handgrad.hand.network"),
     ("handgrad.workbook.parameters", "handgrad.twin.network"),
     ("handgrad.workbook.recurrent_walkthrough", "handgrad.hand.recurrent_model"),

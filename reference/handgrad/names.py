@@ -7,7 +7,11 @@ superscript, time step as a subscript (``i⁽¹⁾₃``).
 
 from __future__ import annotations
 
-from handgrad.spec import Optimizer
+from collections.abc import Mapping
+
+import numpy as np
+
+from handgrad.spec import Activation, Optimizer, Stage
 
 SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -72,3 +76,22 @@ def state_keys(spec: Optimizer) -> list[tuple[str, str]]:
     if spec.kind == "adagrad":
         return [("sum", "G")]
     raise ValueError(f"unknown optimizer {spec.kind!r}")
+
+
+# diagnostics: f′ below ρ·max f′ counts as saturated; max f′ per activation (σ′(0) = 1/4, tanh′(0) = 1)
+SATURATION_RHO = 0.1
+MAX_SLOPE = {"sigmoid": 0.25, "tanh": 1.0}
+SATURATION_THRESHOLD = {kind: SATURATION_RHO * slope for kind, slope in MAX_SLOPE.items()}
+DEAD_KINDS = ("relu",)
+
+Row = tuple[str, str, np.ndarray]  # (term name, symbol, value)
+
+
+def weight_name(stage: Stage, params: Mapping[str, np.ndarray]) -> str | None:
+    """The stage's weight matrix, ``dense1.W`` (``dense1.Wt`` when folded), or None if it has none."""
+    if isinstance(stage.layer, Activation):  # it shares its owner's name, not its weights
+        return None
+    for short in ("W", "Wt"):
+        if f"{stage.name}.{short}" in params:
+            return f"{stage.name}.{short}"
+    return None

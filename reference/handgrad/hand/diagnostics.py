@@ -46,26 +46,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from handgrad.hand import activations
+from handgrad.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
 from handgrad.spec import Activation, Stage
 from handgrad.trace import StepTrace
-
-# f′ below ρ·max f′ counts as saturated; max f′ per activation (σ′(0) = 1/4, tanh′(0) = 1).
-SATURATION_RHO = 0.1
-MAX_SLOPE = {"sigmoid": 0.25, "tanh": 1.0}
-SATURATION_THRESHOLD = {kind: SATURATION_RHO * slope for kind, slope in MAX_SLOPE.items()}
-DEAD_KINDS = ("relu",)
-
-Row = tuple[str, str, np.ndarray]
-
-
-def weight_name(stage: Stage, params: Mapping[str, np.ndarray]) -> str | None:
-    """The stage's weight matrix, ``dense1.W`` (``dense1.Wt`` when folded), or None if it has none."""
-    if isinstance(stage.layer, Activation):  # it shares its owner's name, not its weights
-        return None
-    for short in ("W", "Wt"):
-        if f"{stage.name}.{short}" in params:
-            return f"{stage.name}.{short}"
-    return None
 
 
 def grad_norm(dL_dW: np.ndarray) -> np.ndarray:
