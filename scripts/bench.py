@@ -236,7 +236,7 @@ def lstm_step() -> Row:
     """One LSTM layer and a many-to-one Dense head, mse, plain SGD, the whole batch every step:
     ``HandRecurrent.step`` / ``TwinRecurrent.step``, every term emitted (the twin's step includes
     its torch-ops reference for the gate terms and the check against the fused ``nn.LSTM``)."""
-    from handgrad.hand.recurrent_model import RecurrentModel, SequenceData
+    from handgrad.contract.recurrent import RecurrentModel, SequenceData
     from handgrad.scenarios.recurrent import recurrent_experiment
     from handgrad.spec import Loss, Optimizer, Schedule
 

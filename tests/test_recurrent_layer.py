@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import harness, names
+from handgrad import harness
+from handgrad.contract import names
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr
 from handgrad.spec import SpecError

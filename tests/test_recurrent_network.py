@@ -20,9 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from handgrad import cli, harness, names
+from handgrad import cli, harness
+from handgrad.contract import names
+from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_table
 from handgrad.hand import recurrent as hr
-from handgrad.hand.recurrent_model import RecurrentModel, SequenceData, param_table
 from handgrad.scenarios.recurrent import recurrent_experiment
 from handgrad.spec import Clip, Loss, LRSchedule, Optimizer, Schedule
 from handgrad.trace import StepTrace

@@ -19,7 +19,7 @@ from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from openpyxl.workbook.defined_name import DefinedName
 
 from handgrad import harness
-from handgrad.hand.recurrent_model import RecurrentModel, SequenceData, param_table
+from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_table
 from handgrad.scenarios.recurrent import recurrent_experiment
 from handgrad.spec import Clip, Loss, Optimizer, Schedule, SpecError
 from handgrad.trace import StepTrace

@@ -45,8 +45,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from handgrad.contract.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
 from handgrad.hand import activations
-from handgrad.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
 from handgrad.spec import Activation, Stage
 from handgrad.trace import StepTrace
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.names import state_keys
 from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
-from handgrad.names import state_keys
 from handgrad.spec import (
     Activation,
     AvgPool2d,

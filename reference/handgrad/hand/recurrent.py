@@ -60,7 +60,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from handgrad.names import (
+from handgrad.contract.names import (
     CELLS,
     GATES,
     PARAM_NAMES,

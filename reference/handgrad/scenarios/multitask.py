@@ -14,7 +14,8 @@ import argparse
 
 import numpy as np
 
-from handgrad.hand.multitask import HandMultitask, Multitask, init_params, param_table
+from handgrad.contract.multitask import Multitask, param_table
+from handgrad.hand.multitask import HandMultitask, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (

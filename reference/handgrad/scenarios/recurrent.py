@@ -16,16 +16,15 @@ from collections.abc import Callable
 
 import numpy as np
 
-from handgrad.hand.recurrent_model import (
+from handgrad.contract.recurrent import (
     CELL_NAMES,
     HEADS,
-    HandRecurrent,
     RecurrentModel,
     SequenceData,
     check_lengths,
-    init_params,
     param_table,
 )
+from handgrad.hand.recurrent_model import HandRecurrent, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (

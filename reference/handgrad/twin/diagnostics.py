@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from handgrad.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
+from handgrad.contract.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
 from handgrad.spec import Activation, Stage
 from handgrad.trace import StepTrace
 

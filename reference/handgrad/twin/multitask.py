@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from handgrad.hand.multitask import PARTS, Multitask, param_table
-from handgrad.names import state_keys
+from handgrad.contract.multitask import PARTS, Multitask, param_table
+from handgrad.contract.names import state_keys
 from handgrad.spec import Activation, Optimizer, Stage
 from handgrad.trace import StepTrace
 from handgrad.twin import losses, optim

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from handgrad.contract.names import state_keys
 from handgrad.hand.network import StageTerms, ops_for, param_table
-from handgrad.names import state_keys
 from handgrad.spec import (
     Activation,
     AvgPool2d,

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from handgrad.names import CELLS, GATES, PARAM_NAMES, PARAM_SYMBOLS, PARAM_TERMS, PREFIX, term_symbol
+from handgrad.contract.names import CELLS, GATES, PARAM_NAMES, PARAM_SYMBOLS, PARAM_TERMS, PREFIX, term_symbol
 from handgrad.spec import SpecError
 from handgrad.tolerance import Tolerance, tolerance_for
 from handgrad.trace import StepTrace

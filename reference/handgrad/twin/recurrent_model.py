@@ -25,17 +25,16 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from handgrad.hand.recurrent_model import (
+from handgrad.contract.names import state_keys, sub
+from handgrad.contract.recurrent import (
     HEAD,
     Batch,
     RecurrentModel,
     SequenceData,
     check_targets,
     param_table,
-    sub,
     torch_names,
 )
-from handgrad.names import state_keys
 from handgrad.spec import Loss, Optimizer
 from handgrad.tolerance import tolerance_for
 from handgrad.trace import StepTrace

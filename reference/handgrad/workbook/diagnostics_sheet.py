@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 from openpyxl.chart import Reference, ScatterChart, Series
 
+from handgrad.contract.names import SATURATION_RHO, SATURATION_THRESHOLD
 from handgrad.harness import Experiment, Report, TermCheck
-from handgrad.names import SATURATION_RHO, SATURATION_THRESHOLD
 from handgrad.trace import StepTrace
 from handgrad.workbook.grid import Grid, address
 from handgrad.workbook.styles import SCIENTIFIC

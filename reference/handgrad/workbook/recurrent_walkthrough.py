@@ -44,8 +44,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handgrad import names as naming
-from handgrad.hand.recurrent_model import HEAD, HandRecurrent, RecurrentModel, param_table
+from handgrad.contract import names as naming
+from handgrad.contract.recurrent import HEAD, RecurrentModel, param_table
+from handgrad.hand.recurrent_model import HandRecurrent
 from handgrad.harness import Experiment
 from handgrad.spec import SpecError
 from handgrad.trace import StepTrace
