@@ -90,7 +90,7 @@ def _case_id(case: tuple[str, dict]) -> str:
 
 
 def _expected_state_terms(spec: Optimizer, network: Network) -> list[str]:
-    from handgrad.hand.network import param_table
+    from handgrad.contract.stack import param_table
 
     names = [name for name, _, _ in param_table(network)]
     terms = [f"{spec.kind}.{key}.{name}" for key, _ in state_keys(spec) for name in names]

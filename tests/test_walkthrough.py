@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from handgrad import harness
-from handgrad.hand.network import param_table
+from handgrad.contract.stack import param_table
 from handgrad.harness import Experiment, Report
 from handgrad.scenarios.stack import stack_experiment
 from handgrad.spec import ACTIVATIONS, Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.contract.names import state_keys
+from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table
 from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
 from handgrad.spec import (
     Activation,
@@ -38,13 +39,6 @@ from handgrad.spec import (
 )
 from handgrad.trace import StepTrace
 
-SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
-def sup(k: int) -> str:
-    """``3 -> '⁽³⁾'``: the layer index as the manual prints it."""
-    return f"⁽{str(k).translate(SUPERSCRIPTS)}⁾"
-
 
 @dataclass(frozen=True)
 class LayerOps:
@@ -62,32 +56,25 @@ class LayerOps:
     fan_in: Callable[[Stage], int] = lambda stage: 1
 
 
-def _dense_params(stage: Stage) -> list[tuple[str, tuple[int, ...], str]]:
-    layer: Dense = stage.layer  # type: ignore[assignment]
-    if layer.fold_bias:
-        return [("Wt", (layer.out_features, layer.in_features + 1), f"W̃{sup(stage.k)}")]
-    shapes = [("W", (layer.out_features, layer.in_features), f"W{sup(stage.k)}")]
-    if layer.bias:
-        shapes.append(("b", (layer.out_features,), f"b{sup(stage.k)}"))
-    return shapes
+def _ops(kind: type, forward: Callable[..., Any], backward: Callable[..., Any]) -> LayerOps:
+    """A kind's hand forward and backward beside the names the contract gives it."""
+    shape = LAYER_SHAPES[kind]
+    return LayerOps(shape.params, forward, backward, shape.output, shape.fan_in)
 
 
-DENSE = LayerOps(
-    params=_dense_params,
+DENSE = _ops(
+    Dense,
     forward=lambda stage, x, params: dense.forward(x, params),
     backward=lambda stage, dout, cache: dense.backward(dout, cache, has_bias=stage.layer.bias),
-    output=lambda stage: ("z", f"z{sup(stage.k)}"),
-    fan_in=lambda stage: stage.layer.in_features,
 )
 
-ACTIVATION = LayerOps(
-    params=lambda stage: [],
+ACTIVATION = _ops(
+    Activation,
     forward=lambda stage, x, params: activations.forward(stage.layer.kind, x, stage.layer.slope),
     backward=lambda stage, dout, cache: (
         activations.backward(stage.layer.kind, dout, cache),
         {},
     ),
-    output=lambda stage: ("a", f"a{sup(stage.k)}" if stage.name.startswith("dense") else f"a⁽{stage.name}⁾"),
 )
 
 LAYER_OPS: dict[type, LayerOps] = {Dense: DENSE, Activation: ACTIVATION}
@@ -97,26 +84,6 @@ LAYER_OPS: dict[type, LayerOps] = {Dense: DENSE, Activation: ACTIVATION}
 # The lambdas look ``conv.<function>`` up at call time, so a test can monkeypatch a planted bug.
 
 
-def _conv_params(stage: Stage) -> list[tuple[str, tuple[int, ...], str]]:
-    layer: Conv2d = stage.layer  # type: ignore[assignment]
-    shape = (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)  # type: ignore[misc]
-    shapes = [("W", shape, f"W⁽{stage.name}⁾")]
-    if layer.bias:
-        shapes.append(("b", (layer.out_channels,), f"b⁽{stage.name}⁾"))
-    return shapes
-
-
-def _conv_fan_in(stage: Stage) -> int:
-    """torch's Conv2d init bound 1/√fan_in with fan_in = C_in/groups · kH · kW."""
-    layer: Conv2d = stage.layer  # type: ignore[assignment]
-    kh, kw = layer.kernel_size  # type: ignore[misc]
-    return layer.in_channels // layer.groups * kh * kw
-
-
-def _shape_only(suffix: str = "out") -> Callable[[Stage], tuple[str, str]]:
-    return lambda stage: (suffix, f"{suffix}⁽{stage.name}⁾")
-
-
 def _dropout_forward(stage: Stage, x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
     if "mask" not in params:
         raise SpecError("masks", f"{stage.name} needs its keep mask for every step (masks={{name: [...]}})")
@@ -124,8 +91,8 @@ def _dropout_forward(stage: Stage, x: np.ndarray, params: dict[str, np.ndarray])
 
 
 CONV_OPS: dict[type, LayerOps] = {
-    Conv2d: LayerOps(
-        params=_conv_params,
+    Conv2d: _ops(
+        Conv2d,
         forward=lambda stage, x, params: conv.conv2d_forward(
             x,
             params,
@@ -135,11 +102,9 @@ CONV_OPS: dict[type, LayerOps] = {
             groups=stage.layer.groups,
         ),
         backward=lambda stage, dout, cache: conv.conv2d_backward(dout, cache),
-        output=lambda stage: ("z", f"z⁽{stage.name}⁾"),
-        fan_in=_conv_fan_in,
     ),
-    MaxPool2d: LayerOps(
-        params=lambda stage: [],
+    MaxPool2d: _ops(
+        MaxPool2d,
         forward=lambda stage, x, params: conv.maxpool2d_forward(
             x,
             kernel_size=stage.layer.kernel_size,
@@ -148,10 +113,9 @@ CONV_OPS: dict[type, LayerOps] = {
             dilation=stage.layer.dilation,
         ),
         backward=lambda stage, dout, cache: conv.maxpool2d_backward(dout, cache),
-        output=_shape_only(),
     ),
-    AvgPool2d: LayerOps(
-        params=lambda stage: [],
+    AvgPool2d: _ops(
+        AvgPool2d,
         forward=lambda stage, x, params: conv.avgpool2d_forward(
             x,
             kernel_size=stage.layer.kernel_size,
@@ -160,27 +124,23 @@ CONV_OPS: dict[type, LayerOps] = {
             count_include_pad=stage.layer.count_include_pad,
         ),
         backward=lambda stage, dout, cache: conv.avgpool2d_backward(dout, cache),
-        output=_shape_only(),
     ),
-    LocalResponseNorm: LayerOps(
-        params=lambda stage: [],
+    LocalResponseNorm: _ops(
+        LocalResponseNorm,
         forward=lambda stage, x, params: conv.local_response_norm_forward(
             x, size=stage.layer.size, alpha=stage.layer.alpha, beta=stage.layer.beta, k=stage.layer.k
         ),
         backward=lambda stage, dout, cache: conv.local_response_norm_backward(dout, cache),
-        output=_shape_only(),
     ),
-    Flatten: LayerOps(
-        params=lambda stage: [],
+    Flatten: _ops(
+        Flatten,
         forward=lambda stage, x, params: conv.flatten_forward(x),
         backward=lambda stage, dout, cache: conv.flatten_backward(dout, cache),
-        output=_shape_only(),
     ),
-    Dropout: LayerOps(
-        params=lambda stage: [],
+    Dropout: _ops(
+        Dropout,
         forward=_dropout_forward,
         backward=lambda stage, dout, cache: conv.dropout_backward(dout, cache),
-        output=_shape_only(),
     ),
 }
 LAYER_OPS.update(CONV_OPS)
@@ -188,15 +148,6 @@ LAYER_OPS.update(CONV_OPS)
 
 def ops_for(stage: Stage) -> LayerOps:
     return LAYER_OPS[type(stage.layer)]
-
-
-def param_table(network: Network) -> list[tuple[str, tuple[int, ...], str]]:
-    """Every parameter of the network as (full name ``dense1.W``, shape, symbol), in order."""
-    return [
-        (f"{stage.name}.{short}", shape, symbol)
-        for stage in network.stages()
-        for short, shape, symbol in ops_for(stage).params(stage)
-    ]
 
 
 def init_params(network: Network, seed: int, dtype: str = "float64") -> dict[str, np.ndarray]:
@@ -214,41 +165,6 @@ def init_params(network: Network, seed: int, dtype: str = "float64") -> dict[str
             bound = 1.0 / np.sqrt(ops.fan_in(stage))
             params[f"{stage.name}.{short}"] = rng.uniform(-bound, bound, size=shape).astype(dtype)
     return params
-
-
-def _gradient_symbol(symbol: str) -> str:
-    return f"∂L/∂{symbol}"
-
-
-@dataclass(frozen=True)
-class StageTerms:
-    """The names and symbols of one stage's terms, worked out once per run rather than per step:
-    its output (``dense1.z``, z⁽¹⁾), the gradient there (``dense1.dL_dz``, ∂L/∂z⁽¹⁾), and per
-    parameter (short name, full name, gradient term, gradient symbol). Both sides use it."""
-
-    stage: Stage
-    output: str
-    output_symbol: str
-    output_grad: str
-    output_grad_symbol: str
-    params: tuple[tuple[str, str, str, str], ...]
-
-    @classmethod
-    def of(cls, stage: Stage) -> StageTerms:
-        ops = ops_for(stage)
-        suffix, symbol = ops.output(stage)
-        params = tuple(
-            (short, f"{stage.name}.{short}", f"{stage.name}.dL_d{short}", _gradient_symbol(param_symbol))
-            for short, _, param_symbol in ops.params(stage)
-        )
-        return cls(
-            stage,
-            f"{stage.name}.{suffix}",
-            symbol,
-            f"{stage.name}.dL_d{suffix}",
-            _gradient_symbol(symbol),
-            params,
-        )
 
 
 class HandNetwork:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from handgrad.hand.network import param_table
+from handgrad.contract.stack import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (

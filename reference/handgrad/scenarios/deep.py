@@ -23,7 +23,8 @@ import argparse
 
 import numpy as np
 
-from handgrad.hand.network import init_params, param_table
+from handgrad.contract.stack import param_table
+from handgrad.hand.network import init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (

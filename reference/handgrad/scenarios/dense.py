@@ -10,7 +10,7 @@ import argparse
 
 import numpy as np
 
-from handgrad.hand.network import param_table
+from handgrad.contract.stack import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (

@@ -3,7 +3,7 @@
 Every term is read from what torch computed: module outputs from forward hooks (with
 ``retain_grad`` so their ``.grad`` holds ∂L/∂out after ``backward()``), parameter gradients from
 ``.grad``, updated parameters after ``optimizer.step()``, state from ``optimizer.state``. Names and
-order are the hand side's (see :mod:`handgrad.hand.network`); the only transformation is layout
+order are the hand side's (see :mod:`handgrad.contract.stack`); the only transformation is layout
 (a folded bias is shown as ``[weight | bias]``).
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from handgrad.contract.names import state_keys
-from handgrad.hand.network import StageTerms, ops_for, param_table
+from handgrad.contract.stack import StageTerms, param_table, shape_of
 from handgrad.spec import (
     Activation,
     AvgPool2d,
@@ -197,7 +197,7 @@ def state_dict_keys(network: Network) -> dict[str, list[str]]:
     """Hand parameter name → the torch ``state_dict`` keys it maps onto (for the workbook)."""
     mapping: dict[str, list[str]] = {}
     for index, stage in enumerate(network.stages()):
-        for short, shape, _ in ops_for(stage).params(stage):
+        for short, shape, _ in shape_of(stage).params(stage):
             keys = TWIN_OPS[type(stage.layer)].to_torch(stage, {short: np.zeros(shape)})
             mapping[f"{stage.name}.{short}"] = [f"{index}.{key}" for key in keys]
     return mapping
@@ -274,7 +274,7 @@ class TwinNetwork:
     def load_params(self, params: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
             for stage, module in zip(self.stages, self.model, strict=True):
-                short_names = [short for short, _, _ in ops_for(stage).params(stage)]
+                short_names = [short for short, _, _ in shape_of(stage).params(stage)]
                 hand = {short: params[f"{stage.name}.{short}"] for short in short_names}
                 for key, value in TWIN_OPS[type(stage.layer)].to_torch(stage, hand).items():
                     getattr(module, key).copy_(torch.as_tensor(np.asarray(value)))

@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handgrad.hand.network import HandNetwork, ops_for
+from handgrad.contract.stack import shape_of
+from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
 from handgrad.spec import Activation, Conv2d, MaxPool2d, Network, SpecError, Stage
 from handgrad.trace import StepTrace
@@ -349,7 +350,7 @@ def conv_walkthrough_grid(
     _, _, ho, wo = shapes["z"]
     (sh, sw), (ph, pw), groups = conv.stride, conv.padding, conv.groups  # type: ignore[misc]
     o_g = c_out // groups
-    param_names = [f"{name}.{short}" for short, _, _ in ops_for(conv_stage).params(conv_stage)]
+    param_names = [f"{name}.{short}" for short, _, _ in shape_of(conv_stage).params(conv_stage)]
     params = _params_before(experiment, step, captured, param_names)
     try:
         rule: fx.UpdateRule | None = fx.update_rule(spec["optimizer"])
@@ -506,7 +507,7 @@ def conv_walkthrough_grid(
 
     # --- backward ---
     last = stages[-1]
-    suffix, _ = ops_for(last).output(last)
+    suffix, _ = shape_of(last).output(last)
     upstream_term = f"{last.name}.dL_d{suffix}"
     up_shape = pool_shape if pool is not None and pool_shape is not None else shapes["z"]
     up_maps = sheet.given(

@@ -38,7 +38,7 @@ def _symbols(experiment: Experiment) -> dict[str, str]:
     if network is None:
         return {}
     try:
-        from handgrad.hand.network import param_table
+        from handgrad.contract.stack import param_table
 
         return {name: symbol for name, _, symbol in param_table(network)}
     except (KeyError, AttributeError, TypeError):

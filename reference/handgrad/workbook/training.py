@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from openpyxl.utils import get_column_letter
 
-from handgrad.hand.network import param_table, sup
+from handgrad.contract.stack import param_table, sup
 from handgrad.harness import Experiment, Report
 from handgrad.spec import Activation, Dense, SpecError, Stage
 from handgrad.workbook import formulas as fx

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from openpyxl.worksheet.formula import ArrayFormula
 
-from handgrad.hand.network import HandNetwork, param_table, sup
+from handgrad.contract.stack import param_table, sup
+from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
 from handgrad.spec import Activation, Clip, Dense, Network, SpecError, Stage
 from handgrad.trace import StepTrace

@@ -1,0 +1,144 @@
+"""The layer-stack family's names: for each layer kind, its parameters (short name, shape, symbol),
+its output term and its fan-in; the network's parameter table; each stage's term names.
+
+Both sides name a stage's terms through :class:`StageTerms`; the hand side adds its forward and
+backward to each kind's :class:`LayerShape` (handgrad.hand.network.LayerOps), the twin its torch
+module (handgrad.twin.network).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from handgrad.spec import (
+    Activation,
+    AvgPool2d,
+    Conv2d,
+    Dense,
+    Dropout,
+    Flatten,
+    LocalResponseNorm,
+    MaxPool2d,
+    Network,
+    Stage,
+)
+
+SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+ParamRows = list[tuple[str, tuple[int, ...], str]]
+
+
+def sup(k: int) -> str:
+    """``3 -> '⁽³⁾'``: the layer index as the manual prints it."""
+    return f"⁽{str(k).translate(SUPERSCRIPTS)}⁾"
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """What both sides agree on for one layer kind: ``params(stage)`` lists (short name, shape,
+    symbol), ``output(stage)`` names the output term (suffix, symbol), ``fan_in(stage)`` feeds the
+    default init's bound 1/√fan_in."""
+
+    params: Callable[[Stage], ParamRows]
+    output: Callable[[Stage], tuple[str, str]]
+    fan_in: Callable[[Stage], int] = lambda stage: 1
+
+
+def _dense_params(stage: Stage) -> ParamRows:
+    layer: Dense = stage.layer  # type: ignore[assignment]
+    if layer.fold_bias:
+        return [("Wt", (layer.out_features, layer.in_features + 1), f"W̃{sup(stage.k)}")]
+    shapes = [("W", (layer.out_features, layer.in_features), f"W{sup(stage.k)}")]
+    if layer.bias:
+        shapes.append(("b", (layer.out_features,), f"b{sup(stage.k)}"))
+    return shapes
+
+
+def _conv_params(stage: Stage) -> ParamRows:
+    layer: Conv2d = stage.layer  # type: ignore[assignment]
+    shape = (layer.out_channels, layer.in_channels // layer.groups, *layer.kernel_size)  # type: ignore[misc]
+    shapes = [("W", shape, f"W⁽{stage.name}⁾")]
+    if layer.bias:
+        shapes.append(("b", (layer.out_channels,), f"b⁽{stage.name}⁾"))
+    return shapes
+
+
+def _conv_fan_in(stage: Stage) -> int:
+    """torch's Conv2d init bound 1/√fan_in with fan_in = C_in/groups · kH · kW."""
+    layer: Conv2d = stage.layer  # type: ignore[assignment]
+    kh, kw = layer.kernel_size  # type: ignore[misc]
+    return layer.in_channels // layer.groups * kh * kw
+
+
+def _no_params(stage: Stage) -> ParamRows:
+    return []
+
+
+def _shape_only(stage: Stage) -> tuple[str, str]:
+    return "out", f"out⁽{stage.name}⁾"
+
+
+def _activation_output(stage: Stage) -> tuple[str, str]:
+    return "a", f"a{sup(stage.k)}" if stage.name.startswith("dense") else f"a⁽{stage.name}⁾"
+
+
+LAYER_SHAPES: dict[type, LayerShape] = {
+    Dense: LayerShape(
+        _dense_params, lambda stage: ("z", f"z{sup(stage.k)}"), lambda stage: stage.layer.in_features
+    ),
+    Activation: LayerShape(_no_params, _activation_output),
+    Conv2d: LayerShape(_conv_params, lambda stage: ("z", f"z⁽{stage.name}⁾"), _conv_fan_in),
+    MaxPool2d: LayerShape(_no_params, _shape_only),
+    AvgPool2d: LayerShape(_no_params, _shape_only),
+    LocalResponseNorm: LayerShape(_no_params, _shape_only),
+    Flatten: LayerShape(_no_params, _shape_only),
+    Dropout: LayerShape(_no_params, _shape_only),
+}
+
+
+def shape_of(stage: Stage) -> LayerShape:
+    return LAYER_SHAPES[type(stage.layer)]
+
+
+def param_table(network: Network) -> ParamRows:
+    """Every parameter of the network as (full name ``dense1.W``, shape, symbol), in order."""
+    return [
+        (f"{stage.name}.{short}", shape, symbol)
+        for stage in network.stages()
+        for short, shape, symbol in shape_of(stage).params(stage)
+    ]
+
+
+def _gradient_symbol(symbol: str) -> str:
+    return f"∂L/∂{symbol}"
+
+
+@dataclass(frozen=True)
+class StageTerms:
+    """The names and symbols of one stage's terms, worked out once per run rather than per step:
+    its output (``dense1.z``, z⁽¹⁾), the gradient there (``dense1.dL_dz``, ∂L/∂z⁽¹⁾), and per
+    parameter (short name, full name, gradient term, gradient symbol). Both sides use it."""
+
+    stage: Stage
+    output: str
+    output_symbol: str
+    output_grad: str
+    output_grad_symbol: str
+    params: tuple[tuple[str, str, str, str], ...]
+
+    @classmethod
+    def of(cls, stage: Stage) -> StageTerms:
+        shape = shape_of(stage)
+        suffix, symbol = shape.output(stage)
+        params = tuple(
+            (short, f"{stage.name}.{short}", f"{stage.name}.dL_d{short}", _gradient_symbol(param_symbol))
+            for short, _, param_symbol in shape.params(stage)
+        )
+        return cls(
+            stage,
+            f"{stage.name}.{suffix}",
+            symbol,
+            f"{stage.name}.dL_d{suffix}",
+            _gradient_symbol(symbol),
+            params,
+        )
