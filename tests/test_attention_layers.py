@@ -31,15 +31,6 @@ from handgrad.trace import StepTrace
 TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool costs more than it saves on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- the layer test machinery (as in test_normalization_layers.py) -------------------------------
 
 

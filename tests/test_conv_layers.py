@@ -22,16 +22,6 @@ from handgrad.spec import SpecError
 TOL = tolerance_for("float64")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """These tensors are tiny: torch's thread pool costs more than it saves (up to 0.3 s per
-    grouped conv on a busy 2-core machine). Restored after this module."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def close(name: str, hand: np.ndarray, ref: torch.Tensor | np.ndarray) -> None:
     """The harness's one comparison (handgrad.tolerance's rule, float64 row), shapes equal.
 

@@ -36,15 +36,6 @@ from handgrad.spec import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool costs more than it saves on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def alexnet(steps: int, *options: str) -> harness.Experiment:
     args = scenario_parser("alexnet-mini").parse_args(["--steps", str(steps), *options])
     return SCENARIOS["alexnet-mini"].build(args)

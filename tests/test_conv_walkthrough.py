@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
-import torch
 
 from handgrad import harness
 from handgrad.hand import activations, conv
@@ -57,14 +56,6 @@ def _recalc_script():
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 Captured = dict[int, tuple[StepTrace, StepTrace]]

@@ -38,15 +38,6 @@ CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
 TOL = harness.tolerance_for("float64")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool costs more than it saves on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Case(NamedTuple):
     cell: str
     params: dict[str, np.ndarray]

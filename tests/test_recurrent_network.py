@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from handgrad import cli, harness
 from handgrad.contract import names
@@ -32,15 +31,6 @@ S, T, I, H = 3, 3, 2, 2  # sequences, padded length, inputs, hidden
 RAGGED = np.array([2, 3, 1])  # unsorted, max = T
 MAX_NORM = 0.002  # below the gradient norm of every step of every case: clipping acts
 CELLS = ("rnn_tanh", "gru", "lstm")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: torch's thread pool costs more than it saves here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def distinct_params(model: RecurrentModel, seed: int) -> dict[str, np.ndarray]:

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
-import torch
 from openpyxl.utils import quote_sheetname
 from openpyxl.utils.cell import column_index_from_string, coordinate_from_string
 from openpyxl.workbook.defined_name import DefinedName
@@ -28,14 +27,6 @@ from handgrad.workbook.grid import Grid
 
 REL = 1e-12
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def run_case(
