@@ -377,7 +377,7 @@ def asked_from_args(args: argparse.Namespace) -> dict[str, object]:
         value = getattr(args, name, None)
         if value is None or value is False:
             value = default
-        asked[f"optimizer.{name}"] = parse_float_list("betas", value) if name == "betas" else value
+        asked[f"optimizer.{name}"] = parse_float_list(name, value) if isinstance(value, str) else value
     asked["schedule"] = args.schedule
     if args.schedule in ("step", "exponential"):
         asked.update({"schedule.step_size": args.step_size} if args.schedule == "step" else {})
