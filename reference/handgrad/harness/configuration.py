@@ -45,7 +45,8 @@ NOT_HELD = "(torch holds no such option)"
 
 @dataclass(frozen=True)
 class OptionCheck:
-    """One option: what was asked, what torch ran with (None: torch holds no such option)."""
+    """One option: what was asked, what torch ran with (:data:`NOT_HELD` where torch holds no such
+    option; None is a value, e.g. a loss ``weight`` left out)."""
 
     option: str
     asked: object
@@ -53,7 +54,7 @@ class OptionCheck:
     ok: bool
 
     def message(self) -> str:
-        ran = NOT_HELD if self.torch is None and not self.ok else f"torch ran with {show(self.torch)}"
+        ran = NOT_HELD if self.torch == NOT_HELD else f"torch ran with {show(self.torch)}"
         return f"{self.option} asked {show(self.asked)}, {ran}"
 
     def to_json(self) -> dict[str, object]:
@@ -81,7 +82,7 @@ def check_configuration(asked: Configuration, ran: Configuration) -> list[Option
     for option, value in asked.items():
         wanted = plain(value)
         held = option in ran
-        got = plain(ran[option]) if held else None
+        got = plain(ran[option]) if held else NOT_HELD
         checks.append(OptionCheck(option, wanted, got, held and _same(wanted, got)))
     return checks
 

@@ -9,7 +9,7 @@ call, layer modules). Values are written as text, exactly as compared (``0.1`` i
 from __future__ import annotations
 
 from handgrad.harness import Report
-from handgrad.harness.configuration import NOT_HELD, show
+from handgrad.harness.configuration import show
 from handgrad.workbook.grid import Grid
 
 
@@ -30,6 +30,6 @@ def add_configuration_table(grid: Grid, row: int, report: Report) -> int:
         row += 1
         grid.text(row, 1, check.option)
         grid.text(row, 2, show(check.asked))
-        grid.text(row, 3, NOT_HELD if check.torch is None and not check.ok else show(check.torch))
+        grid.text(row, 3, show(check.torch))
         grid.set(row, 4, "ok" if check.ok else "FAIL", "ok" if check.ok else "fail")
     return row + 2
