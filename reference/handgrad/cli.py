@@ -102,6 +102,14 @@ def _format_table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _configuration_line(report: Report) -> str:
+    """How the options torch read back compare with those asked (harness/configuration.py)."""
+    count, failures = len(report.configuration or ()), report.configuration_failures
+    if not failures:
+        return f"configuration: all {count} options torch ran with are as asked (JSON: configuration)"
+    return f"{len(failures)} of {count} options differ; {report.configuration_finding()}"
+
+
 class _Progress:
     """A one-line progress bar on a terminal, redrawn at each new percent and at least every half
     second (a run of 10⁹ steps shows its count at once); silent when stdout is not a terminal."""
@@ -200,6 +208,8 @@ def compare(name: str, argv: Sequence[str]) -> int:
         _write_json(args.json, report)
     if not args.quiet:
         print(_format_table(report))
+        if report.configuration is not None:
+            print(f"{name}: {_configuration_line(report)}")
         if oracle is not None and oracle.input_reason is not None:
             print(f"{name}: input.x not checked by finite differences: {oracle.input_reason}")
     print(f"{name}: {report.verdict()}")

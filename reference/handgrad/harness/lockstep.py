@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from handgrad.harness.compare import TermCheck, compare_traces, first_divergence
+from handgrad.harness.configuration import experiment_configuration
 from handgrad.harness.report import LOSS_HISTORY_STEPS, Report, TermStats, versions
 from handgrad.tolerance import RecentScale, Tolerance, tolerance_for
 from handgrad.trace import StepTrace, Term
@@ -42,6 +43,9 @@ class Experiment:
     config: dict[str, object] = field(default_factory=dict)
     spec: Any = None  # the family's spec (network, loss, optimizer, data, batches), for the workbook
     initial_params: dict[str, np.ndarray] = field(default_factory=dict)
+    # options as the command line gave them, in the configuration's keys (over what the spec asks:
+    # harness/configuration.py); compared with the configuration torch reports it ran with
+    asked: dict[str, object] = field(default_factory=dict)
 
     @property
     def device(self) -> str:
@@ -94,6 +98,7 @@ def run(
         tol,
         experiment.steps,
         versions=versions(),
+        configuration=experiment_configuration(experiment),
     )
     start = time.perf_counter()
     for step in range(1, experiment.steps + 1):

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.harness.compare import Divergence, TermCheck
+from handgrad.harness.configuration import OptionCheck
 from handgrad.tolerance import Tolerance
 
 
@@ -76,6 +77,9 @@ class Report:
     # the finite-difference column (``compare --gradcheck``): handgrad.gradcheck.FDResult per
     # gradient term and step checked; None when not asked
     oracle: list[Any] | None = None
+    # asked for vs what torch ran with, option by option (harness/configuration.py); None when the
+    # twin reads no configuration back
+    configuration: list[OptionCheck] | None = None
 
     @property
     def ok(self) -> bool:
@@ -84,7 +88,18 @@ class Report:
             and self.stopped is None
             and self.steps_run == self.steps_requested
             and not self.oracle_failures
+            and not self.configuration_failures
         )
+
+    @property
+    def configuration_failures(self) -> list[OptionCheck]:
+        return [check for check in self.configuration or () if not check.ok]
+
+    def configuration_finding(self) -> str:
+        """``configuration: optimizer.momentum asked 0.9, torch ran with 0.0`` (and how many more)."""
+        failures = self.configuration_failures
+        more = f" (and {len(failures) - 1} more options)" if len(failures) > 1 else ""
+        return f"configuration: {failures[0].message()}{more}"
 
     @property
     def oracle_failures(self) -> list[Any]:
@@ -111,6 +126,9 @@ class Report:
             if self.oracle is not None:
                 text += f"; finite differences agree on all {len(self.oracle)} gradient checks"
             return text
+        if self.first is None and self.configuration_failures:  # the terms agree on the wrong run
+            text = f"MISMATCH: {self.configuration_finding()}"
+            return text + (f" Also {fd_count}; first: step {fd[0].step}, {fd[0].term}." if fd else "")
         if self.first is None and fd:  # torch agrees; the finite differences do not
             return f"MISMATCH: {fd_count}; first: {fd[0].message()}"
         assert self.first is not None
@@ -123,6 +141,8 @@ class Report:
             text = f"MISMATCH: {failing} of {len(self.terms)} terms disagree; first: {self.first.message()}"
         if fd:
             text += f" Also {fd_count}; first: step {fd[0].step}, {fd[0].term}."
+        if self.configuration_failures:
+            text += f" Also {self.configuration_finding()}."
         return text
 
     def to_json(self) -> dict[str, object]:
@@ -179,11 +199,25 @@ class Report:
                 }
                 for s in self.terms.values()
             ],
+            "configuration": None
+            if self.configuration is None
+            else [_jsonable_check(check) for check in self.configuration],
             "versions": self.versions,
             "oracle": None
             if self.oracle is None
             else {"ok": not self.oracle_failures, "checks": [result.to_json() for result in self.oracle]},
         }
+
+
+def _jsonable_check(check: OptionCheck) -> dict[str, object]:
+    """An option's row; a non-finite number (``--norm-type inf``) as its string, as JSON has none."""
+
+    def finite(value: object) -> object:
+        if isinstance(value, list):
+            return [finite(item) for item in value]
+        return str(value) if isinstance(value, float) and not math.isfinite(value) else value
+
+    return {key: finite(_jsonable(value)) for key, value in check.to_json().items()}
 
 
 def _tolerance_json(tol: Tolerance) -> dict[str, object]:

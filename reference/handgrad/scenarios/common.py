@@ -14,6 +14,7 @@ from handgrad.spec import (
     LOSSES,
     LR_SCHEDULES,
     MODES,
+    OPTIMIZER_DEFAULTS,
     OPTIMIZERS,
     ORDERS,
     REDUCTIONS,
@@ -359,3 +360,72 @@ def training_config(
         "data": data_source,
     }
     return config
+
+
+# --- what the command line asks torch for (the configuration block's "asked for" column) ---------
+
+
+def asked_from_args(args: argparse.Namespace) -> dict[str, object]:
+    """What the training options ask torch for, read from the parsed options themselves and not
+    from the spec built from them (:func:`optimizer_from_args`, :func:`loss_from_args`): an option
+    lost while the spec is built then shows as asked ≠ what torch ran with. An option left out is
+    torch's default for it (:data:`handgrad.spec.OPTIMIZER_DEFAULTS`, ``Loss.DEFAULTS``). The keys
+    are the configuration's (``handgrad.harness.configuration``)."""
+    asked: dict[str, object] = {"dtype": args.dtype, "device": args.device}
+    asked.update({"optimizer": args.optimizer, "optimizer.lr": args.lr})
+    for name, default in OPTIMIZER_DEFAULTS[args.optimizer].items():
+        value = getattr(args, name, None)
+        if value is None or value is False:
+            value = default
+        asked[f"optimizer.{name}"] = parse_float_list(name, value) if isinstance(value, str) else value
+    asked["schedule"] = args.schedule
+    if args.schedule in ("step", "exponential"):
+        asked.update({"schedule.step_size": args.step_size} if args.schedule == "step" else {})
+        asked["schedule.gamma"] = args.gamma
+    elif args.schedule == "cosine":
+        asked["schedule.t_max"] = args.t_max if args.t_max is not None else args.steps
+        asked["schedule.eta_min"] = args.eta_min
+    if args.clip_norm is not None:
+        asked.update({"clip": "norm", "clip.max_norm": args.clip_norm, "clip.norm_type": args.norm_type})
+    elif args.clip_value is not None:
+        asked.update({"clip": "value", "clip.value": args.clip_value})
+    else:
+        asked["clip"] = "none"
+    return asked
+
+
+_LOSS_ARGUMENTS = {"weight": "class_weight"}  # the spec's name -> the option's
+
+
+def asked_loss(
+    args: argparse.Namespace, prefix: str = "loss", kind: str | None = None, half: bool | None = None
+) -> dict[str, object]:
+    """What the loss options ask torch's loss module for: kind (``--loss`` unless given), reduction,
+    ½, and each option the kind's module holds, as given or torch's default."""
+    kind = kind or args.loss
+    asked: dict[str, object] = {
+        prefix: kind,
+        f"{prefix}.reduction": args.reduction,
+        f"{prefix}.half": args.half if half is None else half,
+    }
+    for name, owners in Loss.OWNERS.items():
+        if name == "half" or kind not in owners:
+            continue
+        option = _LOSS_ARGUMENTS.get(name, name)
+        value = getattr(args, option, None)
+        if isinstance(value, str):  # a list of weights
+            value = parse_float_list(option, value)
+        asked[f"{prefix}.{name}"] = Loss.DEFAULTS[name] if value is None else value
+    return asked
+
+
+def asked_dense(sizes: list[int], activation: str, output_activation: str, slope: float) -> dict[str, object]:
+    """A dense stack as ``--sizes``/``--hidden`` and the activation options ask for it."""
+    asked: dict[str, object] = {}
+    for k, (n_in, n_out) in enumerate(zip(sizes, sizes[1:], strict=False), start=1):
+        kind = output_activation if k == len(sizes) - 1 else activation
+        asked.update({f"dense{k}.in_features": n_in, f"dense{k}.out_features": n_out})
+        asked[f"dense{k}.activation"] = kind
+        if kind == "leaky_relu":
+            asked[f"dense{k}.slope"] = slope
+    return asked

@@ -27,6 +27,8 @@ from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    asked_from_args,
+    asked_loss,
     loss_config,
     loss_from_args,
     optimizer_from_args,
@@ -224,7 +226,7 @@ def _alexnet_build(args: argparse.Namespace, *, with_twin: bool = True) -> Exper
         **training_config(args, optimizer, schedule, data.source),
         "dropout_masks": f"torch.Generator seeded {args.seed}, bernoulli_(1 − p) per step",
     }
-    return stack_experiment(
+    experiment = stack_experiment(
         "alexnet-mini",
         network,
         loss,
@@ -239,6 +241,30 @@ def _alexnet_build(args: argparse.Namespace, *, with_twin: bool = True) -> Exper
         config=config,
         with_twin=with_twin,
     )
+    experiment.asked = {**asked_from_args(args), **asked_loss(args), **_alexnet_asked(args)}
+    return experiment
+
+
+def _alexnet_asked(args: argparse.Namespace) -> dict[str, object]:
+    """What the layer options ask the conv, LRN, dense and dropout modules for."""
+    channels = _per_conv("channels", args.channels)
+    asked: dict[str, object] = {"conv2.in_channels": channels[0]}
+    for option, field in (
+        ("kernel", "kernel_size"),
+        ("stride", "stride"),
+        ("padding", "padding"),
+        ("dilation", "dilation"),
+    ):
+        for i, value in enumerate(_per_conv(option, getattr(args, option)), start=1):
+            asked[f"conv{i}.{field}"] = [value, value]
+    for i, (out, groups) in enumerate(zip(channels, _per_conv("groups", args.groups), strict=True), start=1):
+        asked.update({f"conv{i}.out_channels": out, f"conv{i}.groups": groups})
+    for i in (1, 2):
+        asked.update({f"lrn{i}.size": args.lrn_size, f"lrn{i}.alpha": args.lrn_alpha})
+        asked.update({f"lrn{i}.beta": args.lrn_beta, f"lrn{i}.k": args.lrn_k})
+    asked.update({"dense1.out_features": args.hidden, "dense2.in_features": args.hidden})
+    asked["dropout1.p"] = args.dropout
+    return asked
 
 
 ALEXNET_MINI = Scenario(

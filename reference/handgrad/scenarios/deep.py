@@ -30,6 +30,9 @@ from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    asked_dense,
+    asked_from_args,
+    asked_loss,
     loss_config,
     loss_from_args,
     optimizer_from_args,
@@ -128,7 +131,7 @@ def build_deep(args: argparse.Namespace, *, with_twin: bool = True) -> Experimen
         **loss_config(loss),
         **training_config(args, optimizer, schedule, data.source),
     }
-    return stack_experiment(
+    experiment = stack_experiment(
         "deep",
         network,
         loss,
@@ -144,6 +147,11 @@ def build_deep(args: argparse.Namespace, *, with_twin: bool = True) -> Experimen
         diagnostics=True,
         with_twin=with_twin,
     )
+    experiment.asked = {**asked_from_args(args), **asked_loss(args)}
+    if not args.data:  # the seeded data's columns: --inputs in, one target out
+        layers = [args.inputs, *[args.width] * args.depth, 1]
+        experiment.asked.update(asked_dense(layers, args.activation, args.output_activation, args.slope))
+    return experiment
 
 
 DEEP = Scenario(

@@ -16,6 +16,9 @@ from handgrad.inputs import load_csv, load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    asked_dense,
+    asked_from_args,
+    asked_loss,
     loss_config,
     loss_from_args,
     optimizer_from_args,
@@ -110,8 +113,16 @@ def _xor_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=3, help="hidden units (default 3)")
 
 
+def asked(args: argparse.Namespace, sizes: list[int]) -> dict[str, object]:
+    """What the options of a dense scenario ask torch for (the configuration's "asked for")."""
+    dense = asked_dense(sizes, args.activation, args.output_activation, args.slope)
+    return {**asked_from_args(args), **asked_loss(args), **dense}
+
+
 def _xor_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
-    return _build("xor", args, [2, args.hidden, 1], Data(XOR_X, XOR_Y, "XOR truth table"), with_twin)
+    experiment = _build("xor", args, [2, args.hidden, 1], Data(XOR_X, XOR_Y, "XOR truth table"), with_twin)
+    experiment.asked = asked(args, [2, args.hidden, 1])
+    return experiment
 
 
 def _mlp_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +139,9 @@ def _mlp_build(args: argparse.Namespace, *, with_twin: bool = True) -> Experimen
         x = rng.uniform(-1, 1, size=(8, sizes[0]))
         y = rng.uniform(0.1, 0.9, size=(8, sizes[-1]))
         default = Data(x, y, f"seeded uniform ({args.seed + 1}), 8 rows")
-    return _build("mlp", args, sizes, default, with_twin)
+    experiment = _build("mlp", args, sizes, default, with_twin)
+    experiment.asked = asked(args, parse_int_list("sizes", args.sizes))
+    return experiment
 
 
 XOR = Scenario(

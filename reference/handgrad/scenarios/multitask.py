@@ -21,6 +21,8 @@ from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    asked_from_args,
+    asked_loss,
     loss_from_args,
     optimizer_from_args,
     parse_float_list,
@@ -160,7 +162,7 @@ def _build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
         "reduction": model.loss1.reduction,
         **training_config(args, optimizer, schedule, data.source),
     }
-    return multitask_experiment(
+    experiment = multitask_experiment(
         model,
         optimizer,
         data,
@@ -173,6 +175,24 @@ def _build(args: argparse.Namespace, *, with_twin: bool = True) -> Experiment:
         config=config,
         with_twin=with_twin,
     )
+    experiment.asked = {
+        **asked_from_args(args),
+        **_multitask_asked(args),
+        **asked_loss(args, "loss1"),
+        **asked_loss(args, "loss2", "cross_entropy", half=False),
+    }
+    return experiment
+
+
+def _multitask_asked(args: argparse.Namespace) -> dict[str, object]:
+    """What the size and activation options ask the trunk and the two heads for."""
+    asked: dict[str, object] = {"trunk.in_features": args.inputs, "trunk.out_features": args.hidden}
+    asked["trunk.activation"] = args.activation
+    if args.activation == "leaky_relu":
+        asked["trunk.slope"] = args.slope
+    asked.update({"head1.in_features": args.hidden, "head1.out_features": args.outputs})
+    asked.update({"head2.in_features": args.hidden, "head2.out_features": args.classes})
+    return asked
 
 
 MULTITASK = Scenario(

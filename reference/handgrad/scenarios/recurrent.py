@@ -30,6 +30,8 @@ from handgrad.inputs import load_weights
 from handgrad.scenarios.common import (
     Scenario,
     add_training_arguments,
+    asked_from_args,
+    asked_loss,
     loss_config,
     loss_from_args,
     optimizer_from_args,
@@ -246,7 +248,7 @@ def _build(
         **loss_config(loss),
         **training_config(args, optimizer, schedule, data.source),
     }
-    return recurrent_experiment(
+    experiment = recurrent_experiment(
         name,
         model,
         loss,
@@ -263,6 +265,23 @@ def _build(
         config=config,
         with_twin=with_twin,
     )
+    experiment.asked = {**asked_from_args(args), **asked_loss(args), **_recurrent_asked(args)}
+    return experiment
+
+
+def _recurrent_asked(args: argparse.Namespace) -> dict[str, object]:
+    """What the recurrent options ask the fused module and the head for."""
+    cell = CELL_NAMES[args.cell]
+    asked: dict[str, object] = {
+        "rnn.cell": cell,
+        "rnn.hidden_size": args.hidden,
+        "rnn.num_layers": args.layers,
+        "rnn.batch_first": args.batch_first,
+    }
+    if cell.startswith("rnn_"):
+        asked["rnn.nonlinearity"] = cell[4:]
+    asked.update({"dense1.in_features": args.hidden, "dense1.activation": args.output_activation})
+    return asked
 
 
 def _parity_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from handgrad.contract.multitask import PARTS, Multitask, param_table
 from handgrad.contract.names import state_keys
 from handgrad.spec import Activation, Optimizer, Stage
 from handgrad.trace import StepTrace
-from handgrad.twin import losses, optim
+from handgrad.twin import configuration, losses, optim
 from handgrad.twin.device import tf32_of, under_precision
 from handgrad.twin.network import _activation_module
 
@@ -83,6 +83,17 @@ class TwinMultitask:
         self.load_params(params)
         self.optimizer = optim.build(optimizer, list(self.module.parameters()))
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)
+        module = self.module
+        self.configuration = {  # read back from the torch objects (twin/configuration.py)
+            **configuration.tensor_configuration(module.parameters()),
+            **configuration.layer_configuration("trunk", module.trunk),
+            **configuration.layer_configuration("trunk", module.act),
+            **configuration.layer_configuration("head1", module.head1),
+            **configuration.layer_configuration("head2", module.head2),
+            **configuration.loss_configuration(self.loss1, "loss1"),
+            **configuration.loss_configuration(self.loss2, "loss2"),
+            **configuration.training_configuration(self.optimizer, self.scheduler, optimizer),
+        }
 
     def _named(self) -> dict[str, torch.nn.Parameter]:
         """Hand name → the module's parameter, in ``parameters()`` order."""

@@ -32,7 +32,7 @@ from handgrad.spec import (
     Stage,
 )
 from handgrad.trace import StepTrace
-from handgrad.twin import diagnostics, losses, optim
+from handgrad.twin import configuration, diagnostics, losses, optim
 from handgrad.twin.device import tf32_of, under_precision
 
 SOURCE = "torch.nn"
@@ -252,6 +252,16 @@ class TwinNetwork:
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
         self.terms = [StageTerms.of(stage) for stage in self.stages]
         self._module_params = [dict(module.named_parameters()) for module in self.model]  # read each step
+        self.configuration = {  # read back from the torch objects (twin/configuration.py)
+            **configuration.tensor_configuration(self.model.parameters()),
+            **{
+                key: value
+                for stage, module in zip(self.stages, self.model, strict=True)
+                for key, value in configuration.layer_configuration(stage.name, module).items()
+            },
+            **configuration.loss_configuration(self.loss_module),
+            **configuration.training_configuration(self.optimizer, self.scheduler, optimizer),
+        }
 
     def _load_masks(self, step: int) -> None:
         """Hand each dropout module its keep mask for this step (data, like the batch rows)."""

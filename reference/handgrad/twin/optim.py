@@ -15,6 +15,8 @@ the step count from ``optimizer.state[param]["step"]``, the lr in force from
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
@@ -109,16 +111,26 @@ def build_scheduler(
     raise ValueError(f"unknown schedule {schedule.kind!r}")
 
 
-def clip_gradients(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor | None:
-    """Clip the ``.grad`` of ``params`` in place as the spec says; returns the total norm that
-    ``clip_grad_norm_`` returned (None for clip-by-value or no clipping)."""
+def clip_call(spec: Optimizer) -> tuple[Callable[..., object], dict[str, object]] | None:
+    """The ``torch.nn.utils`` function the twin clips with and its arguments (None: no clipping);
+    :func:`clip_gradients` makes this very call, and the run's configuration reports it."""
     clip = spec.clip
     if clip is None:
         return None
     if clip.max_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(params, clip.max_norm, norm_type=clip.norm_type, foreach=False)
-    torch.nn.utils.clip_grad_value_(params, clip.value, foreach=False)
-    return None
+        return torch.nn.utils.clip_grad_norm_, {"max_norm": clip.max_norm, "norm_type": clip.norm_type}
+    return torch.nn.utils.clip_grad_value_, {"clip_value": clip.value}
+
+
+def clip_gradients(spec: Optimizer, params: list[torch.nn.Parameter]) -> torch.Tensor | None:
+    """Clip the ``.grad`` of ``params`` in place as the spec says; returns the total norm that
+    ``clip_grad_norm_`` returned (None for clip-by-value or no clipping)."""
+    call = clip_call(spec)
+    if call is None:
+        return None
+    function, arguments = call
+    result = function(params, **arguments, foreach=False)
+    return result if function is torch.nn.utils.clip_grad_norm_ else None
 
 
 def scalar_state(spec: Optimizer, optimizer: torch.optim.Optimizer) -> list[tuple[str, str, np.ndarray]]:

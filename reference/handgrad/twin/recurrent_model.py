@@ -38,7 +38,7 @@ from handgrad.contract.recurrent import (
 from handgrad.spec import Loss, Optimizer
 from handgrad.tolerance import tolerance_for
 from handgrad.trace import StepTrace
-from handgrad.twin import losses, optim
+from handgrad.twin import configuration, losses, optim
 from handgrad.twin import recurrent as tw
 from handgrad.twin.device import tf32_of, under_precision
 
@@ -112,6 +112,14 @@ class TwinRecurrent:
         self.optimizer = optim.build(optimizer, list(self.net.parameters()))
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)
         self._by_name = dict(self.net.named_parameters())
+        self.configuration = {  # read back from the torch objects (twin/configuration.py)
+            **configuration.tensor_configuration(self.net.parameters()),
+            **configuration.recurrent_configuration(self.net.rnn),
+            **configuration.layer_configuration(HEAD, self.net.head),
+            **configuration.layer_configuration(HEAD, self.net.activation),
+            **configuration.loss_configuration(self.loss_module),
+            **configuration.training_configuration(self.optimizer, self.scheduler, optimizer),
+        }
 
     def _tensor(self, array: np.ndarray, requires_grad: bool = False) -> torch.Tensor:
         return torch.tensor(array, dtype=self.dtype, device=self.device, requires_grad=requires_grad)

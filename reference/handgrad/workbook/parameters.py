@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad.harness import Experiment, Report
+from handgrad.workbook.configuration_table import add_configuration_table
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import FULL, SCIENTIFIC
 
@@ -111,6 +112,7 @@ def parameters_grid(experiment: Experiment, report: Report) -> Grid:
             height = max(height, matrix.shape[0])
             col += matrix.shape[1] + 1
         row += height + 3
+    add_configuration_table(grid, row, report)
     return grid
 
 

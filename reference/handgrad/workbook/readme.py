@@ -136,7 +136,7 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
     line(
         "Parameters",
         "Initial and final weights of both sides with their |Δ|, and the torch state_dict "
-        "key each hand parameter maps onto.",
+        "key each hand parameter maps onto; at the end, each option as asked for and as torch ran with.",
     )
     line(
         "Chart data",
