@@ -165,7 +165,7 @@ def network_asked(network: Any) -> Configuration:
 
 def recurrent_asked(model: Any) -> Configuration:
     """The fused recurrent module (``rnn.*``) and the head (``dense1.*``) of a recurrent model."""
-    from handgrad.hand.recurrent_model import HEAD
+    from handgrad.contract.recurrent import HEAD
 
     result: Configuration = {
         "rnn.cell": model.cell,
