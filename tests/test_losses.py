@@ -324,3 +324,21 @@ def test_loss_in_training_every_term(name: str, network: Network, loss: Loss, y:
     assert report.ok, report.verdict()
     assert ("loss.l" in report.terms) == (loss.reduction == "none")
     assert report.terms["dense2.dL_dz"].scale > 0
+
+
+def test_every_row_ignored_gives_nan_as_torch() -> None:
+    """A mean over zero kept rows: torch's cross-entropy is 0/0 = NaN, its gradient exactly 0 (the
+    ignored rows' gradient is zeroed); the hand side says the same, never a ZeroDivisionError."""
+    from handgrad.hand import losses as hand_losses
+    from handgrad.spec import Loss
+
+    logits = np.array([[0.3, -1.2, 0.5], [1.0, 0.2, -0.4]])
+    ids = np.array([[1.0], [1.0]])
+    spec = Loss("cross_entropy", ignore_index=1)
+    L, cache = hand_losses.forward(spec, logits, ids)
+    grad = hand_losses.backward(spec, cache)
+    x = torch.tensor(logits, requires_grad=True)
+    torch_L = torch.nn.functional.cross_entropy(x, torch.tensor([1, 1]), ignore_index=1)
+    torch_L.backward()
+    assert np.isnan(L) and torch.isnan(torch_L)
+    assert np.array_equal(grad, x.grad.numpy()) and not np.any(grad)

@@ -201,10 +201,12 @@ def backward(spec: Loss, cache: LossCache, upstream: float | np.ndarray | None =
     u = 0.5 * upstream if spec.half else upstream  # ∂(½L)/∂L = ½
     kind = spec.kind
     if kind in ("cross_entropy", "nll"):
-        c = u / divisor if spec.reduction == "mean" else u  # c = u/D, or u
-        c = np.asarray(c, dtype=yhat.dtype)
+        with np.errstate(divide="ignore", invalid="ignore"):  # D = 0 (every row ignored): NaN, as torch
+            c = np.divide(u, divisor) if spec.reduction == "mean" else u  # c = u/D, or u
+            c = np.asarray(c, dtype=yhat.dtype)
         c = c[:, None] if c.ndim == 1 else c  # N,1 for none
-        dlogp = -(c * T)  # ∂L/∂log p = −c·T
+        with np.errstate(invalid="ignore"):  # ignored rows: exactly 0 even when c = 1/0, as torch
+            dlogp = np.where(T != 0, -(c * T), 0.0)  # ∂L/∂log p = −c·T
         if kind == "nll":
             return dlogp
         return log_softmax_backward(dlogp, logp)  # ∂L/∂x = ∂L/∂log p − p Σ_k ∂L/∂log p_k
