@@ -245,6 +245,7 @@ USAGE = f"""usage: handgrad compare SCENARIO [options]    compare hand vs torch,
        handgrad compare SCENARIO --help           the options of a scenario
        handgrad gradcheck SCENARIO [options]      finite-difference check of the hand pass (no torch)
        handgrad gradcheck all [--json FILE]       every scenario, by finite differences
+       handgrad check FILE.py:FACTORY [options]   check your own torch model (runs FILE.py's code)
        handgrad list                              the built-in scenarios
        handgrad --version | --help
 
@@ -294,10 +295,14 @@ def dispatch(argv: Sequence[str]) -> int:
 
         name = _scenario_argument(command, rest)
         return command_all(rest[1:]) if name == "all" else gradcheck_command(name, rest[1:])
+    if command == "check":  # a user's own torch model: handgrad/check_command.py
+        from handgrad.check_command import command as check_command
+
+        return check_command(rest)
     if command == "compare":
         name = _scenario_argument(command, rest)
         return compare_all(rest[1:]) if name == "all" else compare(name, rest[1:])
-    raise SpecError("command", f"unknown command {command!r}; expected compare, gradcheck or list")
+    raise SpecError("command", f"unknown command {command!r}; expected compare, check, gradcheck or list")
 
 
 _ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}

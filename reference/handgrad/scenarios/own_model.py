@@ -367,6 +367,8 @@ def build_experiment(
     head: str = "many-to-one",
     custom_layers: CustomLayers | None = None,
     dtype: str = "float64",
+    device: str = "cpu",
+    schedule: Schedule | None = None,
     name: str = "model",
 ) -> Experiment:
     """Both sides of the user's model (see :func:`check_model`), ready for :func:`handgrad.harness.run`."""
@@ -383,7 +385,7 @@ def build_experiment(
             raise SpecError("custom_layers", f"expected module types as keys, got {kind!r}")
     require_int("steps", steps, 1)
     loss_spec, optimizer_spec = _loss(loss), _optimizer(optimizer, lr, optimizer_options)
-    schedule = Schedule(mode, batch_size, "fixed", seed)
+    schedule = schedule if schedule is not None else Schedule(mode, batch_size, "fixed", seed)
     x, y = _array("inputs", inputs), _array("targets", targets)
     if y.ndim == 1:
         y = y[:, None]
@@ -392,7 +394,7 @@ def build_experiment(
     rnn = [child for child in model.children() if isinstance(child, torch.nn.RNNBase)]
     if rnn and not _is_torch(model, "Sequential") and type(model) not in custom:
         return _recurrent(
-            name, model, x, y, head, loss_spec, optimizer_spec, schedule, steps, seed, dtype, config
+            name, model, x, y, head, loss_spec, optimizer_spec, schedule, steps, seed, dtype, config, device
         )
     if not _is_torch(model, "Sequential") and type(model) not in custom and list(model.children()):
         raise SpecError(
@@ -420,6 +422,7 @@ def build_experiment(
         seed=seed,
         dtype=dtype,
         params=params,
+        device=device,
         config=config,
         modules=modules,
     )
@@ -438,6 +441,7 @@ def _recurrent(
     seed: int,
     dtype: str,
     config: dict[str, object],
+    device: str,
 ) -> Experiment:
     """The recurrent family's run: every sequence of full length (no packing)."""
     from handgrad.contract.recurrent import torch_names
@@ -464,6 +468,7 @@ def _recurrent(
         seed=seed,
         dtype=dtype,
         params=params,
+        device=device,
         config=config,
         net=net,
     )
