@@ -32,6 +32,7 @@ import numpy as np
 
 from handgrad.contract.recurrent import RecurrentModel, SequenceData
 from handgrad.harness import Experiment, Report
+from handgrad.scenarios.common import loss_config
 from handgrad.spec import (
     Activation,
     AvgPool2d,
@@ -389,8 +390,13 @@ def build_experiment(
     x, y = _array("inputs", inputs), _array("targets", targets)
     if y.ndim == 1:
         y = y[:, None]
-    config: dict[str, object] = {"model": type(model).__qualname__, "loss": loss_spec.kind}
-    config.update({"optimizer": optimizer_spec.kind, "lr": optimizer_spec.lr, "mode": mode})
+    config: dict[str, object] = {
+        "scenario": name,
+        "model": type(model).__qualname__,
+        **loss_config(loss_spec),
+    }
+    config.update({"optimizer": optimizer_spec.kind, "lr": optimizer_spec.lr, "mode": schedule.mode})
+    config.update({"steps": steps, "dtype": dtype, "weights": "the module's own (state_dict)"})
     rnn = [child for child in model.children() if isinstance(child, torch.nn.RNNBase)]
     if rnn and not _is_torch(model, "Sequential") and type(model) not in custom:
         return _recurrent(
