@@ -81,7 +81,7 @@ CustomLayers = Mapping[type, tuple[Callable[..., Any], Callable[..., Any]]]
 
 def _type_name(module: Any) -> str:
     kind = type(module)
-    return f"nn.{kind.__name__}" if kind.__module__.startswith("torch.nn") else kind.__qualname__
+    return f"nn.{kind.__name__}" if kind.__module__.startswith("torch.nn") else kind.__name__
 
 
 def _refuse(path: str, module: Any) -> SpecError:
