@@ -307,7 +307,8 @@ def test_handgrad_check_with_csv_data_and_weights(tmp_path, capsys) -> None:
     factory.write_text(
         "import torch\n"
         "def make():\n"
-        "    return torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 1), torch.nn.Sigmoid())\n"
+        "    nn = torch.nn\n"
+        "    return nn.Sequential(nn.Linear(2, 3), nn.Sigmoid(), nn.Linear(3, 1), nn.Sigmoid())\n"
     )
     weights = tmp_path / "w.json"
     weights.write_text(json.dumps(namespace["WEIGHTS"]))
@@ -338,7 +339,7 @@ def test_handgrad_check_with_csv_data_and_weights(tmp_path, capsys) -> None:
         ("def make():\n    raise ValueError('no model today')\n", "m.py:make", "factory"),
         ("def make():\n    return 42\n", "m.py:make", "factory"),
         (
-            "import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm3d(2))\n",
+            "from torch import nn\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.BatchNorm3d(2))\n",
             "m.py:make",
             "model.1",
         ),
