@@ -339,7 +339,8 @@ def test_handgrad_check_with_csv_data_and_weights(tmp_path, capsys) -> None:
         ("def make():\n    raise ValueError('no model today')\n", "m.py:make", "factory"),
         ("def make():\n    return 42\n", "m.py:make", "factory"),
         (
-            "from torch import nn\ndef make():\n    return nn.Sequential(nn.Linear(2, 2), nn.BatchNorm3d(2))\n",
+            "from torch import nn\n"
+            "def make():\n    return nn.Sequential(nn.Linear(2, 2), nn.BatchNorm3d(2))\n",
             "m.py:make",
             "model.1",
         ),
