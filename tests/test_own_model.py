@@ -373,3 +373,31 @@ def test_copies_leave_the_callers_model_object_alone() -> None:
     check_model(model, x, y, steps=3)
     assert str(model) == str(snapshot)
     assert type(model[2]) is nn.Dropout  # the twin's shared-mask dropout is only in its copy
+
+
+class EveryStep(Recurrent):
+    """many-to-many: act(head(output)) at every step."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output, _ = self.rnn(x)
+        return self.act(self.head(output))
+
+
+def test_a_many_to_many_recurrent_model_agrees() -> None:
+    torch.manual_seed(5)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(3, 4, 2)), rng.uniform(0.1, 0.9, size=(3, 4, 1))
+    report = check_model(EveryStep(nn.GRU), x, y, head="many-to-many", steps=20, lr=0.1, mode="batch")
+    assert report.ok, report.verdict()
+
+
+def test_the_workbook_and_json_are_written(tmp_path) -> None:
+    import json
+    import zipfile
+
+    model, x, y = custom_model()
+    custom = {ScaledTanh: (scaled_tanh_forward, scaled_tanh_backward)}
+    book, document = tmp_path / "m.xlsx", tmp_path / "m.json"
+    report = check_model(model, x, y, steps=3, mode="batch", custom_layers=custom, xlsx=book, json=document)
+    assert report.ok and zipfile.is_zipfile(book)
+    assert json.loads(document.read_text())["verdict"] == report.verdict()
