@@ -21,7 +21,7 @@ def check_layer(*args: Any, **kwargs: Any) -> Any:
 
 def check_model(*args: Any, **kwargs: Any) -> Any:
     """Check a user's own torch model against its hand twin over training steps; see
-    :func:`handgrad.scenarios.own_model.check_model`. Imported lazily, as :func:`check_layer`."""
-    from handgrad.scenarios.own_model import check_model as check
+    :func:`handgrad.modelcheck.check_model`. Imported lazily, as :func:`check_layer`."""
+    from handgrad.modelcheck import check_model as check
 
     return check(*args, **kwargs)

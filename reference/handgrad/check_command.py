@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import numpy as np
 
 from handgrad.arguments import ArgumentParser
 from handgrad.atomic import check_outputs
+from handgrad.harness import Report
 from handgrad.scenarios.common import (
     add_training_arguments,
     loss_from_args,
@@ -163,17 +164,13 @@ def _weights(path: str, model: Any, dtype: str) -> Any:
     return model
 
 
-def command(argv: Sequence[str]) -> int:
-    """Run ``handgrad check``; the exit code as every command's (cli.py)."""
+def run_check(
+    argv: Sequence[str], progress: Callable[[str], Callable[[int, int], None]] | None = None
+) -> tuple[str, Report, argparse.Namespace]:
+    """Parse ``handgrad check``'s options, load the user's model, run the check (writing the
+    workbook and, by ``--json``, nothing yet: cli.py writes and prints the report as for
+    ``compare``). Returns (the run's label, the report, the options)."""
     from handgrad import harness
-    from handgrad.cli import (
-        EXIT_MISMATCH,
-        EXIT_OK,
-        _configuration_line,
-        _format_table,
-        _Progress,
-        _write_json,
-    )
     from handgrad.scenarios.own_model import build_experiment
 
     args = check_parser().parse_args(list(argv))
@@ -182,7 +179,7 @@ def command(argv: Sequence[str]) -> int:
     check_outputs({"--json": args.json, "--xlsx": args.xlsx}, inputs)
     loss, optimizer, schedule = loss_from_args(args), optimizer_from_args(args), schedule_from_args(args)
     device = resolve_device(args)
-    walkthrough = None
+    walkthrough = [1]
     if args.xlsx:
         from handgrad.workbook.writer import parse_walkthrough
 
@@ -210,16 +207,5 @@ def command(argv: Sequence[str]) -> int:
     if args.xlsx:
         from handgrad.workbook.writer import run_with_workbook
 
-        report = run_with_workbook(experiment, args.xlsx, walkthrough_steps=walkthrough or [1])
-    else:
-        report = harness.run(experiment, progress=_Progress(file.stem))
-    if args.json:
-        _write_json(args.json, report)
-    if not args.quiet:
-        print(_format_table(report))
-        if report.configuration is not None:
-            print(f"{file.stem}: {_configuration_line(report)}")
-    print(f"{file.stem}: {report.verdict()}")
-    if report.stopped:
-        print(f"{file.stem}: stopped early: {report.stopped}")
-    return EXIT_OK if report.ok else EXIT_MISMATCH
+        return file.stem, run_with_workbook(experiment, args.xlsx, walkthrough_steps=walkthrough), args
+    return file.stem, harness.run(experiment, progress=progress(file.stem) if progress else None), args

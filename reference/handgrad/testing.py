@@ -40,7 +40,7 @@ def assert_model_matches_torch(model: Any, inputs: Any, targets: Any, **options:
     """:func:`handgrad.check_model`; raises ``AssertionError`` naming the first divergence (step,
     term, element, both values, the tolerance, the term before it) or what stopped the run, and
     returns the :class:`~handgrad.harness.Report` when every term agrees at every step."""
-    from handgrad.scenarios.own_model import check_model
+    from handgrad.modelcheck import check_model
 
     report = check_model(model, inputs, targets, **options)
     if not report.ok:

@@ -1,6 +1,6 @@
 """Check your own model: a user's ``torch.nn.Module`` against its hand-derived twin, step by step.
 
-:func:`check_model` walks the module, builds the spec both sides are made from (a layer stack for
+:func:`build_experiment` walks the module, builds the spec both sides are made from (a layer stack for
 an ``nn.Sequential``, nested too; the recurrent family's model for an RNN/GRU/LSTM with a Linear
 head), copies the module's *current* weights into the hand network, and trains the hand side and a
 copy of the user's own modules in lock-step through the one harness (:func:`handgrad.harness.run`).
@@ -25,13 +25,12 @@ from __future__ import annotations
 import copy
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from handgrad.contract.recurrent import RecurrentModel, SequenceData
-from handgrad.harness import Experiment, Report
+from handgrad.harness import Experiment
 from handgrad.scenarios.common import loss_config
 from handgrad.spec import (
     Activation,
@@ -372,7 +371,8 @@ def build_experiment(
     schedule: Schedule | None = None,
     name: str = "model",
 ) -> Experiment:
-    """Both sides of the user's model (see :func:`check_model`), ready for :func:`handgrad.harness.run`."""
+    """Both sides of the user's model, ready for :func:`handgrad.harness.run`; the options are
+    :func:`handgrad.modelcheck.check_model`'s."""
     import torch
 
     from handgrad.scenarios.stack import stack_experiment
@@ -478,48 +478,3 @@ def _recurrent(
         config=config,
         net=net,
     )
-
-
-def check_model(
-    model: Any,
-    inputs: Any,
-    targets: Any,
-    *,
-    xlsx: str | Path | None = None,
-    json: str | Path | None = None,
-    walkthrough: str = "1",
-    **options: Any,
-) -> Report:
-    """Train the user's ``model`` and its hand-derived twin in lock-step and compare every term.
-
-    ``model``: an ``nn.Sequential`` (nested too) of the supported modules (:data:`SUPPORTED`), or a
-    module whose children are (rnn, head[, activation]) with ``head="many-to-one"`` or
-    ``"many-to-many"`` (inputs (sequences, length, inputs) in that order whatever ``batch_first``);
-    its current weights are the run's initial weights; it is never changed. ``inputs``,
-    ``targets``: arrays (or tensors), one row per sample. Options (with their defaults): ``loss``
-    ``"mse"`` (a name or a :class:`~handgrad.spec.Loss`), ``optimizer`` ``"sgd"`` (a name or an
-    :class:`~handgrad.spec.Optimizer`), ``lr`` 0.5, ``optimizer_options`` (torch's names),
-    ``steps`` 1000, ``mode`` ``"online"`` / ``"batch"`` / ``"minibatch"`` with ``batch_size``,
-    ``seed`` 0 (the dropout masks), ``custom_layers`` ``{ModuleType: (forward, backward)}``,
-    ``dtype`` ``"float64"``. ``xlsx`` / ``json``: write the workbook / the JSON report (atomically).
-    Returns the :class:`~handgrad.harness.Report`: ``ok``, ``verdict()``, ``first`` (the first
-    divergence), ``terms``.
-    """
-    from handgrad import harness
-    from handgrad.atomic import atomic_write_bytes, check_outputs
-
-    outputs = {"xlsx": None if xlsx is None else str(xlsx), "json": None if json is None else str(json)}
-    check_outputs(outputs)
-    experiment = build_experiment(model, inputs, targets, **options)
-    if xlsx is None:
-        report = harness.run(experiment)
-    else:
-        from handgrad.workbook.writer import parse_walkthrough, run_with_workbook
-
-        report = run_with_workbook(experiment, xlsx, walkthrough_steps=parse_walkthrough(walkthrough))
-    if json is not None:
-        import json as json_module
-
-        text = json_module.dumps(report.to_json(), indent=2, allow_nan=False) + "\n"
-        atomic_write_bytes(json, text.encode(), "json")
-    return report
