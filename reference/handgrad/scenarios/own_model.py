@@ -198,6 +198,8 @@ def _twin_copy(module: Any, dtype: Any) -> Any:
     twin = copy.deepcopy(module).to(dtype)
     if hasattr(twin, "inplace"):
         twin.inplace = False
+    if _is_torch(twin, "Conv2d") and twin.padding == "valid":
+        twin.padding = (0, 0)  # the same convolution, read back as the spec's numbers
     return twin
 
 
