@@ -36,13 +36,18 @@ ALLOWED: dict[str, set[str]] = {
     "harness": CONTRACT | {"version"},
     "oracle": CONTRACT,
     "layercheck": CONTRACT | {"harness"},
-    "testing": {"layercheck"},
+    "testing": {"layercheck", "modelcheck"},
+    "modelcheck": CONTRACT | UTILITIES | {"harness", "scenarios", "workbook"},
     "workbook": CONTRACT | {"harness", "atomic", "version"},
     "scenarios": CONTRACT | UTILITIES | {"hand", "twin", "harness", "oracle"},
     "gradcheck": CONTRACT | UTILITIES | {"harness", "oracle", "scenarios"},
-    "cli": CONTRACT | UTILITIES | {"harness", "scenarios", "gradcheck", "workbook", "version"},
+    "cli": CONTRACT
+    | UTILITIES
+    | {"harness", "scenarios", "gradcheck", "workbook", "version", "check_command"},
+    # handgrad check's options and run; cli.py prints its report as compare's
+    "check_command": CONTRACT | UTILITIES | {"harness", "scenarios", "workbook"},
     "__main__": {"cli"},
-    "handgrad": {"layercheck", "testing", "version"},
+    "handgrad": {"layercheck", "modelcheck", "testing", "version"},
     "mutants": CONTRACT | {"hand", "scenarios", "harness", "cli"},
     "mutants_layers": CONTRACT | {"hand"},
 }

@@ -6,7 +6,7 @@ from typing import Any
 
 from handgrad.version import __version__
 
-__all__ = ["__version__", "check_layer"]
+__all__ = ["__version__", "check_layer", "check_model"]
 
 
 def check_layer(*args: Any, **kwargs: Any) -> Any:
@@ -15,5 +15,13 @@ def check_layer(*args: Any, **kwargs: Any) -> Any:
     Imported lazily so that ``import handgrad`` (and the hand side) never pulls in torch.
     """
     from handgrad.layercheck import check_layer as check
+
+    return check(*args, **kwargs)
+
+
+def check_model(*args: Any, **kwargs: Any) -> Any:
+    """Check a user's own torch model against its hand twin over training steps; see
+    :func:`handgrad.modelcheck.check_model`. Imported lazily, as :func:`check_layer`."""
+    from handgrad.modelcheck import check_model as check
 
     return check(*args, **kwargs)

@@ -218,6 +218,22 @@ def compare(name: str, argv: Sequence[str]) -> int:
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
+def check(argv: Sequence[str]) -> int:
+    """``handgrad check FILE.py:FACTORY``: run by handgrad/check_command.py, reported as compare."""
+    from handgrad.check_command import run_check
+
+    label, report, args = run_check(argv, _Progress)
+    if args.json:
+        _write_json(args.json, report)
+    if not args.quiet:
+        print(_format_table(report))
+        print(f"{label}: {_configuration_line(report)}")
+    print(f"{label}: {report.verdict()}")
+    if report.stopped:
+        print(f"{label}: stopped early: {report.stopped}")
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
 def compare_all(argv: Sequence[str]) -> int:
     args = all_parser("compare").parse_args(list(argv))
     check_outputs({"--json": args.json})
@@ -245,6 +261,7 @@ USAGE = f"""usage: handgrad compare SCENARIO [options]    compare hand vs torch,
        handgrad compare SCENARIO --help           the options of a scenario
        handgrad gradcheck SCENARIO [options]      finite-difference check of the hand pass (no torch)
        handgrad gradcheck all [--json FILE]       every scenario, by finite differences
+       handgrad check FILE.py:FACTORY [options]   check your own torch model (runs FILE.py's code)
        handgrad list                              the built-in scenarios
        handgrad --version | --help
 
@@ -294,10 +311,12 @@ def dispatch(argv: Sequence[str]) -> int:
 
         name = _scenario_argument(command, rest)
         return command_all(rest[1:]) if name == "all" else gradcheck_command(name, rest[1:])
+    if command == "check":  # a user's own torch model: handgrad/check_command.py
+        return check(rest)
     if command == "compare":
         name = _scenario_argument(command, rest)
         return compare_all(rest[1:]) if name == "all" else compare(name, rest[1:])
-    raise SpecError("command", f"unknown command {command!r}; expected compare, gradcheck or list")
+    raise SpecError("command", f"unknown command {command!r}; expected compare, check, gradcheck or list")
 
 
 _ENVIRONMENT = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}

@@ -297,6 +297,39 @@ class Dropout:
         return input_shape
 
 
+@dataclass(frozen=True, eq=False)
+class UserLayer:
+    """A layer the user brings: their own hand ``forward``/``backward`` (the ``check_layer`` pair,
+    either form) for a module type handgrad does not know (``check_model(custom_layers=...)``).
+
+    ``params`` lists the module's parameters as (name, shape), named as the module names them
+    (``weight``, ``lin.bias``); the hand functions receive and return them under those names.
+    ``input_shape``/``out_shape`` are per sample, found by running the module once; ``prefix``
+    names the stage (``mylayer1``). The twin runs the user's own module (a copy).
+    """
+
+    type_name: str
+    params: tuple[tuple[str, tuple[int, ...]], ...]
+    input_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    forward: object = field(repr=False, default=None)
+    backward: object = field(repr=False, default=None)
+    prefix: str = "user"
+
+    def __post_init__(self) -> None:
+        if not callable(self.forward) or not callable(self.backward):
+            raise SpecError(
+                "custom_layers", f"{self.type_name}: expected a (forward, backward) pair of callables"
+            )
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if tuple(input_shape) != tuple(self.input_shape):
+            raise SpecError(
+                "input_shape", f"{self.type_name} was sized for inputs {self.input_shape}, got {input_shape}"
+            )
+        return tuple(self.out_shape)
+
+
 @dataclass(frozen=True)
 class Stage:
     """One layer of a network with its stable name: ``dense1``; an activation takes its owner's."""
@@ -344,7 +377,7 @@ class Network:
                 owner = result[-1]
                 result.append(Stage(owner.name, layer, owner.k))
                 continue
-            prefix = type(layer).prefix
+            prefix = layer.prefix  # a class attribute; a UserLayer's own field
             counts[prefix] = counts.get(prefix, 0) + 1
             result.append(Stage(f"{prefix}{counts[prefix]}", layer, counts[prefix]))
         return result
@@ -694,8 +727,12 @@ class Batches(Sequence[np.ndarray]):
 
     def __init__(self, schedule: Schedule, n_rows: int, steps: int) -> None:
         self.schedule, self.n_rows, self.steps = schedule, n_rows, steps
-        self.size = n_rows if schedule.mode == "batch" else 1 if schedule.mode == "online" else (
-            min(schedule.batch_size, n_rows)
+        self.size = (
+            n_rows
+            if schedule.mode == "batch"
+            else 1
+            if schedule.mode == "online"
+            else (min(schedule.batch_size, n_rows))
         )
         self.per_epoch = -(-n_rows // self.size)
         self._fixed = np.arange(n_rows)

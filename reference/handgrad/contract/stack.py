@@ -22,6 +22,7 @@ from handgrad.spec import (
     MaxPool2d,
     Network,
     Stage,
+    UserLayer,
 )
 
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
@@ -74,6 +75,12 @@ def _no_params(stage: Stage) -> ParamRows:
     return []
 
 
+def _user_params(stage: Stage) -> ParamRows:
+    """A user layer's parameters under the module's own names (``weight``, ``lin.bias``)."""
+    layer: UserLayer = stage.layer  # type: ignore[assignment]
+    return [(name, tuple(shape), f"{name}⁽{stage.name}⁾") for name, shape in layer.params]
+
+
 def _shape_only(stage: Stage) -> tuple[str, str]:
     return "out", f"out⁽{stage.name}⁾"
 
@@ -93,6 +100,7 @@ LAYER_SHAPES: dict[type, LayerShape] = {
     LocalResponseNorm: LayerShape(_no_params, _shape_only),
     Flatten: LayerShape(_no_params, _shape_only),
     Dropout: LayerShape(_no_params, _shape_only),
+    UserLayer: LayerShape(_user_params, _shape_only),
 }
 
 

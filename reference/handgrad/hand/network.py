@@ -36,6 +36,7 @@ from handgrad.spec import (
     Optimizer,
     SpecError,
     Stage,
+    UserLayer,
 )
 from handgrad.trace import StepTrace
 
@@ -144,6 +145,34 @@ CONV_OPS: dict[type, LayerOps] = {
     ),
 }
 LAYER_OPS.update(CONV_OPS)
+
+
+# --- a user's own layer (check_model(custom_layers=...)): their hand pair, either form of
+# handgrad.layercheck: forward(x, params) -> (out, cache) with backward(dout, cache) -> (dx, grads),
+# or forward(x, params) -> out with backward(dout, x, params) -> (dx, grads) or dx.
+
+
+def _user_forward(stage: Stage, x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
+    result = stage.layer.forward(x, {name: value.copy() for name, value in params.items()})
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], np.ndarray):
+        return result[0], ("layer", result[1])
+    return np.asarray(result), ("simple", (x, params))
+
+
+def _user_backward(stage: Stage, dout: np.ndarray, cache: Any) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    form, inner = cache
+    back = stage.layer.backward(dout, inner) if form == "layer" else stage.layer.backward(dout, *inner)
+    dx, grads = back if isinstance(back, tuple) else (back, {})
+    missing = [name for name, _ in stage.layer.params if name not in grads]
+    if missing:
+        returned = ", ".join(grads) or "none"
+        raise SpecError(
+            "backward", f"{stage.name}: returned no gradient for {missing[0]!r} (it returned {returned})"
+        )
+    return np.asarray(dx), {name: np.asarray(value) for name, value in grads.items()}
+
+
+LAYER_OPS[UserLayer] = _ops(UserLayer, forward=_user_forward, backward=_user_backward)
 
 
 def ops_for(stage: Stage) -> LayerOps:

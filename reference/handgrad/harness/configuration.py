@@ -92,6 +92,8 @@ def _same(asked: object, torch: object) -> bool:
         return type(asked) is type(torch) and asked == torch
     if isinstance(asked, list) and isinstance(torch, list):
         return len(asked) == len(torch) and all(_same(a, t) for a, t in zip(asked, torch, strict=True))
+    if isinstance(asked, list) and len(asked) == 2 and isinstance(torch, int):  # torch's _pair: 2 is (2, 2)
+        return all(_same(a, torch) for a in asked)
     return type(asked) is not list and type(torch) is not list and asked == torch
 
 

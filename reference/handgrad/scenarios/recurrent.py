@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -62,12 +63,15 @@ def recurrent_experiment(
     device: str = "cpu",
     config: dict[str, object] | None = None,
     with_twin: bool = True,
+    net: Any = None,
 ) -> Experiment:
     """Both sides of a recurrent model, built from one spec and one set of initial weights
     (``with_twin=False``: the hand side alone, ``twin`` None, no torch imported).
 
     ``h0`` / ``c0``: one initial state per sequence, (num_layers, sequences, hidden), or None for
     zeros (then torch has no tensor to report ∂L/∂h0 on, and neither side emits it).
+    ``net``: the twin runs these modules (``rnn``, ``head``, ``activation``: a user's own, copied by
+    :mod:`handgrad.scenarios.own_model`) instead of building them from the spec.
     """
     if dtype != "float64":
         raise SpecError("dtype", "the recurrent hand side computes in float64 only")
@@ -90,7 +94,7 @@ def recurrent_experiment(
         from handgrad.twin.recurrent_model import TwinRecurrent
 
         twin = TwinRecurrent(
-            model, loss, optimizer, initial, data, batches, **sides, dtype=dtype, device=device
+            model, loss, optimizer, initial, data, batches, **sides, dtype=dtype, device=device, net=net
         )
     return Experiment(
         scenario=scenario,

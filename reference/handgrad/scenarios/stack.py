@@ -13,6 +13,7 @@ other masks than torch's, but the finite-difference check needs only fixed masks
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -115,11 +116,13 @@ def stack_experiment(
     config: dict[str, object] | None = None,
     diagnostics: bool = False,
     with_twin: bool = True,
+    modules: list[Any] | None = None,
 ) -> Experiment:
     """Both sides of a layer stack, from one spec, one set of initial weights (``params``, else
     seeded by ``seed``) and one set of dropout masks; ``diagnostics`` adds the per-layer diagnostic
     terms (:mod:`handgrad.hand.diagnostics`). ``with_twin=False``: the hand side alone (``twin``
-    None), no torch imported, the dropout masks drawn by :func:`numpy_dropout_masks`."""
+    None), no torch imported, the dropout masks drawn by :func:`numpy_dropout_masks`. ``modules``:
+    the twin runs these (a user's own modules, one per stage: :mod:`handgrad.scenarios.own_model`)."""
     check_data(network, loss, data)
     initial = params if params is not None else init_params(network, seed, "float64")
     initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
@@ -153,6 +156,7 @@ def stack_experiment(
             device,
             masks=masks,
             diagnostics=diagnostics,
+            modules=modules,
         )
     elif masks:
         config = {**(config or {}), "dropout_masks": NUMPY_MASKS}

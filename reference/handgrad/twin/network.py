@@ -30,6 +30,7 @@ from handgrad.spec import (
     Network,
     Optimizer,
     Stage,
+    UserLayer,
 )
 from handgrad.trace import StepTrace
 from handgrad.twin import configuration, diagnostics, losses, optim
@@ -188,6 +189,17 @@ TWIN_OPS.update(
 )
 
 
+def _user_module(stage: Stage) -> torch.nn.Module:
+    raise ValueError(f"{stage.name}: a user layer runs the user's own module; pass it in modules=")
+
+
+TWIN_OPS[UserLayer] = TwinOps(  # the module's own parameter names on both sides
+    build=_user_module,
+    to_torch=lambda stage, hand: dict(hand),
+    from_torch=lambda stage, tensors: {name: _numpy(tensor) for name, tensor in tensors.items()},
+)
+
+
 def build_sequential(network: Network, dtype: torch.dtype) -> torch.nn.Sequential:
     modules = [TWIN_OPS[type(stage.layer)].build(stage) for stage in network.stages()]
     return torch.nn.Sequential(*modules).to(dtype)
@@ -219,6 +231,7 @@ class TwinNetwork:
         device: str = "cpu",
         masks: dict[str, list[np.ndarray]] | None = None,
         diagnostics: bool = False,
+        modules: list[torch.nn.Module] | None = None,
     ) -> None:
         self.network = network
         self.stages = network.stages()
@@ -232,7 +245,13 @@ class TwinNetwork:
             name: [torch.as_tensor(np.asarray(m), dtype=self.torch_dtype, device=self.device) for m in ms]
             for name, ms in (masks or {}).items()
         }
-        self.model = build_sequential(network, self.torch_dtype).to(self.device)
+        # ``modules``: the user's own modules, one per stage (copies: check_model), run instead of
+        # modules built from the spec, so an option the spec does not carry shows as a mismatch
+        self.model = (
+            build_sequential(network, self.torch_dtype)
+            if modules is None
+            else torch.nn.Sequential(*modules).to(self.torch_dtype)
+        ).to(self.device)
         self.loss_spec = loss
         target_form = (  # class ids travel as floats in one column; the loss module takes them as long
             loss.target_form(np.asarray(y).shape[1], network.output_shape[0])
@@ -287,7 +306,7 @@ class TwinNetwork:
                 short_names = [short for short, _, _ in shape_of(stage).params(stage)]
                 hand = {short: params[f"{stage.name}.{short}"] for short in short_names}
                 for key, value in TWIN_OPS[type(stage.layer)].to_torch(stage, hand).items():
-                    getattr(module, key).copy_(torch.as_tensor(np.asarray(value)))
+                    module.get_parameter(key).copy_(torch.as_tensor(np.asarray(value)))
 
     def params(self) -> dict[str, np.ndarray]:
         """A copy of every parameter (the optimizer later updates the tensors in place)."""

@@ -94,6 +94,7 @@ class TwinRecurrent:
         c0: np.ndarray | None = None,
         dtype: str = "float64",
         device: str = "cpu",
+        net: nn.Module | None = None,
     ) -> None:
         form = check_targets(model, loss, data)
         self.model = model
@@ -103,7 +104,8 @@ class TwinRecurrent:
         self.dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)  # TF32 in float32 matmuls and cuDNN RNNs on cuda (twin/device.py)
-        self.net = RecurrentNet(model, self.dtype).to(self.device)
+        # ``net``: the user's own modules (copies, with ``rnn``, ``head``, ``activation``: check_model)
+        self.net = (RecurrentNet(model, self.dtype) if net is None else net.to(self.dtype)).to(self.device)
         self.loss_module = losses.build(loss, self.dtype, index_targets=form == "index", device=self.device)
         self.optimizer_spec = optimizer
         self.names = torch_names(model)  # hand name -> torch parameter name
