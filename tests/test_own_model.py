@@ -401,3 +401,54 @@ def test_the_workbook_and_json_are_written(tmp_path) -> None:
     report = check_model(model, x, y, steps=3, mode="batch", custom_layers=custom, xlsx=book, json=document)
     assert report.ok and zipfile.is_zipfile(book)
     assert json.loads(document.read_text())["verdict"] == report.verdict()
+
+
+# --- the file is loaded as an import would load it; --max-memory is honoured ---------------------
+
+TYPED = """from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+
+@dataclasses.dataclass
+class Sizes:
+    n_in: int = 2
+
+
+def make():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(Sizes().n_in, 1)).double()
+    return model, np.eye(2), np.ones((2, 1))
+"""
+
+
+def test_a_file_with_a_dataclass_under_postponed_annotations_loads(tmp_path, capsys) -> None:
+    """dataclasses looks the class's module up in sys.modules: the file is registered there while
+    it runs, as an import would do (else: AttributeError, exit 2)."""
+    (tmp_path / "typed.py").write_text(TYPED)
+    assert main(["check", f"{tmp_path / 'typed.py'}:make", "--steps", "3", "--quiet"]) == 0
+    assert "terms agree at every one of 3 steps" in capsys.readouterr().out
+
+
+def test_max_memory_refuses_a_run_too_big_before_it_is_built(tmp_path, capsys) -> None:
+    example = str(ROOT / "examples" / "xor_model.py") + ":make"
+    assert main(["check", example, "--steps", "3", "--quiet", "--max-memory", "0.0000001"]) == 2
+    captured = capsys.readouterr()
+    line = captured.err.strip()
+    assert captured.out == "" and len(line.splitlines()) == 1
+    assert line.startswith("handgrad: error: max_memory: this run would need about")
+    assert "13 parameters, 10 activations per step" in line  # online: a row's 2 inputs, 3+3+1+1 outputs
+    big = tmp_path / "big.py"
+    big.write_text(
+        "import numpy as np\nimport torch\n\ndef make():\n"
+        "    nn = torch.nn\n"
+        "    model = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.5), nn.Linear(4, 1))\n"
+        "    return model, np.zeros((10, 4)), np.zeros((10, 1))\n"
+    )
+    argv = ["check", f"{big}:make", "--mode", "batch", "--steps", "1000000", "--max-memory", "0.01"]
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip()
+    assert "40,000,000 dropout-mask values drawn before the run" in line

@@ -94,10 +94,12 @@ def load_factory(text: str) -> tuple[Any, Any]:
     if spec is None or spec.loader is None:
         raise SpecError("file", f"{file} cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: a dataclass under postponed annotations looks it up
     sys.path.insert(0, str(file.parent.resolve()))  # the file's own imports of its neighbours
     try:
         spec.loader.exec_module(module)
     except (Exception, SystemExit) as error:  # noqa: BLE001 (the user's code: any failure is bad input)
+        sys.modules.pop(spec.name, None)
         raise SpecError("file", f"importing {file} raised {_one_line(error)}") from None
     finally:
         sys.path.remove(str(file.parent.resolve()))
@@ -164,6 +166,48 @@ def _weights(path: str, model: Any, dtype: str) -> Any:
     return model
 
 
+def _check_memory(model: Any, x: Any, args: argparse.Namespace) -> None:
+    """``--max-memory``, estimated as ``compare`` does before anything is built: the parameters 16
+    times, a row's input and every layer module's output 24 times per row of a step, and the
+    dropout masks (drawn for every step before the run) once per step. The sizes are what a copy of
+    the model gives one row in float64; a model whose own forward cannot take one row (the
+    recurrent form) is counted by its parameters and inputs."""
+    import copy
+
+    import torch
+
+    from handgrad.scenarios.common import check_memory
+
+    x = np.asarray(x)
+    if x.ndim < 1 or len(x) == 0:
+        return  # build_experiment refuses it, naming the field
+    rows = {"batch": len(x), "online": 1}.get(args.mode, min(args.batch_size, len(x)))
+    params = float(sum(parameter.numel() for parameter in model.parameters()))
+    per_row = {"outputs": 0.0, "dropout": 0.0}
+
+    def count(module: Any, inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            per_row["outputs"] += output[0].numel()
+        if isinstance(module, torch.nn.Dropout) and inputs and isinstance(inputs[0], torch.Tensor):
+            per_row["dropout"] += inputs[0][0].numel()
+
+    probe = copy.deepcopy(model).double()
+    for module in probe.modules():
+        if not list(module.children()):
+            module.register_forward_hook(count)
+    try:
+        with torch.no_grad():
+            probe(torch.as_tensor(x[:1], dtype=torch.float64))
+    except Exception:  # noqa: BLE001 (the user's forward: only the estimate is at stake)
+        per_row["outputs"] = per_row["dropout"] = 0.0
+    activations = float(rows) * (x[0].size + per_row["outputs"])
+    masks = float(args.steps) * rows * per_row["dropout"]
+    what = f"{params:,.0f} parameters, {activations:,.0f} activations per step"
+    if masks:
+        what += f", {masks:,.0f} dropout-mask values drawn before the run"
+    check_memory("max_memory", 8 * (16 * params + 24 * activations + masks), what, args)
+
+
 def run_check(
     argv: Sequence[str], progress: Callable[[str], Callable[[int, int], None]] | None = None
 ) -> tuple[str, Report, argparse.Namespace]:
@@ -187,6 +231,7 @@ def run_check(
     made, custom = load_factory(args.target)
     model, x, y = _unpack(made, name)
     x, y = _data(args, model, x, y)
+    _check_memory(model, x, args)
     if args.weights:
         model = _weights(args.weights, model, args.dtype)
     experiment = build_experiment(
