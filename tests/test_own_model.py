@@ -452,3 +452,23 @@ def test_max_memory_refuses_a_run_too_big_before_it_is_built(tmp_path, capsys) -
     assert main(argv) == 2
     line = capsys.readouterr().err.strip()
     assert "40,000,000 dropout-mask values drawn before the run" in line
+
+
+@pytest.mark.libreoffice
+def test_the_xor_examples_workbook_recomputes_as_compare_xors(tmp_path) -> None:
+    """The workbook of a user's model: its live formulas, recomputed by LibreOffice, give the hand
+    values, and as many cells are live as in compare xor's workbook."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("handgrad_scripts_recalc", ROOT / "scripts" / "recalc.py")
+    recalc = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recalc  # dataclasses look their module up here
+    spec.loader.exec_module(recalc)
+    mine, theirs = tmp_path / "check.xlsx", tmp_path / "xor.xlsx"
+    example = str(ROOT / "examples" / "xor_model.py") + ":make"
+    assert main(["check", example, "--steps", "30", "--quiet", "--xlsx", str(mine)]) == 0
+    assert main(["compare", "xor", "--steps", "30", "--quiet", "--xlsx", str(theirs)]) == 0
+    results, _ = recalc.recalc_and_check([mine, theirs])
+    assert all(result.ok for result in results), [result.problems[:5] for result in results]
+    assert results[0].checked == results[1].checked > 1000
