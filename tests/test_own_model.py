@@ -472,3 +472,23 @@ def test_the_xor_examples_workbook_recomputes_as_compare_xors(tmp_path) -> None:
     results, _ = recalc.recalc_and_check([mine, theirs])
     assert all(result.ok for result in results), [result.problems[:5] for result in results]
     assert results[0].checked == results[1].checked > 1000
+
+
+def test_the_conv_family_with_its_options_agrees() -> None:
+    """A grouped, strided conv without bias, LRN with its own α β k, an average pool with padding
+    that leaves the padding out of the count, sgd with momentum: every option read from the module."""
+    torch.manual_seed(3)
+    model = nn.Sequential(
+        nn.Conv2d(2, 4, 3, stride=2, groups=2, bias=False),
+        nn.LocalResponseNorm(3, alpha=0.1, beta=0.75, k=2.0),
+        nn.AvgPool2d(2, stride=1, padding=1, count_include_pad=False),
+        nn.Flatten(),
+        nn.Linear(64, 2),
+    )
+    rng = np.random.default_rng(6)
+    x, y = rng.normal(size=(3, 2, 7, 7)), rng.uniform(0.1, 0.9, size=(3, 2))
+    report = check_model(model, x, y, steps=20, lr=0.1, mode="batch", optimizer_options={"momentum": 0.9})
+    assert report.ok, report.verdict()
+    assert report.configuration_failures == []
+    assert {"conv1.W_next", "lrn1.out", "avgpool1.out"} <= set(report.terms)
+    assert "conv1.b_next" not in report.terms
