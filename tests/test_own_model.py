@@ -492,3 +492,15 @@ def test_the_conv_family_with_its_options_agrees() -> None:
     assert report.configuration_failures == []
     assert {"conv1.W_next", "lrn1.out", "avgpool1.out"} <= set(report.terms)
     assert "conv1.b_next" not in report.terms
+
+
+def test_the_users_gradients_and_eval_mode_are_left_as_they_were() -> None:
+    model, x, y = dense_model()
+    model(torch.as_tensor(x, dtype=torch.float32)).sum().backward()
+    grads = {name: parameter.grad.clone() for name, parameter in model.named_parameters()}
+    model.eval()
+    report = check_model(model, x, y, steps=5, mode="batch", optimizer="adam", lr=0.05)
+    assert report.ok, report.verdict()
+    assert not model.training
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter.grad, grads[name]), name
