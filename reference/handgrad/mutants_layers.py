@@ -236,3 +236,37 @@ MUTANTS: tuple[LayerMutant, ...] = (
         ((attention, "mha_forward", mha_forward_weights_summed),), "mha", "mha1.weights",
     ),
 )  # fmt: skip
+
+
+# --- the same slips inside a scenario: the makemore MLP (issue 17) ------------------------------
+
+
+def _makemore_mutants() -> tuple[Any, ...]:
+    """Four layer bugs planted in the whole makemore run (handgrad.mutants.Mutant, run through
+    the harness by ``run_mutant``), each caught at the first term of the scenario it touches."""
+    from handgrad.hand import activations
+    from handgrad.mutants import Mutant, derivative_tanh_from_z
+
+    argv = ("--steps", "2", "--hidden", "8", "--batch-size", "8")
+    return (
+        Mutant(
+            "makemore-bn-unbiased-var", "makemore",
+            ((nm, "batchnorm_forward", batchnorm_forward_unbiased_var),), "makemore", argv, "bn.hpreact",
+        ),
+        Mutant(
+            "makemore-bn-running-var-biased", "makemore",
+            ((nm, "batchnorm_forward", batchnorm_forward_running_var_biased),), "makemore", argv,
+            "bn.running_var",
+        ),
+        Mutant(
+            "makemore-embedding-grad-overwritten", "makemore",
+            ((embedding, "backward", embedding_backward_overwrites),), "makemore", argv, "emb.dL_dC",
+        ),
+        Mutant(
+            "makemore-tanh-derivative-from-z", "makemore",
+            ((activations, "derivative", derivative_tanh_from_z),), "makemore", argv, "bn.dL_dhpreact",
+        ),
+    )  # fmt: skip
+
+
+SCENARIO_MUTANTS = _makemore_mutants()
