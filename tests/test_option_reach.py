@@ -80,6 +80,7 @@ BASE: dict[str, tuple[str, ...]] = {
     "parity": ("--steps", "2", "--length", "3", "--sequences", "2", "--hidden", "2"),
     "echo": ("--steps", "2", "--length", "3", "--sequences", "2", "--hidden", "2", "--delay", "1"),
     "multitask": ("--steps", "2", "--rows", "4", "--hidden", "3"),
+    "makemore": ("--steps", "2", "--hidden", "4", "--batch-size", "4", "--n-embd", "3"),
 }
 
 # options that change nothing in the trace by design, with the reason
@@ -280,6 +281,23 @@ CASES_BY_SCENARIO[("parity", "--head")] = case(
     "--head", "many-to-many", why="the targets and the loss's rows"
 )
 CASES_BY_SCENARIO[("echo", "--delay")] = case("--delay", "2", why=DATA)
+_MAKEMORE_REFUSED = "makemore trains on cross_entropy with torch's defaults on drawn batches: refused, exit 2"
+for _option in ("--loss", "--reduction", "--half", "--beta", "--delta", "--pos-weight", "--class-weight"):
+    CASES_BY_SCENARIO[("makemore", _option)] = Skip(_MAKEMORE_REFUSED)
+for _option in ("--ignore-index", "--label-smoothing", "--mode", "--order"):
+    CASES_BY_SCENARIO[("makemore", _option)] = Skip(_MAKEMORE_REFUSED)
+CASES_BY_SCENARIO.update(
+    {
+        ("makemore", "--batch-size"): case("--batch-size", "5", why=SCHEDULE),
+        ("makemore", "--hidden"): case(
+            "--hidden", "5", torch={"hidden.out_features": 5, "bn.num_features": 5}
+        ),
+        ("makemore", "--n-embd"): case(
+            "--n-embd", "2", torch={"emb.embedding_dim": 2, "hidden.in_features": 6}
+        ),
+        ("makemore", "--block-size"): case("--block-size", "2", torch={"hidden.in_features": 6}),
+    }
+)
 
 GRADCHECK_CASES: dict[str, tuple[str, ...] | str] = {
     "--at-step": ("--at-step", "2"),
