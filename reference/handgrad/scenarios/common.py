@@ -84,6 +84,16 @@ def estimate_memory(args: argparse.Namespace) -> tuple[float, str, str]:
         params = layers * 4.0 * hidden * (2 * hidden + 2)
         activations = float(sequences) * length * hidden * layers * 8
         driver = "length"
+    elif get("n_embd"):  # makemore
+        hidden, embd, block, batch = (
+            get("hidden", 64),
+            get("n_embd", 10),
+            get("block_size", 3),
+            get("batch_size", 32),
+        )
+        params = 27 * embd + block * embd * hidden + hidden * 2 + hidden * 27 + 27
+        activations = float(batch) * (2 * block * embd + 3 * hidden + 27) * 2
+        driver = "hidden"
     elif get("classes"):  # multitask
         hidden, rows = get("hidden", 8), get("rows", 16)
         params = get("inputs", 3) * hidden + hidden * (get("outputs", 1) + get("classes", 3) + 1)
