@@ -9,7 +9,9 @@ from handgrad.scenarios.dense import MLP, XOR
 from handgrad.scenarios.makemore import MAKEMORE
 from handgrad.scenarios.multitask import MULTITASK
 from handgrad.scenarios.recurrent import ECHO, PARITY
+from handgrad.scenarios.transformer import TRANSFORMER
 
 SCENARIOS: dict[str, Scenario] = {
-    scenario.name: scenario for scenario in (XOR, MLP, ALEXNET_MINI, PARITY, ECHO, DEEP, MULTITASK, MAKEMORE)
+    scenario.name: scenario
+    for scenario in (XOR, MLP, ALEXNET_MINI, PARITY, ECHO, DEEP, MULTITASK, MAKEMORE, TRANSFORMER)
 }
