@@ -269,4 +269,27 @@ def _makemore_mutants() -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-SCENARIO_MUTANTS = _makemore_mutants()
+def _transformer_mutants() -> tuple[Any, ...]:
+    """Three attention slips planted in the transformer run, each caught at its first term."""
+    from handgrad.mutants import Mutant
+
+    argv = ("--steps", "2", "--n-embd", "8", "--mlp", "8", "--context", "5", "--batch-size", "3")
+    return (
+        Mutant(
+            "transformer-attention-without-scale", "transformer",
+            ((attention, "sdpa_forward", sdpa_forward_without_scale),), "transformer", argv,
+            "block1.attn.weights",
+        ),
+        Mutant(
+            "transformer-mask-leaks-one", "transformer",
+            ((attention, "causal_mask", causal_mask_leaks_one),), "transformer", argv, "block1.attn.weights",
+        ),
+        Mutant(
+            "transformer-residual-grad-dropped", "transformer",
+            ((attention, "residual_backward", residual_backward_drops_skip),), "transformer", argv,
+            "block1.dL_dx1",
+        ),
+    )  # fmt: skip
+
+
+SCENARIO_MUTANTS = _makemore_mutants() + _transformer_mutants()
