@@ -1,4 +1,5 @@
-"""Run every planted bug of handgrad.mutants through the harness and print the tally.
+"""Run every planted bug of handgrad.mutants (and the scenario mutants of handgrad.mutants_layers)
+through the harness and print the tally.
 
 Usage: python scripts/mutants.py [ID ...]   (exit 1 unless every bug is caught at its expected term)
 """
@@ -11,7 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reference"))
 
-from handgrad.mutants import MUTANTS, run_mutant  # noqa: E402
+from handgrad.mutants import MUTANTS as SHIPPED_MUTANTS  # noqa: E402
+from handgrad.mutants import run_mutant  # noqa: E402
+from handgrad.mutants_layers import SCENARIO_MUTANTS  # noqa: E402
+
+MUTANTS = (*SHIPPED_MUTANTS, *SCENARIO_MUTANTS)
 
 
 def main(argv: list[str]) -> int:

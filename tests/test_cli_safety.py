@@ -271,7 +271,7 @@ def test_compare_all_json_is_one_document(tmp_path: Path) -> None:
     document = json.loads((tmp_path / "all.json").read_text())
     assert done.returncode == 0 and document["ok"] is True
     assert [report["scenario"] for report in document["scenarios"]] == [
-        "xor", "mlp", "alexnet-mini", "parity", "echo", "deep", "multitask"
+        "xor", "mlp", "alexnet-mini", "parity", "echo", "deep", "multitask", "makemore", "transformer"
     ]
 
 

@@ -29,7 +29,7 @@ from handgrad.twin.device import Device, precision, under_precision
 
 CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
-ALL = list(SCENARIOS)  # xor, mlp, alexnet-mini, parity, echo, deep, multitask
+ALL = list(SCENARIOS)  # xor, mlp, alexnet-mini, parity, echo, deep, multitask, makemore, transformer
 FLOAT32 = ["xor", "mlp", "alexnet-mini", "deep", "multitask"]  # the recurrent hand side is float64 only
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from handgrad import harness
-from handgrad.hand import activations, conv, dense, losses, optim
+from handgrad.hand import activations, attention, conv, dense, embedding, losses, normalization, optim
 from handgrad.mutants import MUTANTS, run_mutant
+from handgrad.mutants_layers import SCENARIO_MUTANTS
 
 SHIPPED = (
     dense.forward,
@@ -56,3 +57,27 @@ def test_registry_spans_every_family_and_restores_the_shipped_code() -> None:
         dict(optim.RULES),
     )
     assert after == SHIPPED
+
+
+@pytest.mark.parametrize("mutant", SCENARIO_MUTANTS, ids=[m.id for m in SCENARIO_MUTANTS])
+def test_layer_bug_in_a_scenario_is_caught_at_its_first_term(mutant) -> None:
+    """The layer slips of handgrad.mutants_layers, planted in the makemore and transformer runs."""
+    outcome = run_mutant(mutant)
+    assert outcome.caught, f"{mutant.id} went unnoticed: {outcome.message}"
+    assert (outcome.step, outcome.term) == (mutant.expected_step, mutant.expected_term), outcome.message
+    assert mutant.expected_term in outcome.message
+
+
+def test_scenario_mutants_control_agrees_and_restores_the_shipped_code() -> None:
+    def functions() -> tuple[object, ...]:
+        return (normalization.batchnorm_forward, embedding.backward, activations.derivative,
+                attention.sdpa_forward, attention.causal_mask, attention.residual_backward)  # fmt: skip
+
+    shipped = functions()
+    for mutant in SCENARIO_MUTANTS:
+        run_mutant(mutant)
+    assert functions() == shipped
+    assert {m.scenario for m in SCENARIO_MUTANTS} == {"makemore", "transformer"}
+    for scenario in ("makemore", "transformer"):
+        report = harness.run(next(m for m in SCENARIO_MUTANTS if m.scenario == scenario).experiment())
+        assert report.ok, report.verdict()

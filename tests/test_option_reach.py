@@ -80,6 +80,8 @@ BASE: dict[str, tuple[str, ...]] = {
     "parity": ("--steps", "2", "--length", "3", "--sequences", "2", "--hidden", "2"),
     "echo": ("--steps", "2", "--length", "3", "--sequences", "2", "--hidden", "2", "--delay", "1"),
     "multitask": ("--steps", "2", "--rows", "4", "--hidden", "3"),
+    "makemore": ("--steps", "2", "--hidden", "4", "--batch-size", "4", "--n-embd", "3"),
+    "transformer": ("--steps", "2", "--n-embd", "4", "--mlp", "6", "--context", "4", "--batch-size", "2"),
 }
 
 # options that change nothing in the trace by design, with the reason
@@ -280,6 +282,50 @@ CASES_BY_SCENARIO[("parity", "--head")] = case(
     "--head", "many-to-many", why="the targets and the loss's rows"
 )
 CASES_BY_SCENARIO[("echo", "--delay")] = case("--delay", "2", why=DATA)
+_MAKEMORE_REFUSED = "makemore trains on cross_entropy with torch's defaults on drawn batches: refused, exit 2"
+for _option in ("--loss", "--reduction", "--half", "--beta", "--delta", "--pos-weight", "--class-weight"):
+    CASES_BY_SCENARIO[("makemore", _option)] = Skip(_MAKEMORE_REFUSED)
+for _option in ("--ignore-index", "--label-smoothing", "--mode", "--order"):
+    CASES_BY_SCENARIO[("makemore", _option)] = Skip(_MAKEMORE_REFUSED)
+for _option in ("--loss", "--reduction", "--half", "--beta", "--delta", "--pos-weight", "--class-weight"):
+    CASES_BY_SCENARIO[("transformer", _option)] = Skip(_MAKEMORE_REFUSED)
+for _option in ("--ignore-index", "--label-smoothing", "--mode", "--order"):
+    CASES_BY_SCENARIO[("transformer", _option)] = Skip(_MAKEMORE_REFUSED)
+CASES_BY_SCENARIO.update(
+    {
+        ("transformer", "--optimizer"): case("--optimizer", "sgd", torch={"optimizer": "sgd"}),
+        ("transformer", "--momentum"): case(
+            "--momentum", "0.9", torch={"optimizer.momentum": 0.9}, context=("--optimizer", "sgd")
+        ),
+        ("transformer", "--dampening"): case(
+            "--dampening", "0.5", torch={"optimizer.dampening": 0.5},
+            context=("--optimizer", "sgd", "--momentum", "0.9"),
+        ),
+        ("transformer", "--nesterov"): case(
+            "--nesterov", torch={"optimizer.nesterov": True},
+            context=("--optimizer", "sgd", "--momentum", "0.9"),
+        ),
+        ("transformer", "--batch-size"): case("--batch-size", "3", why=SCHEDULE),
+        ("transformer", "--layers"): case("--layers", "2", torch={"layers": 2}),
+        ("transformer", "--context"): case("--context", "3", torch={"pos.num_embeddings": 3}),
+        ("transformer", "--n-embd"): case("--n-embd", "6", torch={"tok.embedding_dim": 6}),
+        ("transformer", "--heads"): case("--heads", "1", torch={"attn.num_heads": 1}),
+        ("transformer", "--mlp"): case("--mlp", "5", torch={"fc1.out_features": 5}),
+        ("transformer", "--approximate"): case("--approximate", "tanh", torch={"gelu.approximate": "tanh"}),
+    }
+)  # fmt: skip
+CASES_BY_SCENARIO.update(
+    {
+        ("makemore", "--batch-size"): case("--batch-size", "5", why=SCHEDULE),
+        ("makemore", "--hidden"): case(
+            "--hidden", "5", torch={"hidden.out_features": 5, "bn.num_features": 5}
+        ),
+        ("makemore", "--n-embd"): case(
+            "--n-embd", "2", torch={"emb.embedding_dim": 2, "hidden.in_features": 6}
+        ),
+        ("makemore", "--block-size"): case("--block-size", "2", torch={"hidden.in_features": 6}),
+    }
+)
 
 GRADCHECK_CASES: dict[str, tuple[str, ...] | str] = {
     "--at-step": ("--at-step", "2"),

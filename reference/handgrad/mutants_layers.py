@@ -236,3 +236,60 @@ MUTANTS: tuple[LayerMutant, ...] = (
         ((attention, "mha_forward", mha_forward_weights_summed),), "mha", "mha1.weights",
     ),
 )  # fmt: skip
+
+
+# --- the same slips inside a scenario: the makemore MLP (issue 17) ------------------------------
+
+
+def _makemore_mutants() -> tuple[Any, ...]:
+    """Four layer bugs planted in the whole makemore run (handgrad.mutants.Mutant, run through
+    the harness by ``run_mutant``), each caught at the first term of the scenario it touches."""
+    from handgrad.hand import activations
+    from handgrad.mutants import Mutant, derivative_tanh_from_z
+
+    argv = ("--steps", "2", "--hidden", "8", "--batch-size", "8")
+    return (
+        Mutant(
+            "makemore-bn-unbiased-var", "makemore",
+            ((nm, "batchnorm_forward", batchnorm_forward_unbiased_var),), "makemore", argv, "bn.hpreact",
+        ),
+        Mutant(
+            "makemore-bn-running-var-biased", "makemore",
+            ((nm, "batchnorm_forward", batchnorm_forward_running_var_biased),), "makemore", argv,
+            "bn.running_var",
+        ),
+        Mutant(
+            "makemore-embedding-grad-overwritten", "makemore",
+            ((embedding, "backward", embedding_backward_overwrites),), "makemore", argv, "emb.dL_dC",
+        ),
+        Mutant(
+            "makemore-tanh-derivative-from-z", "makemore",
+            ((activations, "derivative", derivative_tanh_from_z),), "makemore", argv, "bn.dL_dhpreact",
+        ),
+    )  # fmt: skip
+
+
+def _transformer_mutants() -> tuple[Any, ...]:
+    """Three attention slips planted in the transformer run, each caught at its first term."""
+    from handgrad.mutants import Mutant
+
+    argv = ("--steps", "2", "--n-embd", "8", "--mlp", "8", "--context", "5", "--batch-size", "3")
+    return (
+        Mutant(
+            "transformer-attention-without-scale", "transformer",
+            ((attention, "sdpa_forward", sdpa_forward_without_scale),), "transformer", argv,
+            "block1.attn.weights",
+        ),
+        Mutant(
+            "transformer-mask-leaks-one", "transformer",
+            ((attention, "causal_mask", causal_mask_leaks_one),), "transformer", argv, "block1.attn.weights",
+        ),
+        Mutant(
+            "transformer-residual-grad-dropped", "transformer",
+            ((attention, "residual_backward", residual_backward_drops_skip),), "transformer", argv,
+            "block1.dL_dx1",
+        ),
+    )  # fmt: skip
+
+
+SCENARIO_MUTANTS = _makemore_mutants() + _transformer_mutants()

@@ -84,6 +84,21 @@ def estimate_memory(args: argparse.Namespace) -> tuple[float, str, str]:
         params = layers * 4.0 * hidden * (2 * hidden + 2)
         activations = float(sequences) * length * hidden * layers * 8
         driver = "length"
+    elif get("heads"):  # transformer
+        E, F, context, batch = get("n_embd", 16), get("mlp", 64), get("context", 8), get("batch_size", 8)
+        params = 27 * E * 2 + context * E + get("layers", 1) * (4 * E * E + 2 * E * F + F + 5 * E)
+        activations = float(batch) * context * (get("layers", 1) * (8 * E + 2 * F + context) + 2 * E + 54)
+        driver = "n_embd"
+    elif get("n_embd"):  # makemore
+        hidden, embd, block, batch = (
+            get("hidden", 64),
+            get("n_embd", 10),
+            get("block_size", 3),
+            get("batch_size", 32),
+        )
+        params = 27 * embd + block * embd * hidden + hidden * 2 + hidden * 27 + 27
+        activations = float(batch) * (2 * block * embd + 3 * hidden + 27) * 2
+        driver = "hidden"
     elif get("classes"):  # multitask
         hidden, rows = get("hidden", 8), get("rows", 16)
         params = get("inputs", 3) * hidden + hidden * (get("outputs", 1) + get("classes", 3) + 1)

@@ -1,0 +1,180 @@
+"""The torch twin of :mod:`handgrad.hand.makemore`: ``nn.Embedding`` → ``nn.Linear`` (no bias) →
+``nn.BatchNorm1d`` (training mode) → ``nn.Tanh`` → ``nn.Linear`` → ``F.cross_entropy``.
+
+Every term is what torch computed: the modules' outputs (``retain_grad()`` on each, so ``.grad``
+holds ∂L/∂output after ``L.backward()``), the parameters' ``.grad``, BatchNorm1d's buffers
+(``running_mean``, ``running_var``, ``num_batches_tracked``) as the module holds them after the
+forward, and ``torch.optim``'s state. bnmean, bnvar, bnraw, probs and logprobs are computed inside
+torch's fused kernels and not exposed; they are not recomputed here (contract.makemore.HAND_ONLY).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from handgrad.contract.makemore import BUFFERS, Makemore, param_table
+from handgrad.contract.names import state_keys
+from handgrad.spec import Optimizer
+from handgrad.trace import StepTrace
+from handgrad.twin import configuration, optim
+from handgrad.twin.device import tf32_of, under_precision
+
+SOURCE = "torch.nn"
+
+
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().numpy().copy()
+
+
+class MakemoreModule(torch.nn.Module):
+    """The MLP of makemore part 4; ``forward`` returns every module output."""
+
+    def __init__(self, model: Makemore) -> None:
+        super().__init__()
+        self.emb = torch.nn.Embedding(model.vocab, model.n_embd)
+        self.hidden = torch.nn.Linear(model.fan_in, model.hidden, bias=False)
+        self.bn = torch.nn.BatchNorm1d(model.hidden, eps=model.eps, momentum=model.momentum)
+        self.act = torch.nn.Tanh()
+        self.output = torch.nn.Linear(model.hidden, model.vocab)
+
+    def forward(self, Xb: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        emb = self.emb(Xb)  # N,3,10
+        embcat = emb.view(emb.shape[0], -1)  # N,30
+        hprebn = self.hidden(embcat)
+        hpreact = self.bn(hprebn)
+        h = self.act(hpreact)
+        return emb, embcat, hprebn, hpreact, h, self.output(h)
+
+
+class TwinMakemore:
+    """The torch side of a makemore run: its own module and ``torch.optim``."""
+
+    def __init__(
+        self,
+        model: Makemore,
+        optimizer: Optimizer,
+        params: dict[str, np.ndarray],
+        X: np.ndarray,
+        Y: np.ndarray,
+        batches: object,
+        dtype: str = "float64",
+        device: str = "cpu",
+    ) -> None:
+        self.spec = model
+        self.torch_dtype = getattr(torch, dtype)
+        self.device = torch.device(device)
+        self.tf32 = tf32_of(device)
+        self.module = MakemoreModule(model).to(self.torch_dtype).to(self.device)
+        self.module.train()
+        self.optimizer_spec = optimizer
+        self.X = torch.as_tensor(np.asarray(X, dtype=np.int64), device=self.device)
+        self.Y = torch.as_tensor(np.asarray(Y, dtype=np.int64), device=self.device)
+        self.batches = batches
+        self.symbols = {name: symbol for name, _, symbol in param_table(model)}
+        self.load_params(params)
+        self.optimizer = optim.build(optimizer, list(self.module.parameters()))
+        self.scheduler = optim.build_scheduler(optimizer, self.optimizer)
+        module = self.module
+        self.configuration = {  # read back from the torch objects (twin/configuration.py)
+            **configuration.tensor_configuration(module.parameters()),
+            "emb.num_embeddings": module.emb.num_embeddings,
+            "emb.embedding_dim": module.emb.embedding_dim,
+            **configuration.layer_configuration("hidden", module.hidden),
+            "bn.num_features": module.bn.num_features,
+            "bn.eps": module.bn.eps,
+            "bn.momentum": module.bn.momentum,
+            "bn.training": module.bn.training,
+            **configuration.layer_configuration("act", module.act),
+            **configuration.layer_configuration("output", module.output),
+            **configuration.training_configuration(self.optimizer, self.scheduler, optimizer),
+        }
+
+    def _named(self) -> dict[str, torch.nn.Parameter]:
+        """Hand name → the module's parameter, in ``parameters()`` order."""
+        m = self.module
+        return {
+            "emb.C": m.emb.weight,
+            "hidden.W1": m.hidden.weight,
+            "bn.gamma": m.bn.weight,
+            "bn.beta": m.bn.bias,
+            "output.W2": m.output.weight,
+            "output.b2": m.output.bias,
+        }
+
+    def load_params(self, params: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            for name, param in self._named().items():
+                param.copy_(torch.as_tensor(np.asarray(params[name])))
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {name: _numpy(param) for name, param in self._named().items()}
+
+    @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
+    def step(self, step: int) -> StepTrace:
+        trace = StepTrace(step)
+        rows = torch.as_tensor(np.asarray(self.batches[step - 1]), device=self.device)  # type: ignore[index]
+        Xb, Yb = self.X[rows], self.Y[rows]
+
+        optim.zero_grad(self.optimizer)
+        outputs = self.module(Xb)
+        emb, embcat, hprebn, hpreact, h, logits = outputs
+        for output in outputs:
+            output.retain_grad()
+        L = F.cross_entropy(logits, Yb)
+        L.backward()
+
+        trace.add("emb.emb", "emb = C[Xb]", "forward", _numpy(emb), SOURCE)
+        trace.add("emb.embcat", "embcat", "forward", _numpy(embcat), SOURCE)
+        trace.add("hidden.hprebn", "hprebn = embcat W1ᵀ", "forward", _numpy(hprebn), SOURCE)
+        trace.add("bn.hpreact", "hpreact = γ bnraw + β", "forward", _numpy(hpreact), SOURCE)
+        trace.add("act.h", "h = tanh(hpreact)", "forward", _numpy(h), SOURCE)
+        trace.add("output.logits", "logits = h W2ᵀ + b2", "forward", _numpy(logits), SOURCE)
+        trace.add("loss.L", "L = −mean logprobs[Yb]", "loss", _numpy(L), "torch.nn.functional")
+
+        named = self._named()
+        grad = lambda name: _numpy(named[name].grad)  # noqa: E731
+        trace.add("output.dL_dlogits", "∂L/∂logits", "backward", _numpy(logits.grad), SOURCE)
+        trace.add("output.dL_dW2", "∂L/∂W2", "backward", grad("output.W2"), SOURCE)
+        trace.add("output.dL_db2", "∂L/∂b2", "backward", grad("output.b2"), SOURCE)
+        trace.add("act.dL_dh", "∂L/∂h", "backward", _numpy(h.grad), SOURCE)
+        trace.add("bn.dL_dhpreact", "∂L/∂hpreact", "backward", _numpy(hpreact.grad), SOURCE)
+        trace.add("bn.dL_dgamma", "∂L/∂γ", "backward", grad("bn.gamma"), SOURCE)
+        trace.add("bn.dL_dbeta", "∂L/∂β", "backward", grad("bn.beta"), SOURCE)
+        trace.add("hidden.dL_dhprebn", "∂L/∂hprebn", "backward", _numpy(hprebn.grad), SOURCE)
+        trace.add("hidden.dL_dW1", "∂L/∂W1", "backward", grad("hidden.W1"), SOURCE)
+        trace.add("emb.dL_dembcat", "∂L/∂embcat", "backward", _numpy(embcat.grad), SOURCE)
+        trace.add("emb.dL_demb", "∂L/∂emb", "backward", _numpy(emb.grad), SOURCE)
+        trace.add("emb.dL_dC", "∂L/∂C", "backward", grad("emb.C"), SOURCE)
+
+        bn = self.module.bn
+        buffers = (bn.running_mean, bn.running_var, bn.num_batches_tracked)
+        for (name, symbol), buffer in zip(BUFFERS, buffers, strict=True):
+            trace.add(name, symbol, "state", _numpy(buffer), "torch.nn.BatchNorm1d")
+        self._update(trace, named)
+        return trace
+
+    def _update(self, trace: StepTrace, named: dict[str, torch.nn.Parameter]) -> None:
+        """Clip, step and trace ``torch.optim``, as the multitask twin does it."""
+        if self.optimizer_spec.clip is not None:  # clip_grad_norm_ / clip_grad_value_ on .grad, in place
+            total_norm = optim.clip_gradients(self.optimizer_spec, list(self.module.parameters()))
+            if total_norm is not None:
+                trace.add("clip.total_norm", "‖g‖", "update", _numpy(total_norm), "torch.nn.utils")
+            for name, param in named.items():
+                symbol = f"ĝ[{self.symbols[name]}]"
+                trace.add(f"clip.grad.{name}", symbol, "update", _numpy(param.grad), "torch.nn.utils")
+        optim.step(self.optimizer)
+        for name, value in self.params().items():
+            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
+        kind = self.optimizer_spec.kind
+        for key, symbol in state_keys(self.optimizer_spec):
+            for name, param in named.items():
+                value = _numpy(self.optimizer.state[param][key])
+                trace.add(
+                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", value, "torch.optim"
+                )
+        for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
+            trace.add(f"{kind}.{key}", symbol, "state", value, "torch.optim")
+        if self.scheduler is not None:
+            self.scheduler.step()  # the lr of the next step, into param_groups
