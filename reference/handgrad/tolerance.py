@@ -108,18 +108,21 @@ class RecentScale:
 
     def __init__(self, window: int = SCALE_WINDOW) -> None:
         self.window = window
-        self._peaks: np.ndarray | None = None  # terms, window, 2 (max|t|, ‖t‖₂)
+        # 2 (max|t|, ‖t‖₂), terms, window: the window innermost, so the max runs along contiguous
+        # memory (a max over a middle axis was the costliest call of a small run's comparison)
+        self._peaks: np.ndarray | None = None
         self._count = 0
 
     def update(self, peaks: np.ndarray, norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        current = np.stack([peaks, norms], axis=-1)
-        if self._peaks is None or self._peaks.shape[0] != current.shape[0]:
-            self._peaks = np.zeros((current.shape[0], self.window, 2))
+        if self._peaks is None or self._peaks.shape[1] != len(peaks):
+            self._peaks = np.zeros((2, len(peaks), self.window))
             self._count = 0
-        self._peaks[:, self._count % self.window] = current
+        slot = self._count % self.window
+        self._peaks[0, :, slot] = peaks
+        self._peaks[1, :, slot] = norms
         self._count += 1
-        recent = self._peaks.max(axis=1)
-        return recent[:, 0], recent[:, 1]
+        recent = self._peaks.max(axis=2)
+        return recent[0], recent[1]
 
 
 def relative(difference: float, magnitude: float) -> float:

@@ -292,27 +292,32 @@ def compare_traces(
             peaks[i], norms[i] = float(magnitude.max(initial=0.0)), norm(magnitude)
     scales, norm_scales = recent.update(peaks, norms) if recent is not None else (peaks, norms)
     checks: list[TermCheck | None] = [None] * count
+    # the per-term figures as Python floats once (.tolist() gives the same doubles as float(x[i]))
+    scale_list, norm_scale_list = scales.tolist(), norm_scales.tolist()
     if small:
         with np.errstate(invalid="ignore"):
             errors = tol.element_errors(diff, small_magnitude, np.repeat(scales[small], sizes))
-        elem_rel = np.maximum.reduceat(errors, starts)
+        elem_rel_list = np.maximum.reduceat(errors, starts).tolist()
+        finite_list, max_abs_list = finite.tolist(), max_abs.tolist()
+        diff_norm_list, size_list = diff_norm.tolist(), sizes.tolist()
         for position, i in enumerate(small):
-            norm_rel = relative(float(diff_norm[position]), float(norm_scales[i]))
-            if not finite[position] or elem_rel[position] > tol.rtol or norm_rel > tol.rtol:
+            norm_rel = relative(diff_norm_list[position], norm_scale_list[i])
+            elem_rel = elem_rel_list[position]
+            if not finite_list[position] or elem_rel > tol.rtol or norm_rel > tol.rtol:
                 continue  # compared alone below, with its worst element located
             # an agreeing term: its worst element is not located (no message shows it)
             checks[i] = TermCheck(
                 hand.terms[i].name,
-                float(max_abs[position]),
-                float(elem_rel[position]),
+                max_abs_list[position],
+                elem_rel,
                 norm_rel,
                 0,
-                int(sizes[position]),
+                size_list[position],
                 (),
                 math.nan,
                 math.nan,
                 tol.rtol,
-                scale=float(scales[i]),
+                scale=scale_list[i],
             )
     return [
         check
@@ -322,8 +327,8 @@ def compare_traces(
             hand_values[i],
             torch_values[i],
             tol,
-            scale=float(scales[i]),
-            norm_scale=float(norm_scales[i]),
+            scale=scale_list[i],
+            norm_scale=norm_scale_list[i],
         )
         for i, (term, check) in enumerate(zip(hand.terms, checks, strict=True))
     ]

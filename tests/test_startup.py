@@ -1,0 +1,54 @@
+"""A run imports only what it uses: the other families' scenario modules and the workbook
+(openpyxl) load when asked for (issue 19). Nothing here is timed; scripts/bench.py measures."""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from handgrad.scenarios import SCENARIOS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+RUN_AND_LIST = """
+import runpy, sys
+sys.argv = ["handgrad", *sys.argv[1:]]
+try:
+    runpy.run_module("handgrad", run_name="__main__")
+except SystemExit as exit:
+    assert not exit.code, exit.code
+prefixes = ("handgrad.scenarios.", "handgrad.workbook", "openpyxl")
+print(sorted(m for m in sys.modules if m.startswith(prefixes)))
+"""
+
+
+def loaded_after(*argv: str) -> list[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "reference"), env.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [sys.executable, "-c", RUN_AND_LIST, *argv], env=env, capture_output=True, text=True, check=True
+    )
+    return ast.literal_eval(completed.stdout.strip().splitlines()[-1])
+
+
+def test_compare_xor_loads_the_dense_family_only_and_no_workbook() -> None:
+    loaded = loaded_after("compare", "xor", "--steps", "1", "--quiet")
+    assert "handgrad.scenarios.dense" in loaded
+    others = ("conv", "recurrent", "multitask", "deep")
+    assert [m for m in loaded if m.rsplit(".", 1)[-1] in others] == []
+    assert [m for m in loaded if m.startswith(("handgrad.workbook", "openpyxl"))] == []
+
+
+def test_compare_xor_with_xlsx_loads_the_workbook(tmp_path: Path) -> None:
+    loaded = loaded_after("compare", "xor", "--steps", "1", "--quiet", "--xlsx", str(tmp_path / "x.xlsx"))
+    assert "handgrad.workbook.writer" in loaded and "openpyxl" in loaded
+
+
+def test_the_lazy_registry_lists_every_scenario_in_order_and_each_resolves_to_its_name() -> None:
+    names = ["xor", "mlp", "alexnet-mini", "parity", "echo", "deep", "multitask"]
+    assert list(SCENARIOS) == names and len(SCENARIOS) == len(names)
+    assert all(SCENARIOS[name].name == name for name in names)
+    assert "nope" not in SCENARIOS
