@@ -37,7 +37,7 @@ def loaded_after(*argv: str) -> list[str]:
 def test_compare_xor_loads_the_dense_family_only_and_no_workbook() -> None:
     loaded = loaded_after("compare", "xor", "--steps", "1", "--quiet")
     assert "handgrad.scenarios.dense" in loaded
-    others = ("conv", "recurrent", "multitask", "deep")
+    others = ("conv", "recurrent", "multitask", "deep", "makemore", "transformer")
     assert [m for m in loaded if m.rsplit(".", 1)[-1] in others] == []
     assert [m for m in loaded if m.startswith(("handgrad.workbook", "openpyxl"))] == []
 
@@ -48,7 +48,7 @@ def test_compare_xor_with_xlsx_loads_the_workbook(tmp_path: Path) -> None:
 
 
 def test_the_lazy_registry_lists_every_scenario_in_order_and_each_resolves_to_its_name() -> None:
-    names = ["xor", "mlp", "alexnet-mini", "parity", "echo", "deep", "multitask"]
+    names = ["xor", "mlp", "alexnet-mini", "parity", "echo", "deep", "multitask", "makemore", "transformer"]
     assert list(SCENARIOS) == names and len(SCENARIOS) == len(names)
     assert all(SCENARIOS[name].name == name for name in names)
     assert "nope" not in SCENARIOS
