@@ -160,14 +160,17 @@ def test_summary_has_loss_gradient_norm_and_step_size_charts(small):
     assert [row[1:3] for row in data] == [tuple(pair) for pair in report.loss_history]
     # plain SGD: θ′ − θ = −η·g, so the effective step ‖θ′ − θ‖/‖g‖ is η itself
     for row, (hand, _) in zip(data, traces, strict=True):
-        assert row[5] == float(hand.value("sgd.lr")) == 0.5
-        assert row[6] == pytest.approx(0.5, rel=1e-12)
+        assert row[5] == float(hand.value("sgd.lr")) == 2.0  # xor's default η
+        assert row[6] == pytest.approx(2.0, rel=1e-12)
 
 
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (("--schedule", "step", "--step-size", "2", "--gamma", "0.5"), [0.5, 0.5, 0.25, 0.25, 0.125]),
+        (
+            ("--lr", "0.5", "--schedule", "step", "--step-size", "2", "--gamma", "0.5"),
+            [0.5, 0.5, 0.25, 0.25, 0.125],
+        ),
         (("--optimizer", "adam", "--lr", "0.1"), None),
         (("--clip-norm", "0.01"), None),
     ],

@@ -46,9 +46,10 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--walkthrough",
+        "--walkthrough-step",
         metavar="STEPS",
-        default="1",
-        help="steps the workbook shows as live formulas, e.g. 1,50,1000 (default 1)",
+        help="steps the workbook shows as live formulas, e.g. 2 or 1,50,1000 (default: the first of "
+        "steps 1-8 where no gradient is zero everywhere, else 1)",
     )
     parser.add_argument(
         "--live-steps",
@@ -163,8 +164,8 @@ def compare(name: str, argv: Sequence[str]) -> int:
         from handgrad.workbook.writer import WorkbookWriter, parse_walkthrough
         from handgrad.workbook.xlsx import EXCEL_MAX_ROWS
 
-        walkthrough = parse_walkthrough(args.walkthrough)
-        if len(walkthrough) > MAX_WALKTHROUGH_STEPS:
+        walkthrough = None if args.walkthrough is None else parse_walkthrough(args.walkthrough)
+        if walkthrough is not None and len(walkthrough) > MAX_WALKTHROUGH_STEPS:
             most = f"expected at most {MAX_WALKTHROUGH_STEPS} steps"
             raise SpecError("walkthrough", f"{most}, got {len(walkthrough)}")
         require_int("live_steps", args.live_steps, 1)
@@ -179,7 +180,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
     if args.gradcheck is not None:
         oracle = CompareOracle(experiment, fd_steps)
     if args.xlsx:
-        late = [step for step in walkthrough if step > experiment.steps]
+        late = [step for step in walkthrough or () if step > experiment.steps]
         if late:
             raise SpecError("walkthrough", f"step {late[0]} is past the last step ({experiment.steps})")
         workbook = WorkbookWriter(experiment, walkthrough_steps=walkthrough, live_steps=args.live_steps)
@@ -205,6 +206,9 @@ def compare(name: str, argv: Sequence[str]) -> int:
     print(f"{name}: {report.verdict()}")
     if report.stopped:
         print(f"{name}: stopped early: {report.stopped}")
+    if report.predictions is not None and not args.quiet:
+        print(f"{name}: final predictions, every row of the data at the last step's weights:")
+        print(report.predictions.table())
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 

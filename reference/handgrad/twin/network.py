@@ -279,6 +279,16 @@ class TwinNetwork:
                 for key, value in TWIN_OPS[type(stage.layer)].to_torch(stage, hand).items():
                     getattr(module, key).copy_(torch.as_tensor(np.asarray(value)))
 
+    def predict(self) -> np.ndarray:
+        """ŷ for every row of the data at the current parameters: the modules in order under
+        ``torch.no_grad()``, dropout left out (as ``model.eval()`` does)."""
+        out = self.x
+        with torch.no_grad():
+            for module in self.model:
+                if not isinstance(module, SharedMaskDropout):
+                    out = module(out)
+        return _numpy(out).copy()
+
     def params(self) -> dict[str, np.ndarray]:
         """A copy of every parameter (the optimizer later updates the tensors in place)."""
         return {name: value.copy() for name, value in self._read_params(lambda param: param).items()}

@@ -85,6 +85,7 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
         "note",
     )
     row += 2
+    row = _predictions(grid, row, report)
 
     grid.set(row, 1, "Run configuration", "subtitle")
     row += 1
@@ -182,6 +183,30 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
         grid.text(row, 11, stats.hand_source)
         grid.text(row, 12, stats.torch_source)
     return grid, SummaryLayout(first_row, max(row, first_row))
+
+
+def _predictions(grid: Grid, row: int, report: Report) -> int:
+    """The final-predictions table (small data sets): did the network learn the task? Numbers
+    where each row has one output, else the console's text. Returns the next free row."""
+    predictions = report.predictions
+    if predictions is None:
+        return row
+    grid.set(row, 1, "Final predictions: every row of the data at the last step's weights", "subtitle")
+    row += 1
+    for col, name in enumerate(("x", "target", "ŷ (hand)", "ŷ (torch)", "|ŷ − target|"), start=1):
+        grid.set(row, col, name, "header")
+    single = predictions.y.shape[1] == 1
+    for i, texts in enumerate(predictions.rows()):
+        row += 1
+        grid.text(row, 1, texts[0])
+        if not single:
+            for col, text in enumerate(texts[1:], start=2):
+                grid.text(row, col, text)
+            continue
+        numbers = (predictions.y, predictions.hand, predictions.torch, abs(predictions.hand - predictions.y))
+        for col, values in enumerate(numbers, start=2):
+            grid.set(row, col, float(values[i, 0]))
+    return row + 2
 
 
 _PHASE_STYLES = ("forward", "loss", "backward", "update", "state", "diagnostic")

@@ -65,6 +65,7 @@ LIVE_SHEETS = (
     ("conv_walkthrough", "conv_unsupported_reason", "conv_walkthrough_grids", False),
     ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
 )
+AUTO_CANDIDATES = 8  # without --walkthrough, the Walkthrough shows the first of these steps that teaches
 _ADDRESS_LIKE = re.compile(r"^([A-Za-z]{1,3}\d+|[RrCc]|[Rr]\d*[Cc]\d*)$")
 
 
@@ -185,12 +186,15 @@ class WorkbookWriter:
         self,
         experiment: Experiment,
         *,
-        walkthrough_steps: Iterable[int] = (1,),
+        walkthrough_steps: Iterable[int] | None = None,
         live_steps: int = 1000,
         rows_per_sheet: int = EXCEL_MAX_ROWS,
     ) -> None:
         self.experiment = experiment
-        steps = {int(k) for k in walkthrough_steps}
+        # None: the step is chosen after the run among the first AUTO_CANDIDATES (choose_walkthrough)
+        self.auto_walkthrough = walkthrough_steps is None
+        candidates = range(1, AUTO_CANDIDATES + 1) if walkthrough_steps is None else walkthrough_steps
+        steps = {int(k) for k in candidates}
         self.walkthrough_steps = sorted(k for k in steps if 1 <= k <= experiment.steps)
         self.live_steps = int(live_steps)
         self.rows_per_sheet = rows_per_sheet
@@ -266,8 +270,24 @@ class WorkbookWriter:
 
     # -- after the run ----------------------------------------------------------------------
 
+    def choose_walkthrough(self) -> None:
+        """Without named steps: the first captured step where no gradient term is zero everywhere
+        (xor's step 1 feeds x = (0, 0), where ∂L/∂W⁽¹⁾ = 0: nothing to see), else step 1."""
+        if not self.auto_walkthrough:
+            return
+        self.auto_walkthrough = False
+        chosen = min(self.captured, default=1)
+        for step in sorted(self.captured):
+            hand, _ = self.captured[step]
+            if not any(term.phase == "backward" and not np.any(term.value) for term in hand):
+                chosen = step
+                break
+        self.walkthrough_steps = [chosen]
+        self.captured = {k: v for k, v in self.captured.items() if k in (chosen - 1, chosen)}
+
     def write(self, path: str | Path, report: Report) -> None:
         """Lay out every sheet and write the workbook to ``path`` atomically."""
+        self.choose_walkthrough()
         book = self.book
         summary_grid, layout = summary.summary_grid(self.experiment, report)
         write_grid(book, summary_grid, book.first)
@@ -413,7 +433,7 @@ def run_with_workbook(
     experiment: Experiment,
     path: str | Path,
     *,
-    walkthrough_steps: Iterable[int] = (1,),
+    walkthrough_steps: Iterable[int] | None = None,
     live_steps: int = 1000,
     resync: bool = False,
     progress: Callable[[int, int], None] | None = None,
