@@ -16,6 +16,7 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -28,6 +29,7 @@ from handgrad.harness import Report, all_document
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.spec import SpecError, require_int
+from handgrad.workbook.tracebudget import HELP as TRACE_HELP
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 MAX_WALKTHROUGH_STEPS = 20  # each walkthrough step is a sheet of its own
@@ -51,6 +53,7 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
         help="steps the workbook shows as live formulas, e.g. 2 or 1,50,1000 (default: the first of "
         "steps 1-8 where no gradient is zero everywhere, else 1)",
     )
+    parser.add_argument("--trace-steps", metavar="WHICH", help=TRACE_HELP)
     parser.add_argument(
         "--live-steps",
         metavar="N",
@@ -156,14 +159,32 @@ def input_files(args: argparse.Namespace) -> dict[str, str | None]:
     return {"--weights": getattr(args, "weights", None), "--data": getattr(args, "data", None)}
 
 
+def regenerate_command(name: str, argv: Sequence[str]) -> str:
+    """The command that wrote a workbook, as the Read me prints it: the output files by their names
+    alone (the same run writes the same workbook wherever it is written)."""
+    words = list(argv)
+    for i, word in enumerate(words[:-1]):
+        if word in ("--xlsx", "--json"):
+            words[i + 1] = os.path.basename(words[i + 1])
+    words = [
+        f"{w.split('=', 1)[0]}={os.path.basename(w.split('=', 1)[1])}"
+        if w.startswith(("--xlsx=", "--json="))
+        else w
+        for w in words
+    ]
+    return shlex.join(["handgrad", "compare", name, *words])
+
+
 def compare(name: str, argv: Sequence[str]) -> int:
     args = scenario_parser(name).parse_args(list(argv))
     check_outputs({"--json": args.json, "--xlsx": args.xlsx}, input_files(args))
     workbook = None
     if args.xlsx:
+        from handgrad.workbook.tracebudget import parse_trace_steps
         from handgrad.workbook.writer import WorkbookWriter, parse_walkthrough
         from handgrad.workbook.xlsx import EXCEL_MAX_ROWS
 
+        trace_steps = parse_trace_steps(args.trace_steps)
         walkthrough = None if args.walkthrough is None else parse_walkthrough(args.walkthrough)
         if walkthrough is not None and len(walkthrough) > MAX_WALKTHROUGH_STEPS:
             most = f"expected at most {MAX_WALKTHROUGH_STEPS} steps"
@@ -183,7 +204,13 @@ def compare(name: str, argv: Sequence[str]) -> int:
         late = [step for step in walkthrough or () if step > experiment.steps]
         if late:
             raise SpecError("walkthrough", f"step {late[0]} is past the last step ({experiment.steps})")
-        workbook = WorkbookWriter(experiment, walkthrough_steps=walkthrough, live_steps=args.live_steps)
+        workbook = WorkbookWriter(
+            experiment,
+            walkthrough_steps=walkthrough,
+            live_steps=args.live_steps,
+            trace_steps=trace_steps,
+            command=regenerate_command(name, argv),
+        )
     try:
         observers = [workbook.observe] if workbook else []
         if oracle is not None:
@@ -206,6 +233,9 @@ def compare(name: str, argv: Sequence[str]) -> int:
     print(f"{name}: {report.verdict()}")
     if report.stopped:
         print(f"{name}: stopped early: {report.stopped}")
+    if workbook and not args.quiet:
+        for line in workbook.notices():
+            print(f"{name}: workbook: {line}")
     if report.predictions is not None and not args.quiet:
         print(f"{name}: final predictions, every row of the data at the last step's weights:")
         print(report.predictions.table())

@@ -52,6 +52,7 @@ class Grid:
     # (row, col) of a formula cell -> (step, term name, flat index into the term's value): what the
     # cell computes, so that a recomputed sheet can be checked against the hand side's numbers
     checks: dict[tuple[int, int], tuple[int, str, int]] = field(default_factory=dict)
+    not_live: str | None = None  # a live sheet written without formulas: why, in the user's words
 
     def set(
         self, row: int, col: int, value: object, style: str | None = None, number_format: str | None = None

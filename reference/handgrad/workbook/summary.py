@@ -17,6 +17,7 @@ from openpyxl.styles.differential import DifferentialStyle
 
 from handgrad.harness import Experiment, Report
 from handgrad.workbook.grid import Grid, address
+from handgrad.workbook.readme import WorkbookFacts
 from handgrad.workbook.styles import CF_FAIL, CF_OK, SCIENTIFIC
 
 TITLE = "Summary"
@@ -57,7 +58,9 @@ def _value(grid: Grid, row: int, col: int, value: object, style: str | None = No
         grid.text(row, col, str(value), style)
 
 
-def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryLayout]:
+def summary_grid(
+    experiment: Experiment, report: Report, facts: WorkbookFacts | None = None
+) -> tuple[Grid, SummaryLayout]:
     grid = Grid(TITLE)
     grid.widths.update({1: 22, 2: 16, 3: 11, 4: 12, 5: 12, 6: 12, 7: 9, 8: 9, 9: 9, 10: 12, 11: 12})
     grid.set(1, 1, f"handgrad — {report.scenario}: the hand calculation checked against torch", "title")
@@ -76,15 +79,19 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
             "fail",
         )
         row += 1
+    facts = facts or WorkbookFacts()
     grid.text(
         row,
         1,
-        f"{report.steps_run} of {report.steps_requested} steps run; "
-        "sheets: Walkthrough (one step as live formulas), Training (every step live), Trace (every "
-        "number), Parameters, Read me.",
+        f"{report.steps_run} of {report.steps_requested} steps run; sheets: {facts.sheet_list()}.",
         "note",
     )
-    row += 2
+    row += 1
+    for text in [facts.trace_note, *facts.not_live()]:
+        if text:
+            grid.text(row, 1, text, "note")
+            row += 1
+    row += 1
     row = _predictions(grid, row, report)
 
     grid.set(row, 1, "Run configuration", "subtitle")

@@ -147,7 +147,7 @@ def training_grid(experiment: Experiment, report: Report, live_steps: int = DEFA
     try:
         return _live_training(experiment, report, stages, int(live_steps), rows, steps_run)
     except fx.TooLarge as error:
-        grid = Grid(SHEET_NAME)
+        grid = Grid(SHEET_NAME, not_live=error.message)
         grid.widths[1] = 12
         grid.text(1, 1, "Training: not live for this run", "title")
         grid.text(
