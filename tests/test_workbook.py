@@ -248,10 +248,11 @@ KILL_DRIVER = textwrap.dedent(
     from handgrad import harness
     from handgrad.cli import scenario_parser
     from handgrad.scenarios import SCENARIOS
+    from handgrad.workbook.tracebudget import TraceSteps
     from handgrad.workbook.writer import WorkbookWriter
 
     experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", sys.argv[2]]))
-    writer = WorkbookWriter(experiment)
+    writer = WorkbookWriter(experiment, trace_steps=TraceSteps("all"))  # every row: the memory test
     report = harness.run(experiment, observers=[writer.observe])
     print("WRITING", flush=True)
     writer.write(sys.argv[1], report)

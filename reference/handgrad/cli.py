@@ -160,18 +160,16 @@ def input_files(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def regenerate_command(name: str, argv: Sequence[str]) -> str:
-    """The command that wrote a workbook, as the Read me prints it: the output files by their names
-    alone (the same run writes the same workbook wherever it is written)."""
+    """The command that wrote a workbook, as its Read me prints it: every option as given, the
+    output files as FILE.xlsx / FILE.json (so the same run writes the same bytes wherever it goes)."""
     words = list(argv)
-    for i, word in enumerate(words[:-1]):
-        if word in ("--xlsx", "--json"):
-            words[i + 1] = os.path.basename(words[i + 1])
-    words = [
-        f"{w.split('=', 1)[0]}={os.path.basename(w.split('=', 1)[1])}"
-        if w.startswith(("--xlsx=", "--json="))
-        else w
-        for w in words
-    ]
+    for i, word in enumerate(words):
+        for option in ("--xlsx", "--json"):
+            placeholder = f"FILE.{option[2:]}"
+            if word == option and i + 1 < len(words):
+                words[i + 1] = placeholder
+            elif word.startswith(f"{option}="):
+                words[i] = f"{option}={placeholder}"
     return shlex.join(["handgrad", "compare", name, *words])
 
 
