@@ -248,11 +248,10 @@ KILL_DRIVER = textwrap.dedent(
     from handgrad import harness
     from handgrad.cli import scenario_parser
     from handgrad.scenarios import SCENARIOS
-    from handgrad.workbook.tracebudget import TraceSteps
     from handgrad.workbook.writer import WorkbookWriter
 
     experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", sys.argv[2]]))
-    writer = WorkbookWriter(experiment, trace_steps=TraceSteps("all"))  # every row: the memory test
+    writer = WorkbookWriter(experiment)
     report = harness.run(experiment, observers=[writer.observe])
     print("WRITING", flush=True)
     writer.write(sys.argv[1], report)
@@ -461,13 +460,14 @@ MEMORY_DRIVER = textwrap.dedent(
     from handgrad import harness
     from handgrad.cli import scenario_parser
     from handgrad.scenarios import SCENARIOS
+    from handgrad.workbook.tracebudget import TraceSteps
     from handgrad.workbook.writer import WorkbookWriter
 
     steps = int(sys.argv[2])
     experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", str(steps)]))
     hand, torch = experiment.hand.step(1), experiment.twin.step(1)
     loss = float(hand.value("loss.L"))
-    writer = WorkbookWriter(experiment)
+    writer = WorkbookWriter(experiment, trace_steps=TraceSteps("all"))  # every row: the memory test
     start = time.perf_counter()
     cpu = time.process_time()
     for step in range(1, steps + 1):  # the same traces every step: the writer's cost alone
