@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -509,3 +510,28 @@ def test_trace_streams_in_flat_memory(tmp_path: Path):
         f"peak RSS {short[3]:.0f} MB at 1k steps, {long[3]:.0f} MB at 20k"
     )
     assert long[3] - short[3] < 50
+
+
+# --- Parameters: the torch key of every parameter of every family ---------------------------------
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_parameters_sheet_names_a_real_torch_key_for_every_parameter(name: str):
+    from handgrad.workbook.parameters import parameters_grid
+
+    experiment = SCENARIOS[name].build(scenario_parser(name).parse_args(["--steps", "1"]))
+    module = next(v for v in vars(experiment.twin).values() if isinstance(v, __import__("torch").nn.Module))
+    state_dict = set(module.state_dict())
+    report = harness.run(experiment)
+    grid = parameters_grid(experiment, report)
+    header = next(row for (row, col), cell in grid.cells.items() if cell.value == "torch state_dict key")
+    rows = {}
+    for row in range(header + 1, header + 1 + len(experiment.initial_params)):
+        rows[grid.cells[(row, 1)].value] = grid.cells[(row, 4)].value
+    assert list(rows) == list(experiment.initial_params)
+    for param, text in rows.items():
+        keys = [word for word in re.findall(r"[\w.]+", text) if word in state_dict]
+        assert keys, f"{name}: {param} maps onto {text!r}, not a key of {sorted(state_dict)}"
+        shapes = {key: tuple(module.state_dict()[key].shape) for key in keys}
+        size = sum(int(np.prod(shape)) for shape in shapes.values())
+        assert size == np.size(experiment.initial_params[param]), (param, shapes)
