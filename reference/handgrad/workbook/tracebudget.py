@@ -6,7 +6,7 @@ person can open. ``auto`` (the default) keeps every step while the rows fit
 last ones and an even sample between. Every choice also keeps the steps the live sheets are
 checked against (the Walkthrough's, the Training sheet's first rows: ``scripts/recalc.py`` reads
 the hand side's numbers from the Trace), the first step where a term disagrees with its two
-neighbours, and the last step run.
+neighbours, and the last step run when the run stopped early.
 
 Steps stream: a step is written when it runs, or one step later (the step before a first
 divergence is held until the next step shows whether it is needed), so memory stays flat.
@@ -144,8 +144,13 @@ class TraceBudget:
         return out
 
     def finish(self) -> list[tuple[int, Any]]:
-        """The last step run, when it was not kept yet (a run stopped early ends there)."""
-        out = [self._pending] if self._pending is not None else []
+        """The last step run, when it was not kept yet and the run stopped early (it ends there),
+        or the steps were named (a range, every K-th): the automatic plan already holds the last
+        step wherever two steps fit the budget."""
+        keep = self._pending is not None and (
+            self._pending[0] < self.steps or self.choice.kind not in ("auto", "count")
+        )
+        out = [self._pending] if keep else []
         self._pending = None
         self.kept.extend(k for k, _ in out)
         return out
