@@ -86,7 +86,7 @@ def _check_run(sheet: str, col: int, term: str, run: list[int], labels: dict[int
             return [f"{where}: row {row} is labelled {labels.get(row)!r}, not a row of the block"]
         parsed.append((match.group(1), int(match.group(2))))
     problems = []
-    for (prefix, number), (next_prefix, next_number) in zip(parsed, parsed[1:]):
+    for (prefix, number), (next_prefix, next_number) in zip(parsed, parsed[1:], strict=False):
         if prefix == next_prefix and next_number != number + 1:
             problems.append(f"{where}: labels {[labels[row] for row in run]} do not count down the rows")
             break
