@@ -39,6 +39,7 @@ class Cell:
     style: str | None = None
     number_format: str | None = None
     is_text: bool = False  # user text: written as a string cell even if it starts with "="
+    cached: float | None = None  # a formula's value stored beside it (workbook/cached.py)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from handgrad.atomic import atomic_path
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.trace import StepTrace
 from handgrad.workbook import parameters, readme, summary
+from handgrad.workbook.cached import fill_cached
 from handgrad.workbook.diagnostics_sheet import (
     DiagnosticsHistory,
     add_diagnostic_charts,
@@ -66,6 +67,7 @@ LIVE_SHEETS = (
     ("conv_walkthrough", "conv_unsupported_reason", "conv_walkthrough_grids", False),
     ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
 )
+HAND_VALUES_KEPT = 2_000_000  # hand numbers kept for the Training sheet's cached values (16 MB)
 AUTO_CANDIDATES = 8  # without --walkthrough, the Walkthrough shows the first of these steps that teaches
 _ADDRESS_LIKE = re.compile(r"^([A-Za-z]{1,3}\d+|[RrCc]|[Rr]\d*[Cc]\d*)$")
 
@@ -119,10 +121,10 @@ def write_grid(book: Book, grid: Grid, sheet: Any = None) -> Any:
         sheet.defined_names[name] = DefinedName(name, attr_text=f"{quote_sheetname(grid.title)}!{ref}")
     data = SheetData()
     style_id = book.styles.id
-    rows: dict[int, dict[int, tuple[object, int, bool]]] = {}
+    rows: dict[int, dict[int, tuple[object, int, bool, float | None]]] = {}
     for (row, col), cell in grid.cells.items():
         style = style_id(cell.style, cell.number_format) if (cell.style or cell.number_format) else 0
-        rows.setdefault(row, {})[col] = (cell.value, style, cell.is_text)
+        rows.setdefault(row, {})[col] = (cell.value, style, cell.is_text, cell.cached)
     for row in sorted(rows):
         data.add_cells(row, rows[row], book.strings)
     book.sheet_data[sheet] = data
@@ -215,6 +217,9 @@ class WorkbookWriter:
         self.captured: dict[int, tuple[StepTrace, StepTrace]] = {}
         self._capture = {s for k in self.walkthrough_steps for s in (k - 1, k) if s >= 1}
         self._auto_chosen: int | None = None
+        self._hand_values: dict[int, dict[str, np.ndarray]] = {}  # the Training rows' cached values
+        self._keep_values = 0  # steps 1.._keep_values keep their hand numbers (set at step 1)
+        self.uncached = 0  # formula cells written without a cached value
         self.budget = TraceBudget(trace_steps or TraceSteps("auto"), experiment.steps)
         if not self.auto_walkthrough:
             self.budget.require(self.walkthrough_steps)
@@ -235,6 +240,10 @@ class WorkbookWriter:
         rows = sum(term.value.size for term in hand)
         if step == 1:
             self._require_training_rows(rows)
+            if rows * min(self.live_steps, self.experiment.steps) <= HAND_VALUES_KEPT:
+                self._keep_values = self.live_steps
+        if step <= self._keep_values:
+            self._hand_values[step] = {term.name: np.ravel(term.value) for term in hand}
         if step in self._capture:
             self.captured[step] = (hand, torch)
             self._choose_online(step, hand)
@@ -326,6 +335,7 @@ class WorkbookWriter:
             self.trace.add_step(kept, h, t, sc)
         book = self.book
         grids, training_title, live_note = self._live_grids(report)
+        self.uncached = sum(fill_cached(grid, self._hand_value) for grid in grids)
         live_sheets = [write_grid(book, grid) for grid in grids]
         trace_sheets = self.trace.finish()
         for sheet, data in trace_sheets:
@@ -395,6 +405,15 @@ class WorkbookWriter:
         book.workbook.active = 0
         with atomic_path(path, "xlsx") as temporary:
             book.save(temporary)
+
+    def _hand_value(self, step: int, term: str) -> np.ndarray | None:
+        """The hand side's numbers of ``term`` at ``step`` (flat), where the writer kept them."""
+        kept = self._hand_values.get(step)
+        if kept is not None:
+            return kept.get(term)
+        if step in self.captured and term in self.captured[step][0]:
+            return np.ravel(self.captured[step][0].value(term))
+        return None
 
     def notices(self) -> list[str]:
         """What the console says about the written workbook: the Trace's steps, live sheets missing."""
