@@ -191,7 +191,9 @@ def _live_training(
         )
     assert layout.torch is not None and layout.delta is not None and layout.x is not None
     _data_block(grid, layout, data, layout.delta.left + 2)
-    grid.freeze = address(layout.first, layout.x.left)
+    # freeze the step and its data rows only: the weights' columns scroll, so a laptop screen
+    # shows the terms (freezing through x held 15-18 columns, about 1,500 px)
+    grid.freeze = address(layout.first, layout.rows.left + layout.rows.size)
     for t in range(1, rows + 1):
         _Row(grid, layout, experiment, t).write(float(report.loss_history[t - 1][1]))
     return grid
