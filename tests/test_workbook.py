@@ -62,7 +62,8 @@ def write_run(path: Path, *options: str, rows_per_sheet: int | None = None, walk
 
 
 def _label(index: tuple[int, ...]) -> str:
-    return "[" + ",".join(map(str, index)) + "]"
+    """The Trace's index text: 1-based, as every sheet counts."""
+    return "[" + ",".join(str(i + 1) for i in index) + "]"
 
 
 def trace_rows(path: Path) -> list[tuple]:

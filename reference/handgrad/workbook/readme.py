@@ -173,8 +173,8 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
     line(
         "Trace",
         f"{facts.trace_note} Every element of every term of each step kept ({facts.trace_rows:,} rows): "
-        "step, phase, layer, "
-        "term, index (C order, [row,col]), hand and torch (all 17 digits), |Δ| and the element-wise rel "
+        "step, phase, layer, term, index (C order, [row,col] from 1), "
+        "hand and torch (all 17 digits), |Δ| and the element-wise rel "
         "= |Δ| / ((atol/rtol)·s + |torch|), s the term's largest |torch| over recent steps (6 digits; "
         "empty where infinite: torch is 0 and hand is not), ok (rel ≤ rtol, on the exact numbers). "
         "An Excel table: use the header's filters, e.g. ok = FAIL." + split,
