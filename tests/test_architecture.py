@@ -54,9 +54,8 @@ ALLOWED: dict[str, set[str]] = {
 }
 
 KNOWN_DEBT = {
-    # the workbook re-runs the hand side for its live sheets and asks the twin for state_dict keys
+    # the workbook re-runs the hand side for its live sheets
     ("handgrad.workbook.conv_walkthrough", "handgrad.hand.network"),
-    ("handgrad.workbook.parameters", "handgrad.twin.network"),
     ("handgrad.workbook.recurrent_walkthrough", "handgrad.hand.recurrent_model"),
     ("handgrad.workbook.walkthrough", "handgrad.hand.network"),
 }

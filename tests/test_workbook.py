@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -61,7 +62,8 @@ def write_run(path: Path, *options: str, rows_per_sheet: int | None = None, walk
 
 
 def _label(index: tuple[int, ...]) -> str:
-    return "[" + ",".join(map(str, index)) + "]"
+    """The Trace's index text: 1-based, as every sheet counts."""
+    return "[" + ",".join(str(i + 1) for i in index) + "]"
 
 
 def trace_rows(path: Path) -> list[tuple]:
@@ -160,14 +162,17 @@ def test_summary_has_loss_gradient_norm_and_step_size_charts(small):
     assert [row[1:3] for row in data] == [tuple(pair) for pair in report.loss_history]
     # plain SGD: θ′ − θ = −η·g, so the effective step ‖θ′ − θ‖/‖g‖ is η itself
     for row, (hand, _) in zip(data, traces, strict=True):
-        assert row[5] == float(hand.value("sgd.lr")) == 0.5
-        assert row[6] == pytest.approx(0.5, rel=1e-12)
+        assert row[5] == float(hand.value("sgd.lr")) == 2.0  # xor's default η
+        assert row[6] == pytest.approx(2.0, rel=1e-12)
 
 
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        (("--schedule", "step", "--step-size", "2", "--gamma", "0.5"), [0.5, 0.5, 0.25, 0.25, 0.125]),
+        (
+            ("--lr", "0.5", "--schedule", "step", "--step-size", "2", "--gamma", "0.5"),
+            [0.5, 0.5, 0.25, 0.25, 0.125],
+        ),
         (("--optimizer", "adam", "--lr", "0.1"), None),
         (("--clip-norm", "0.01"), None),
     ],
@@ -457,13 +462,14 @@ MEMORY_DRIVER = textwrap.dedent(
     from handgrad import harness
     from handgrad.cli import scenario_parser
     from handgrad.scenarios import SCENARIOS
+    from handgrad.workbook.tracebudget import TraceSteps
     from handgrad.workbook.writer import WorkbookWriter
 
     steps = int(sys.argv[2])
     experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", str(steps)]))
     hand, torch = experiment.hand.step(1), experiment.twin.step(1)
     loss = float(hand.value("loss.L"))
-    writer = WorkbookWriter(experiment)
+    writer = WorkbookWriter(experiment, trace_steps=TraceSteps("all"))  # every row: the memory test
     start = time.perf_counter()
     cpu = time.process_time()
     for step in range(1, steps + 1):  # the same traces every step: the writer's cost alone
@@ -505,3 +511,28 @@ def test_trace_streams_in_flat_memory(tmp_path: Path):
         f"peak RSS {short[3]:.0f} MB at 1k steps, {long[3]:.0f} MB at 20k"
     )
     assert long[3] - short[3] < 50
+
+
+# --- Parameters: the torch key of every parameter of every family ---------------------------------
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_parameters_sheet_names_a_real_torch_key_for_every_parameter(name: str):
+    from handgrad.workbook.parameters import parameters_grid
+
+    experiment = SCENARIOS[name].build(scenario_parser(name).parse_args(["--steps", "1"]))
+    module = next(v for v in vars(experiment.twin).values() if isinstance(v, __import__("torch").nn.Module))
+    state_dict = set(module.state_dict())
+    report = harness.run(experiment)
+    grid = parameters_grid(experiment, report)
+    header = next(row for (row, col), cell in grid.cells.items() if cell.value == "torch state_dict key")
+    rows = {}
+    for row in range(header + 1, header + 1 + len(experiment.initial_params)):
+        rows[grid.cells[(row, 1)].value] = grid.cells[(row, 4)].value
+    assert list(rows) == list(experiment.initial_params)
+    for param, text in rows.items():
+        keys = [word for word in re.findall(r"[\w.]+", text) if word in state_dict]
+        assert keys, f"{name}: {param} maps onto {text!r}, not a key of {sorted(state_dict)}"
+        shapes = {key: tuple(module.state_dict()[key].shape) for key in keys}
+        size = sum(int(np.prod(shape)) for shape in shapes.values())
+        assert size == np.size(experiment.initial_params[param]), (param, shapes)

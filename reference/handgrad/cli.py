@@ -16,6 +16,7 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -28,6 +29,7 @@ from handgrad.harness import Report, all_document
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.spec import SpecError, require_int
+from handgrad.workbook.tracebudget import HELP as TRACE_HELP
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 MAX_WALKTHROUGH_STEPS = 20  # each walkthrough step is a sheet of its own
@@ -46,10 +48,12 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--walkthrough",
+        "--walkthrough-step",
         metavar="STEPS",
-        default="1",
-        help="steps the workbook shows as live formulas, e.g. 1,50,1000 (default 1)",
+        help="steps the workbook shows as live formulas, e.g. 2 or 1,50,1000 (default: the first of "
+        "steps 1-8 where no gradient is zero everywhere, else 1)",
     )
+    parser.add_argument("--trace-steps", metavar="WHICH", help=TRACE_HELP)
     parser.add_argument(
         "--live-steps",
         metavar="N",
@@ -163,16 +167,32 @@ def input_files(args: argparse.Namespace) -> dict[str, str | None]:
     return {"--weights": getattr(args, "weights", None), "--data": getattr(args, "data", None)}
 
 
+def regenerate_command(name: str, argv: Sequence[str]) -> str:
+    """The command that wrote a workbook, as its Read me prints it: every option as given, the
+    output files as FILE.xlsx / FILE.json (so the same run writes the same bytes wherever it goes)."""
+    words = list(argv)
+    for i, word in enumerate(words):
+        for option in ("--xlsx", "--json"):
+            placeholder = f"FILE.{option[2:]}"
+            if word == option and i + 1 < len(words):
+                words[i + 1] = placeholder
+            elif word.startswith(f"{option}="):
+                words[i] = f"{option}={placeholder}"
+    return shlex.join(["handgrad", "compare", name, *words])
+
+
 def compare(name: str, argv: Sequence[str]) -> int:
     args = scenario_parser(name).parse_args(list(argv))
     check_outputs({"--json": args.json, "--xlsx": args.xlsx}, input_files(args))
     workbook = None
     if args.xlsx:
+        from handgrad.workbook.tracebudget import parse_trace_steps
         from handgrad.workbook.writer import WorkbookWriter, parse_walkthrough
         from handgrad.workbook.xlsx import EXCEL_MAX_ROWS
 
-        walkthrough = parse_walkthrough(args.walkthrough)
-        if len(walkthrough) > MAX_WALKTHROUGH_STEPS:
+        trace_steps = parse_trace_steps(args.trace_steps)
+        walkthrough = None if args.walkthrough is None else parse_walkthrough(args.walkthrough)
+        if walkthrough is not None and len(walkthrough) > MAX_WALKTHROUGH_STEPS:
             most = f"expected at most {MAX_WALKTHROUGH_STEPS} steps"
             raise SpecError("walkthrough", f"{most}, got {len(walkthrough)}")
         require_int("live_steps", args.live_steps, 1)
@@ -187,10 +207,16 @@ def compare(name: str, argv: Sequence[str]) -> int:
     if args.gradcheck is not None:
         oracle = CompareOracle(experiment, fd_steps)
     if args.xlsx:
-        late = [step for step in walkthrough if step > experiment.steps]
+        late = [step for step in walkthrough or () if step > experiment.steps]
         if late:
             raise SpecError("walkthrough", f"step {late[0]} is past the last step ({experiment.steps})")
-        workbook = WorkbookWriter(experiment, walkthrough_steps=walkthrough, live_steps=args.live_steps)
+        workbook = WorkbookWriter(
+            experiment,
+            walkthrough_steps=walkthrough,
+            live_steps=args.live_steps,
+            trace_steps=trace_steps,
+            command=regenerate_command(name, argv),
+        )
     try:
         observers = [workbook.observe] if workbook else []
         if oracle is not None:
@@ -215,6 +241,12 @@ def compare(name: str, argv: Sequence[str]) -> int:
     print(f"{name}: {report.verdict()}")
     if report.stopped:
         print(f"{name}: stopped early: {report.stopped}")
+    if workbook and not args.quiet:
+        for line in workbook.notices():
+            print(f"{name}: workbook: {line}")
+    if report.predictions is not None and not args.quiet:
+        print(f"{name}: final predictions, every row of the data at the last step's weights:")
+        print(report.predictions.table())
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 

@@ -235,6 +235,16 @@ class HandNetwork:
     def load_params(self, params: dict[str, np.ndarray]) -> None:
         self._params = {name: np.asarray(value, dtype=self.dtype) for name, value in params.items()}
 
+    def predict(self) -> np.ndarray:
+        """ŷ for every row of the data at the current parameters (the forward pass alone; dropout
+        is left out, as ``model.eval()`` does)."""
+        out = self.x
+        for terms in self.terms:
+            if isinstance(terms.stage.layer, Dropout):
+                continue
+            out, _ = ops_for(terms.stage).forward(terms.stage, out, self._stage_params(terms))
+        return out
+
     def step(self, step: int) -> StepTrace:
         """Run training step ``step`` (1-based) and return its terms."""
         trace = StepTrace(step)

@@ -16,7 +16,14 @@ import numpy as np
 
 from handgrad.harness.compare import TermCheck, compare_traces, first_divergence
 from handgrad.harness.configuration import experiment_configuration
-from handgrad.harness.report import LOSS_HISTORY_STEPS, Report, TermStats, versions
+from handgrad.harness.report import (
+    LOSS_HISTORY_STEPS,
+    PREDICTION_ROWS,
+    Predictions,
+    Report,
+    TermStats,
+    versions,
+)
 from handgrad.tolerance import RecentScale, Tolerance, tolerance_for
 from handgrad.trace import StepTrace, Term
 
@@ -136,4 +143,24 @@ def run(
             progress(step, experiment.steps)
     report.seconds = time.perf_counter() - start
     report.final_params = {"hand": experiment.hand.params(), "torch": experiment.twin.params()}
+    report.predictions = final_predictions(experiment)
     return report
+
+
+def final_predictions(experiment: Experiment) -> Predictions | None:
+    """Each side's ŷ for every row of the data at its last parameters, for a data set of vectors
+    of at most :data:`PREDICTION_ROWS` rows whose sides can predict (the layer stacks); else None."""
+    data = (experiment.spec or {}).get("data") if isinstance(experiment.spec, dict) else None
+    hand_predict = getattr(experiment.hand, "predict", None)
+    twin_predict = getattr(experiment.twin, "predict", None)
+    if data is None or hand_predict is None or twin_predict is None:
+        return None
+    if data.n > PREDICTION_ROWS or np.ndim(data.x) != 2:
+        return None
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        hand = np.asarray(hand_predict(), dtype=np.float64)
+    if hand.shape != np.shape(data.y):  # class ids against K outputs: no row-by-row miss to show
+        return None
+    return Predictions(
+        np.asarray(data.x), np.asarray(data.y), hand, np.asarray(twin_predict(), dtype=np.float64)
+    )

@@ -53,6 +53,50 @@ class TermStats:
 
 
 LOSS_HISTORY_STEPS = 100_000
+PREDICTION_ROWS = 16  # the final predictions are printed for data sets of at most this many rows
+
+
+@dataclass
+class Predictions:
+    """ŷ of every row of the data at the last step's parameters, by each side (the forward pass
+    alone), beside the inputs and targets: whether the network learned the task."""
+
+    x: np.ndarray  # N,in
+    y: np.ndarray  # N,out
+    hand: np.ndarray  # N,out
+    torch: np.ndarray  # N,out
+
+    @property
+    def worst_miss(self) -> float:
+        """max |ŷ(hand) − y| over every row and output."""
+        return float(np.max(np.abs(self.hand - self.y)))
+
+    def rows(self) -> list[tuple[str, str, str, str, str]]:
+        """(x, target, ŷ hand, ŷ torch, |ŷ − y|) per row, as the console and the Summary print them."""
+
+        def text(values: np.ndarray, fmt: str = "g") -> str:
+            return ", ".join(format(float(v), fmt) for v in np.ravel(values))
+
+        return [
+            (
+                text(self.x[i]),
+                text(self.y[i]),
+                text(self.hand[i], ".6f"),
+                text(self.torch[i], ".6f"),
+                text(np.abs(self.hand[i] - self.y[i]), ".3f"),
+            )
+            for i in range(len(self.x))
+        ]
+
+    def table(self) -> str:
+        """The console's final-predictions table."""
+        header = ("x", "target", "ŷ (hand)", "ŷ (torch)", "|ŷ − target|")
+        rows = [header, *self.rows()]
+        widths = [max(len(row[col]) for row in rows) for col in range(len(header))]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in rows
+        ]
+        return "\n".join(line.rstrip() for line in lines)
 
 
 @dataclass
@@ -80,6 +124,7 @@ class Report:
     # asked for vs what torch ran with, option by option (harness/configuration.py); None when the
     # twin reads no configuration back
     configuration: list[OptionCheck] | None = None
+    predictions: Predictions | None = None  # small data sets only: see PREDICTION_ROWS
 
     @property
     def ok(self) -> bool:

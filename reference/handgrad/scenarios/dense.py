@@ -108,7 +108,7 @@ def _build(
 
 
 def _xor_arguments(parser: argparse.ArgumentParser) -> None:
-    add_training_arguments(parser, lr=0.5, steps=1000)
+    add_training_arguments(parser, lr=2.0, steps=1000)
     _add_dense_arguments(parser, hidden_default="sigmoid")
     parser.add_argument("--hidden", type=int, default=3, help="hidden units (default 3)")
 

@@ -108,6 +108,10 @@ class TwinMultitask:
             for name, param in self._named().items():
                 param.copy_(torch.as_tensor(np.asarray(params[name])))
 
+    def state_dict_keys(self) -> dict[str, list[str]]:
+        """Hand parameter name → the torch ``state_dict`` key (the workbook's Parameters sheet)."""
+        return state_dict_keys(self.spec)
+
     def params(self) -> dict[str, np.ndarray]:
         return {name: _numpy(param) for name, param in self._named().items()}
 

@@ -206,12 +206,20 @@ def build_sequential(network: Network, dtype: torch.dtype) -> torch.nn.Sequentia
 
 
 def state_dict_keys(network: Network) -> dict[str, list[str]]:
-    """Hand parameter name → the torch ``state_dict`` keys it maps onto (for the workbook)."""
+    """Hand parameter name → the torch ``state_dict`` keys it maps onto (for the workbook).
+
+    Each stage's parameters go through its ``to_torch`` together (a layer's mapping may need all of
+    them: dense reads W and b at once); a torch key belongs to the hand parameter whose array its
+    value is, or is a slice of (a folded W̃ = [W | b] gives both ``weight`` and ``bias``)."""
     mapping: dict[str, list[str]] = {}
     for index, stage in enumerate(network.stages()):
-        for short, shape, _ in shape_of(stage).params(stage):
-            keys = TWIN_OPS[type(stage.layer)].to_torch(stage, {short: np.zeros(shape)})
-            mapping[f"{stage.name}.{short}"] = [f"{index}.{key}" for key in keys]
+        hand = {short: np.zeros(shape) for short, shape, _ in shape_of(stage).params(stage)}
+        torch_side = TWIN_OPS[type(stage.layer)].to_torch(stage, hand)
+        for short, array in hand.items():
+            keys = [f"{index}.{key}" for key, value in torch_side.items() if np.shares_memory(value, array)]
+            if not keys:
+                raise KeyError(f"{stage.name}.{short}: no torch parameter holds it")
+            mapping[f"{stage.name}.{short}"] = keys
     return mapping
 
 
@@ -307,6 +315,20 @@ class TwinNetwork:
                 hand = {short: params[f"{stage.name}.{short}"] for short in short_names}
                 for key, value in TWIN_OPS[type(stage.layer)].to_torch(stage, hand).items():
                     module.get_parameter(key).copy_(torch.as_tensor(np.asarray(value)))
+
+    def state_dict_keys(self) -> dict[str, list[str]]:
+        """Hand parameter name → the torch ``state_dict`` keys (the workbook's Parameters sheet)."""
+        return state_dict_keys(self.network)
+
+    def predict(self) -> np.ndarray:
+        """ŷ for every row of the data at the current parameters: the modules in order under
+        ``torch.no_grad()``, dropout left out (as ``model.eval()`` does)."""
+        out = self.x
+        with torch.no_grad():
+            for module in self.model:
+                if not isinstance(module, SharedMaskDropout):
+                    out = module(out)
+        return _numpy(out).copy()
 
     def params(self) -> dict[str, np.ndarray]:
         """A copy of every parameter (the optimizer later updates the tensors in place)."""

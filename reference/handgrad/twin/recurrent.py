@@ -358,8 +358,7 @@ def check_agreement(
             )
     if problems:
         raise ReferenceMismatch(
-            "the torch-ops reference disagrees with the fused torch.nn module:\n  "
-            + "\n  ".join(problems)
+            "the torch-ops reference disagrees with the fused torch.nn module:\n  " + "\n  ".join(problems)
         )
 
 
@@ -395,9 +394,8 @@ def run(
 
 # --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent) -----------------
 
-def add_forward_terms(
-    trace: StepTrace, result: TwinResult, layer: int, name: str | None = None
-) -> None:
+
+def add_forward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
     """Per step: gates (torch-ops), c (torch-ops), h (torch.nn on the top layer); then h_n, c_n."""
     cell = result.cell
     ol = result.ops.layers[layer]
@@ -419,27 +417,17 @@ def add_forward_terms(
                     SOURCE_OPS,
                 )
         if cell == "lstm":
-            trace.add(
-                f"{prefix}.c[{t}]", term_symbol("c", l1, t), "forward", _np(ol.c[t - 1])[m], SOURCE_OPS
-            )
+            trace.add(f"{prefix}.c[{t}]", term_symbol("c", l1, t), "forward", _np(ol.c[t - 1])[m], SOURCE_OPS)
         if top:
-            trace.add(
-                f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", output[t - 1][m], SOURCE_NN
-            )
+            trace.add(f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", output[t - 1][m], SOURCE_NN)
         else:
-            trace.add(
-                f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", _np(ol.h[t - 1])[m], SOURCE_OPS
-            )
+            trace.add(f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", _np(ol.h[t - 1])[m], SOURCE_OPS)
     trace.add(f"{prefix}.h_n", term_symbol("h_n", l1), "forward", result.fused.h_n[layer], SOURCE_NN)
     if cell == "lstm":
-        trace.add(
-            f"{prefix}.c_n", term_symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN
-        )
+        trace.add(f"{prefix}.c_n", term_symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN)
 
 
-def add_backward_terms(
-    trace: StepTrace, result: TwinResult, layer: int, name: str | None = None
-) -> None:
+def add_backward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
     """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂a_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
     if given), ∂L/∂x (torch.nn for layer 1, torch-ops above), parameter gradients (torch.nn)."""
     cell = result.cell

@@ -39,6 +39,7 @@ class Cell:
     style: str | None = None
     number_format: str | None = None
     is_text: bool = False  # user text: written as a string cell even if it starts with "="
+    cached: float | None = None  # a formula's value stored beside it (workbook/cached.py)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Grid:
     # (row, col) of a formula cell -> (step, term name, flat index into the term's value): what the
     # cell computes, so that a recomputed sheet can be checked against the hand side's numbers
     checks: dict[tuple[int, int], tuple[int, str, int]] = field(default_factory=dict)
+    not_live: str | None = None  # a live sheet written without formulas: why, in the user's words
 
     def set(
         self, row: int, col: int, value: object, style: str | None = None, number_format: str | None = None

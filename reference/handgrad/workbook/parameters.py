@@ -19,18 +19,9 @@ TITLE = "Parameters"
 
 
 def torch_keys(experiment: Experiment) -> dict[str, list[str]]:
-    """Hand parameter name → torch ``state_dict`` keys, where the twin can tell them."""
-    spec = experiment.spec
-    network = spec.get("network") if isinstance(spec, dict) else getattr(spec, "network", None)
-    if network is not None:
-        try:
-            from handgrad.twin.network import state_dict_keys
-
-            return state_dict_keys(network)
-        except (ImportError, KeyError, AttributeError, TypeError):
-            pass
-    keys = getattr(experiment.twin, "state_dict_keys", None)
-    return dict(keys()) if callable(keys) else {}
+    """Hand parameter name → torch ``state_dict`` keys, as the twin maps them (every family's twin
+    has ``state_dict_keys``)."""
+    return dict(experiment.twin.state_dict_keys())
 
 
 def _symbols(experiment: Experiment) -> dict[str, str]:
@@ -38,12 +29,9 @@ def _symbols(experiment: Experiment) -> dict[str, str]:
     network = spec.get("network") if isinstance(spec, dict) else None
     if network is None:
         return {}
-    try:
-        from handgrad.contract.stack import param_table
+    from handgrad.contract.stack import param_table
 
-        return {name: symbol for name, _, symbol in param_table(network)}
-    except (KeyError, AttributeError, TypeError):
-        return {}
+    return {name: symbol for name, _, symbol in param_table(network)}
 
 
 def _mapping_text(name: str, keys: list[str], symbol: str) -> str:

@@ -16,14 +16,51 @@ class WorkbookFacts:
     """What the writer knows about the sheets it wrote, for the Read me to state."""
 
     walkthrough_sheets: list[str] = field(default_factory=list)
+    walkthrough_steps: list[int] = field(default_factory=list)
     training_sheet: str | None = None
+    training_not_live: str | None = None  # a Training sheet without formulas: why
+    training_rows: int = 0  # live rows of the Training sheet
     live_note: str | None = None  # why no live-formula sheet was written, when none was
     live_steps: int = 1000
     trace_sheets: list[str] = field(default_factory=list)
     trace_rows: int = 0
+    trace_note: str = ""  # which steps the Trace keeps (tracebudget.TraceBudget.describe)
     rows_per_sheet: int = 1_048_576
     chart_stride: int = 1
     checks: int = 0
+    other_sheets: list[str] = field(default_factory=list)  # Diagnostics, Gradient through time
+    command: str = "handgrad compare SCENARIO --xlsx FILE"  # the command that wrote this workbook
+
+    def sheet_list(self) -> str:
+        """The sheets present, one phrase each (Summary!A3 and the Read me say the same)."""
+        parts = ["Summary"]
+        if self.walkthrough_sheets:
+            steps = ", ".join(map(str, self.walkthrough_steps))
+            parts.append(f"{', '.join(self.walkthrough_sheets)} (step {steps} as live formulas)")
+        else:
+            parts.append("no live Walkthrough")
+        if self.training_sheet and not self.training_not_live:
+            parts.append(f"{self.training_sheet} (steps 1–{self.training_rows:,} live)")
+        elif self.training_sheet:
+            parts.append(f"{self.training_sheet} (not live)")
+        else:
+            parts.append("no Training sheet")
+        trace = ", ".join(self.trace_sheets)
+        parts.append(f"{trace} ({self.trace_rows:,} rows, every number of the steps kept)")
+        parts += [*self.other_sheets, "Parameters", "Read me"]
+        return "; ".join(parts)
+
+    def not_live(self) -> list[str]:
+        """Each live sheet this workbook lacks, with the reason (the Summary and the console)."""
+        lines = []
+        if not self.walkthrough_sheets:
+            lines.append(f"No live Walkthrough: {self.live_note}.")
+        if self.training_sheet is None:
+            why = self.live_note if not self.walkthrough_sheets else "written for dense networks only"
+            lines.append(f"No Training sheet: {why}.")
+        elif self.training_not_live:
+            lines.append(f"The Training sheet is not live: {self.training_not_live}.")
+        return lines
 
 
 LEGEND = [
@@ -89,25 +126,31 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
 
     grid.set(row, 1, "The sheets", "subtitle")
     row += 1
+    line("In this workbook", facts.sheet_list() + ".")
+    for text in facts.not_live():
+        line("Not live", text)
     line(
         "Summary",
         "The verdict, the run's configuration, library versions, each term's worst |Δ| and rel "
         "error over the run against its tolerance, the first divergence, and three charts (loss per step, "
         "gradient norm per layer, step size: the η in force and the effective step ‖θ′ − θ‖/‖∂L/∂θ‖).",
     )
-    walk = ", ".join(facts.walkthrough_sheets) or f"(none written: {facts.live_note})"
-    line(
-        "Walkthrough",
-        f"Sheets {walk}: one training step as live formulas, block by block in computation "
-        "order (forward, loss, backward, update), each block titled with its symbol and equation. "
-        "Beside each hand block: torch's numbers for the same term and a |Δ| block. Edit an input cell "
-        "(yellow) and the whole step recomputes.",
-    )
-    if facts.training_sheet:
+    if facts.walkthrough_sheets:
+        line(
+            "Walkthrough",
+            f"Sheets {', '.join(facts.walkthrough_sheets)}: one training step as live formulas, block by "
+            "block in computation order (forward, loss, backward, update), each block titled with its "
+            "symbol and equation. Beside each hand block: torch's numbers for the same term and a |Δ| "
+            "block. Edit an input cell (yellow) and the whole step recomputes. Without --walkthrough the "
+            "step shown is the first of steps 1-8 where no gradient is zero everywhere.",
+        )
+    else:
+        line("Walkthrough", f"Not written for this run: {facts.live_note}.")
+    if facts.training_sheet and not facts.training_not_live:
         cap = (
-            f"Only the first {facts.live_steps} steps are live (option --live-steps); "
-            "the Trace holds every step."
-            if report.steps_run > facts.live_steps
+            f"Only the first {facts.training_rows:,} steps are live (--live-steps, and the steps the "
+            "Trace keeps from step 1)."
+            if report.steps_run > facts.training_rows
             else "Every step of the run is live."
         )
         line(
@@ -115,6 +158,8 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
             "One row per step; every term is a formula reading the previous row's updated "
             f"weights, so editing an initial weight or η recomputes the whole run. {cap}",
         )
+    elif facts.training_sheet:
+        line("Training", f"Written without live formulas: {facts.training_not_live}.")
     else:
         line("Training", "Not written for this run" + (f": {facts.live_note}." if facts.live_note else "."))
     trace = ", ".join(facts.trace_sheets)
@@ -127,8 +172,9 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
     )
     line(
         "Trace",
-        f"Every element of every term of every step ({facts.trace_rows:,} rows): step, phase, layer, "
-        "term, index (C order, [row,col]), hand and torch (all 17 digits), |Δ| and the element-wise rel "
+        f"{facts.trace_note} Every element of every term of each step kept ({facts.trace_rows:,} rows): "
+        "step, phase, layer, term, index (C order, [row,col] from 1), "
+        "hand and torch (all 17 digits), |Δ| and the element-wise rel "
         "= |Δ| / ((atol/rtol)·s + |torch|), s the term's largest |torch| over recent steps (6 digits; "
         "empty where infinite: torch is 0 and hand is not), ok (rel ≤ rtol, on the exact numbers). "
         "An Excel table: use the header's filters, e.g. ok = FAIL." + split,
@@ -186,5 +232,5 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
         "python scripts/recalc.py WORKBOOK.xlsx recomputes the file in headless LibreOffice and "
         "compares every live formula with the hand side's number (exit 1 on any difference).",
     )
-    line("Regenerate", "handgrad compare xor --xlsx FILE (options as in the Summary's run configuration).")
+    line("Regenerate", f"{facts.command}   (the command that wrote this workbook)")
     return grid

@@ -664,6 +664,7 @@ class _Builder:
         top += self.N + 2
 
         self.pblock: dict[str, Block] = {}
+        self.param_rows: dict[str, list[str]] = {}  # layer -> the row labels of its parameter blocks
         G, H = self.G, self.H
         gate_names = naming.GATES[self.cell_kind] if self.G > 1 else ("h",)
         gate_rows = [f"{g}{u + 1}" for g in gate_names for u in range(H)]
@@ -674,6 +675,7 @@ class _Builder:
             grid.text(
                 top, 1, f"layer {layer + 1} ({prefix}) parameters, {when}: rows are gate units", "subtitle"
             )
+            self.param_rows[prefix] = gate_rows
             for n, label in enumerate(gate_rows):
                 grid.text(top + 2 + n, 1, label, "header")
             left = LEFT
@@ -690,8 +692,9 @@ class _Builder:
                 left += cols + 1
             top += G * H + 3
         grid.text(top, 1, f"head ({HEAD}) parameters, {when}: rows are outputs", "subtitle")
-        for o in range(self.O):
-            grid.text(top + 2 + o, 1, f"out{o + 1}", "header")
+        self.param_rows[HEAD] = [f"out{o + 1}" for o in range(self.O)]
+        for o, label in enumerate(self.param_rows[HEAD]):
+            grid.text(top + 2 + o, 1, label, "header")
         block = self.input_block(top, LEFT, self.params[f"{HEAD}.W"], _labels("h", H), "W_y")
         grid.name("W_y", block.top, block.left, block.rows, block.cols)
         self.pblock[f"{HEAD}.W"] = block
@@ -711,14 +714,16 @@ class _Builder:
         top += 1
         fwd, bwd = self.band_slots()
         lfwd, lbwd = self.loss_slots()
+        # the loss band's own blocks (many-to-one: z, ŷ, y, ℓ; ∂L/∂ŷ, ∂L/∂z, ∂L/∂h_n) get rows of
+        # their own: column A labels one row for every band, so no two kinds of block share a row
         self.fwd_at, fwd_end = self.place(fwd, top)
-        self.lfwd_at, lfwd_end = self.place(lfwd, top)
+        self.lfwd_at, lfwd_end = self.place(lfwd, fwd_end)
         loss_top = max(fwd_end, lfwd_end)
         self.loss_row = loss_top  # L and n, in the loss band
         back_top = loss_top + 6
         grid.text(back_top - 1, 1, "Backward: read right to left ←", "title")
-        self.bwd_at, bwd_end = self.place(bwd, back_top)
         self.lbwd_at, lbwd_end = self.place(lbwd, back_top)
+        self.bwd_at, bwd_end = self.place(bwd, lbwd_end)
         self.slots = {s.key: s for s in fwd + bwd}
         self.lslots = {s.key: s for s in lfwd + lbwd}
         for slot in fwd + bwd:
@@ -1371,6 +1376,8 @@ class _Builder:
         for layer_name, members in groups.items():
             rows = max(self.pblock[name].rows for name in members)
             grid.text(top, 1, f"{title}: {layer_name}", phase)
+            for n, label in enumerate(self.param_rows.get(layer_name, [])[:rows]):
+                grid.text(top + 2 + n, 1, label, "header")
             left = LEFT
             for name in members:
                 shape = self.pblock[name]

@@ -17,6 +17,7 @@ from openpyxl.styles.differential import DifferentialStyle
 
 from handgrad.harness import Experiment, Report
 from handgrad.workbook.grid import Grid, address
+from handgrad.workbook.readme import WorkbookFacts
 from handgrad.workbook.styles import CF_FAIL, CF_OK, SCIENTIFIC
 
 TITLE = "Summary"
@@ -57,7 +58,9 @@ def _value(grid: Grid, row: int, col: int, value: object, style: str | None = No
         grid.text(row, col, str(value), style)
 
 
-def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryLayout]:
+def summary_grid(
+    experiment: Experiment, report: Report, facts: WorkbookFacts | None = None
+) -> tuple[Grid, SummaryLayout]:
     grid = Grid(TITLE)
     grid.widths.update({1: 22, 2: 16, 3: 11, 4: 12, 5: 12, 6: 12, 7: 9, 8: 9, 9: 9, 10: 12, 11: 12})
     grid.set(1, 1, f"handgrad — {report.scenario}: the hand calculation checked against torch", "title")
@@ -76,15 +79,20 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
             "fail",
         )
         row += 1
+    facts = facts or WorkbookFacts()
     grid.text(
         row,
         1,
-        f"{report.steps_run} of {report.steps_requested} steps run; "
-        "sheets: Walkthrough (one step as live formulas), Training (every step live), Trace (every "
-        "number), Parameters, Read me.",
+        f"{report.steps_run} of {report.steps_requested} steps run; sheets: {facts.sheet_list()}.",
         "note",
     )
-    row += 2
+    row += 1
+    for text in [facts.trace_note, *facts.not_live()]:
+        if text:
+            grid.text(row, 1, text, "note")
+            row += 1
+    row += 1
+    row = _predictions(grid, row, report)
 
     grid.set(row, 1, "Run configuration", "subtitle")
     row += 1
@@ -182,6 +190,30 @@ def summary_grid(experiment: Experiment, report: Report) -> tuple[Grid, SummaryL
         grid.text(row, 11, stats.hand_source)
         grid.text(row, 12, stats.torch_source)
     return grid, SummaryLayout(first_row, max(row, first_row))
+
+
+def _predictions(grid: Grid, row: int, report: Report) -> int:
+    """The final-predictions table (small data sets): did the network learn the task? Numbers
+    where each row has one output, else the console's text. Returns the next free row."""
+    predictions = report.predictions
+    if predictions is None:
+        return row
+    grid.set(row, 1, "Final predictions: every row of the data at the last step's weights", "subtitle")
+    row += 1
+    for col, name in enumerate(("x", "target", "ŷ (hand)", "ŷ (torch)", "|ŷ − target|"), start=1):
+        grid.set(row, col, name, "header")
+    single = predictions.y.shape[1] == 1
+    for i, texts in enumerate(predictions.rows()):
+        row += 1
+        grid.text(row, 1, texts[0])
+        if not single:
+            for col, text in enumerate(texts[1:], start=2):
+                grid.text(row, col, text)
+            continue
+        numbers = (predictions.y, predictions.hand, predictions.torch, abs(predictions.hand - predictions.y))
+        for col, values in enumerate(numbers, start=2):
+            grid.set(row, col, float(values[i, 0]))
+    return row + 2
 
 
 _PHASE_STYLES = ("forward", "loss", "backward", "update", "state", "diagnostic")

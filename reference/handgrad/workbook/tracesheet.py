@@ -38,10 +38,11 @@ def sheet_title(number: int) -> str:
 
 
 def _index_texts(shape: tuple[int, ...]) -> list[str]:
-    """``[0,1]``-style element labels in C order; '' for a scalar."""
+    """``[1,2]``-style element labels in C order, counted from 1 as every other sheet and the
+    manual count; '' for a scalar."""
     if not shape:
         return [""]
-    return ["[" + ",".join(map(str, index)) + "]" for index in np.ndindex(*shape)]
+    return ["[" + ",".join(str(i + 1) for i in index) + "]" for index in np.ndindex(*shape)]
 
 
 class TraceSheets:

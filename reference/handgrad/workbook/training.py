@@ -147,7 +147,7 @@ def training_grid(experiment: Experiment, report: Report, live_steps: int = DEFA
     try:
         return _live_training(experiment, report, stages, int(live_steps), rows, steps_run)
     except fx.TooLarge as error:
-        grid = Grid(SHEET_NAME)
+        grid = Grid(SHEET_NAME, not_live=error.message)
         grid.widths[1] = 12
         grid.text(1, 1, "Training: not live for this run", "title")
         grid.text(
@@ -191,7 +191,9 @@ def _live_training(
         )
     assert layout.torch is not None and layout.delta is not None and layout.x is not None
     _data_block(grid, layout, data, layout.delta.left + 2)
-    grid.freeze = address(layout.first, layout.x.left)
+    # freeze the step and its data rows only: the weights' columns scroll, so a laptop screen
+    # shows the terms (freezing through x held 15-18 columns, about 1,500 px)
+    grid.freeze = address(layout.first, layout.rows.left + layout.rows.size)
     for t in range(1, rows + 1):
         _Row(grid, layout, experiment, t).write(float(report.loss_history[t - 1][1]))
     return grid

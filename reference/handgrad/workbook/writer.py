@@ -36,6 +36,7 @@ from handgrad.atomic import atomic_path
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.trace import StepTrace
 from handgrad.workbook import parameters, readme, summary
+from handgrad.workbook.cached import fill_cached
 from handgrad.workbook.diagnostics_sheet import (
     DiagnosticsHistory,
     add_diagnostic_charts,
@@ -44,6 +45,7 @@ from handgrad.workbook.diagnostics_sheet import (
 )
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import StyleBook
+from handgrad.workbook.tracebudget import TraceBudget, TraceSteps
 from handgrad.workbook.tracesheet import TraceSheets
 from handgrad.workbook.xlsx import (
     EXCEL_MAX_COLS,
@@ -65,6 +67,8 @@ LIVE_SHEETS = (
     ("conv_walkthrough", "conv_unsupported_reason", "conv_walkthrough_grids", False),
     ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
 )
+HAND_VALUES_KEPT = 2_000_000  # hand numbers kept for the Training sheet's cached values (16 MB)
+AUTO_CANDIDATES = 8  # without --walkthrough, the Walkthrough shows the first of these steps that teaches
 _ADDRESS_LIKE = re.compile(r"^([A-Za-z]{1,3}\d+|[RrCc]|[Rr]\d*[Cc]\d*)$")
 
 
@@ -117,10 +121,10 @@ def write_grid(book: Book, grid: Grid, sheet: Any = None) -> Any:
         sheet.defined_names[name] = DefinedName(name, attr_text=f"{quote_sheetname(grid.title)}!{ref}")
     data = SheetData()
     style_id = book.styles.id
-    rows: dict[int, dict[int, tuple[object, int, bool]]] = {}
+    rows: dict[int, dict[int, tuple[object, int, bool, float | None]]] = {}
     for (row, col), cell in grid.cells.items():
         style = style_id(cell.style, cell.number_format) if (cell.style or cell.number_format) else 0
-        rows.setdefault(row, {})[col] = (cell.value, style, cell.is_text)
+        rows.setdefault(row, {})[col] = (cell.value, style, cell.is_text, cell.cached)
     for row in sorted(rows):
         data.add_cells(row, rows[row], book.strings)
     book.sheet_data[sheet] = data
@@ -185,12 +189,19 @@ class WorkbookWriter:
         self,
         experiment: Experiment,
         *,
-        walkthrough_steps: Iterable[int] = (1,),
+        walkthrough_steps: Iterable[int] | None = None,
         live_steps: int = 1000,
         rows_per_sheet: int = EXCEL_MAX_ROWS,
+        trace_steps: TraceSteps | None = None,
+        command: str | None = None,
     ) -> None:
         self.experiment = experiment
-        steps = {int(k) for k in walkthrough_steps}
+        self.command = command or f"handgrad compare {experiment.scenario} --xlsx FILE"
+        self.facts: readme.WorkbookFacts | None = None
+        # None: the step is chosen after the run among the first AUTO_CANDIDATES (choose_walkthrough)
+        self.auto_walkthrough = walkthrough_steps is None
+        candidates = range(1, AUTO_CANDIDATES + 1) if walkthrough_steps is None else walkthrough_steps
+        steps = {int(k) for k in candidates}
         self.walkthrough_steps = sorted(k for k in steps if 1 <= k <= experiment.steps)
         self.live_steps = int(live_steps)
         self.rows_per_sheet = rows_per_sheet
@@ -205,6 +216,13 @@ class WorkbookWriter:
         )
         self.captured: dict[int, tuple[StepTrace, StepTrace]] = {}
         self._capture = {s for k in self.walkthrough_steps for s in (k - 1, k) if s >= 1}
+        self._auto_chosen: int | None = None
+        self._hand_values: dict[int, dict[str, np.ndarray]] = {}  # the Training rows' cached values
+        self._keep_values = 0  # steps 1.._keep_values keep their hand numbers (set at step 1)
+        self.uncached = 0  # formula cells written without a cached value
+        self.budget = TraceBudget(trace_steps or TraceSteps("auto"), experiment.steps)
+        if not self.auto_walkthrough:
+            self.budget.require(self.walkthrough_steps)
         # chart series (step, L hand, L torch, gradient norm per layer, η in force, ‖Δθ‖/‖∂L/∂θ‖):
         # every stride-th step
         self.stride = max(1, math.ceil(experiment.steps / CHART_POINTS))
@@ -219,9 +237,20 @@ class WorkbookWriter:
 
     def observe(self, step: int, hand: StepTrace, torch: StepTrace, checks: Sequence[TermCheck] = ()) -> None:
         """The harness observer: stream the step's terms and keep what the live sheets need."""
-        self.trace.add_step(step, hand, torch, [check.scale for check in checks] if checks else None)
+        rows = sum(term.value.size for term in hand)
+        if step == 1:
+            self._require_training_rows(rows)
+            if rows * min(self.live_steps, self.experiment.steps) <= HAND_VALUES_KEPT:
+                self._keep_values = self.live_steps
+        if step <= self._keep_values:
+            self._hand_values[step] = {term.name: np.ravel(term.value) for term in hand}
         if step in self._capture:
             self.captured[step] = (hand, torch)
+            self._choose_online(step, hand)
+        failing = any(not check.ok for check in checks)
+        scales = [check.scale for check in checks] if checks else None
+        for kept, (h, t, sc) in self.budget.admit(step, rows, failing, (hand, torch, scales)):
+            self.trace.add_step(kept, h, t, sc)
         point = [float(step), _scalar(hand, "loss.L"), _scalar(torch, "loss.L")]
         gradient_squares = 0.0
         for grads in self._layers.values():
@@ -266,56 +295,110 @@ class WorkbookWriter:
 
     # -- after the run ----------------------------------------------------------------------
 
+    def _require_training_rows(self, rows: int) -> None:
+        """The Trace keeps the Training sheet's live rows (recalc.py checks them against it) when
+        they fit the budget; else the Training sheet is cut to the steps the Trace keeps."""
+        if _optional("walkthrough", "unsupported_reason") is None:
+            return
+        from handgrad.workbook.walkthrough import unsupported_reason
+
+        prefix = min(self.live_steps, self.experiment.steps)
+        if unsupported_reason(self.experiment) is None and rows * prefix <= self.budget.budget_rows:
+            self.budget.require(range(1, prefix + 1))
+
+    def _choose_online(self, step: int, hand: StepTrace) -> None:
+        """Without named steps the Walkthrough shows the first of steps 1..AUTO_CANDIDATES where no
+        gradient term is zero everywhere (xor's step 1 feeds x = (0, 0), where ∂L/∂W⁽¹⁾ = 0:
+        nothing to see), else step 1; chosen as the steps run, so the Trace keeps it."""
+        if not self.auto_walkthrough or self._auto_chosen:
+            return
+        teaches = not any(term.phase == "backward" and not np.any(term.value) for term in hand)
+        last = step == min(AUTO_CANDIDATES, self.experiment.steps)
+        if teaches or last:
+            chosen = step if teaches else (1 if 1 in self.budget.kept else step)
+            self._auto_chosen = chosen
+            self.budget.require([chosen])
+
+    def choose_walkthrough(self) -> None:
+        """After the run: keep only the chosen walkthrough step (and the one before it)."""
+        if not self.auto_walkthrough:
+            return
+        self.auto_walkthrough = False
+        chosen = self._auto_chosen or min(self.captured, default=1)  # None: stopped before choosing
+        self.walkthrough_steps = [chosen]
+        self.captured = {k: v for k, v in self.captured.items() if k in (chosen - 1, chosen)}
+
     def write(self, path: str | Path, report: Report) -> None:
         """Lay out every sheet and write the workbook to ``path`` atomically."""
+        self.choose_walkthrough()
+        for kept, (h, t, sc) in self.budget.finish():
+            self.trace.add_step(kept, h, t, sc)
         book = self.book
-        summary_grid, layout = summary.summary_grid(self.experiment, report)
-        write_grid(book, summary_grid, book.first)
-
         grids, training_title, live_note = self._live_grids(report)
+        self.uncached = sum(fill_cached(grid, self._hand_value) for grid in grids)
         live_sheets = [write_grid(book, grid) for grid in grids]
         trace_sheets = self.trace.finish()
         for sheet, data in trace_sheets:
             book.sheet_data[sheet] = data
-
-        parameters_sheet = write_grid(book, parameters.parameters_grid(self.experiment, report))
-        checks_grid = self._checks_grid(grids)
-        facts = readme.WorkbookFacts(
-            walkthrough_sheets=[g.title for g in grids if g.title != training_title],
-            training_sheet=training_title,
-            live_note=live_note,
-            live_steps=self.live_steps,
-            trace_sheets=[sheet.title for sheet, _ in trace_sheets],
-            trace_rows=self.trace.rows,
-            rows_per_sheet=self.rows_per_sheet,
-            chart_stride=self.stride,
-            checks=sum(len(getattr(g, "checks", {})) for g in grids),
-        )
-        readme_sheet = write_grid(book, readme.readme_grid(self.experiment, report, facts))
-        chart_grid, points = self._chart_grid()
-        chart_sheet = write_grid(book, chart_grid)
-        checks_sheet = write_grid(book, checks_grid)
-        summary.decorate(book.first, chart_sheet, layout, points, list(self._layers), self.stride)
-        diagnostics_sheets = []
+        extra_grids: list[tuple[Grid, Callable[[Any, Grid], None]]] = []
         if self.diagnostics.names:  # per-layer diagnostics (deep): a sheet and charts on the Summary
-            sheet = write_grid(book, diagnostics_grid(self.experiment, report, self.diagnostics))
-            charts = diagnostic_charts(sheet, self.diagnostics)
-            add_diagnostic_charts(
-                book.first, charts, top=summary.DIAGNOSTICS_TOP, col=summary.CHART_COLUMN, per_row=2
-            )
-            diagnostics_sheets.append(sheet)
+            grid = diagnostics_grid(self.experiment, report, self.diagnostics)
+
+            def diagnostics_charts(sheet: Any, _: Grid) -> None:
+                charts = diagnostic_charts(sheet, self.diagnostics)
+                add_diagnostic_charts(
+                    book.first, charts, top=summary.DIAGNOSTICS_TOP, col=summary.CHART_COLUMN, per_row=2
+                )
+
+            extra_grids.append((grid, diagnostics_charts))
         if "model" in (self.experiment.spec or {}) and self.captured:  # recurrent: ‖∂L/∂h_t‖ through time
             from handgrad.workbook.recurrent_walkthrough import (
                 gradient_through_time_chart,
                 gradient_through_time_grid,
             )
 
-            grid = gradient_through_time_grid(self.experiment, self.captured)
-            sheet = write_grid(book, grid)
-            sheet.add_chart(gradient_through_time_chart(grid), f"B{grid.max_row + 3}")
-            diagnostics_sheets.append(sheet)
+            def through_time_chart(sheet: Any, grid: Grid) -> None:
+                sheet.add_chart(gradient_through_time_chart(grid), f"B{grid.max_row + 3}")
 
-        order = [book.first, *live_sheets, *(s for s, _ in trace_sheets), *diagnostics_sheets]
+            extra_grids.append(
+                (gradient_through_time_grid(self.experiment, self.captured), through_time_chart)
+            )
+
+        training_grid = next((g for g in grids if g.title == training_title), None)
+        facts = readme.WorkbookFacts(
+            walkthrough_sheets=[g.title for g in grids if g.title != training_title],
+            walkthrough_steps=list(self.walkthrough_steps) if grids else [],
+            training_sheet=training_title,
+            training_not_live=training_grid.not_live if training_grid is not None else None,
+            training_rows=len({r for r, _ in training_grid.checks}) if training_grid is not None else 0,
+            live_note=live_note,
+            live_steps=self.live_steps,
+            trace_sheets=[sheet.title for sheet, _ in trace_sheets],
+            trace_rows=self.trace.rows,
+            trace_note=self.budget.describe(report.steps_run),
+            rows_per_sheet=self.rows_per_sheet,
+            chart_stride=self.stride,
+            checks=sum(len(getattr(g, "checks", {})) for g in grids),
+            other_sheets=[grid.title for grid, _ in extra_grids],
+            command=self.command,
+        )
+        self.facts = facts
+        summary_grid, layout = summary.summary_grid(self.experiment, report, facts)
+        write_grid(book, summary_grid, book.first)
+        extra_sheets = []
+        for grid, decorate in extra_grids:
+            sheet = write_grid(book, grid)
+            decorate(sheet, grid)
+            extra_sheets.append(sheet)
+        parameters_sheet = write_grid(book, parameters.parameters_grid(self.experiment, report))
+        checks_grid = self._checks_grid(grids)
+        readme_sheet = write_grid(book, readme.readme_grid(self.experiment, report, facts))
+        chart_grid, points = self._chart_grid()
+        chart_sheet = write_grid(book, chart_grid)
+        checks_sheet = write_grid(book, checks_grid)
+        summary.decorate(book.first, chart_sheet, layout, points, list(self._layers), self.stride)
+
+        order = [book.first, *live_sheets, *(s for s, _ in trace_sheets), *extra_sheets]
         order += [parameters_sheet, readme_sheet, chart_sheet, checks_sheet]
         assert len(order) == len(book.workbook._sheets)
         book.workbook._sheets[:] = order
@@ -323,12 +406,27 @@ class WorkbookWriter:
         with atomic_path(path, "xlsx") as temporary:
             book.save(temporary)
 
+    def _hand_value(self, step: int, term: str) -> np.ndarray | None:
+        """The hand side's numbers of ``term`` at ``step`` (flat), where the writer kept them."""
+        kept = self._hand_values.get(step)
+        if kept is not None:
+            return kept.get(term)
+        if step in self.captured and term in self.captured[step][0]:
+            return np.ravel(self.captured[step][0].value(term))
+        return None
+
+    def notices(self) -> list[str]:
+        """What the console says about the written workbook: the Trace's steps, live sheets missing."""
+        if self.facts is None:
+            return []
+        return [self.facts.trace_note, *self.facts.not_live()]
+
     def _live_grids(self, report: Report) -> tuple[list[Grid], str | None, str | None]:
-        """The sheets of live formulas: the first provider in :data:`LIVE_SHEETS` that supports
-        the run writes its walkthrough(s) (and, for a dense network, the Training sheet); else
-        none, and why."""
+        """The sheets of live formulas: the provider in :data:`LIVE_SHEETS` for the run's family
+        writes its walkthrough(s) (and, for a dense network, the Training sheet); else none, and
+        why, in the words of the family's provider."""
         steps = [k for k in self.walkthrough_steps if k in self.captured]
-        reasons = []
+        reasons = {}
         for module, reason_name, grids_name, with_training in LIVE_SHEETS:
             unsupported = _optional(module, reason_name)
             build = _optional(module, grids_name)
@@ -336,15 +434,16 @@ class WorkbookWriter:
                 continue
             reason = unsupported(self.experiment)
             if reason is not None:
-                reasons.append(reason)
+                reasons[module] = reason
                 continue
             grids = list(build(self.experiment, self.captured, steps=steps))
             training = _optional("training", "training_grid") if with_training else None
-            grid = training(self.experiment, report, self.live_steps) if training is not None else None
+            live = min(self.live_steps, self.budget.prefix())  # recalc.py checks them on the Trace
+            grid = training(self.experiment, report, live) if training is not None else None
             if grid is not None:
                 grids.append(grid)
             return grids, grid.title if grid is not None else None, None
-        return [], None, "; ".join(reasons) or "the live-formula sheets are not available in this version"
+        return [], None, _family_reason(self.experiment, reasons)
 
     def _checks_grid(self, grids: list[Grid]) -> Grid:
         grid = Grid(CHECKS_TITLE, hidden=True, freeze="A2")
@@ -395,6 +494,24 @@ class WorkbookWriter:
         self.book.close()
 
 
+def _family_reason(experiment: Experiment, reasons: Mapping[str, str]) -> str:
+    """Why the run has no live sheets: the reason its own family's provider gives."""
+    spec = experiment.spec if isinstance(experiment.spec, Mapping) else {}
+    if "model" in spec:
+        module = "recurrent_walkthrough"
+    elif "network" in spec:
+        stages = spec["network"].stages()
+        module = (
+            "conv_walkthrough" if stages and type(stages[0].layer).__name__ == "Conv2d" else "walkthrough"
+        )
+    else:
+        return (
+            f"the live sheets are written for one network (dense, convolutional or recurrent); "
+            f"a {experiment.scenario} run has none yet: every term is on the Trace"
+        )
+    return reasons.get(module) or "the live-formula sheets are not available in this version"
+
+
 def _scalar(trace: StepTrace, name: str) -> float:
     return float(np.asarray(trace.value(name)).reshape(-1)[0]) if name in trace else math.nan
 
@@ -413,15 +530,20 @@ def run_with_workbook(
     experiment: Experiment,
     path: str | Path,
     *,
-    walkthrough_steps: Iterable[int] = (1,),
+    walkthrough_steps: Iterable[int] | None = None,
     live_steps: int = 1000,
     resync: bool = False,
     progress: Callable[[int, int], None] | None = None,
     rows_per_sheet: int = EXCEL_MAX_ROWS,
+    trace_steps: TraceSteps | None = None,
 ) -> Report:
     """Run the comparison with the workbook streaming from it, then write the workbook."""
     writer = WorkbookWriter(
-        experiment, walkthrough_steps=walkthrough_steps, live_steps=live_steps, rows_per_sheet=rows_per_sheet
+        experiment,
+        walkthrough_steps=walkthrough_steps,
+        live_steps=live_steps,
+        rows_per_sheet=rows_per_sheet,
+        trace_steps=trace_steps,
     )
     try:
         report = harness.run(experiment, resync=resync, observers=[writer.observe], progress=progress)
@@ -443,7 +565,9 @@ def write_workbook(
     """Write a workbook from a finished run and the steps captured of it. The Trace (and so what
     recalc.py can check) holds those steps only: to trace every step, stream with
     :class:`WorkbookWriter` or :func:`run_with_workbook`."""
-    writer = WorkbookWriter(experiment, walkthrough_steps=walkthrough_steps, live_steps=live_steps)
+    writer = WorkbookWriter(
+        experiment, walkthrough_steps=walkthrough_steps, live_steps=live_steps, trace_steps=TraceSteps("all")
+    )
     try:
         for step in sorted(captured):
             hand, torch = captured[step]

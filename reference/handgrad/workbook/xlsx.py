@@ -144,21 +144,32 @@ class SharedStrings:
 
 
 def cell_xml(
-    ref: str, value: object, style: int = 0, *, is_text: bool = False, strings: SharedStrings | None = None
+    ref: str,
+    value: object,
+    style: int = 0,
+    *,
+    is_text: bool = False,
+    strings: SharedStrings | None = None,
+    cached: float | None = None,
 ) -> str:
     """The ``<c>`` element of one cell.
 
     A ``str`` that starts with ``=`` is a formula unless ``is_text`` (text from a user is always
     written as text); an ``ArrayFormula`` is an array formula over its ``ref``; numbers are written
     with ``repr`` (every bit kept); a non-finite number becomes the text ``nan``/``inf``. Text goes
-    through ``strings`` when given, else inline.
+    through ``strings`` when given, else inline. ``cached``: a formula's value, stored as its
+    ``<v>`` so that a reader that does not recompute (a preview, openpyxl ``data_only``, pandas)
+    shows the number; on a cell inside an array formula's range (``value`` None), that element.
     """
     s = f' s="{style}"' if style else ""
+    v = f"<v>{float(cached)!r}</v>" if cached is not None and math.isfinite(cached) else ""
     if value is None:
+        if v:
+            return f'<c r="{ref}"{s}>{v}</c>'
         return f'<c r="{ref}"{s}/>' if style else ""
     if isinstance(value, ArrayFormula):
         body = xml_text(formula_body(value.text or ""))
-        return f'<c r="{ref}"{s}><f t="array" ref="{xml_attr(value.ref)}">{body}</f></c>'
+        return f'<c r="{ref}"{s}><f t="array" ref="{xml_attr(value.ref)}">{body}</f>{v}</c>'
     if isinstance(value, (bool, np.bool_)):
         return f'<c r="{ref}"{s} t="b"><v>{int(bool(value))}</v></c>'
     if isinstance(value, (int, np.integer)):
@@ -170,7 +181,7 @@ def cell_xml(
         text = non_finite_text(number)
     elif isinstance(value, str):
         if value.startswith("=") and not is_text and len(value) > 1:
-            return f'<c r="{ref}"{s}><f>{xml_text(formula_body(value))}</f></c>'
+            return f'<c r="{ref}"{s}><f>{xml_text(formula_body(value))}</f>{v}</c>'
         text = value
     else:
         raise TypeError(f"cannot write a {type(value).__name__} into cell {ref}")
@@ -210,17 +221,20 @@ class SheetData:
         self.last_row = row
 
     def add_cells(
-        self, row: int, values: Mapping[int, tuple[object, int, bool]], strings: SharedStrings | None = None
+        self,
+        row: int,
+        values: Mapping[int, tuple[object, int, bool] | tuple[object, int, bool, float | None]],
+        strings: SharedStrings | None = None,
     ) -> None:
-        """One row from ``{col: (value, style, is_text)}``."""
+        """One row from ``{col: (value, style, is_text[, cached])}``."""
         cells = []
         for col in sorted(values):
             if col > EXCEL_MAX_COLS:
                 raise ExcelLimitError(f"column {col:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
-            value, style, is_text = values[col]
-            cells.append(
-                cell_xml(f"{column_letter(col)}{row}", value, style, is_text=is_text, strings=strings)
-            )
+            value, style, is_text, *rest = values[col]
+            cached = rest[0] if rest else None
+            ref = f"{column_letter(col)}{row}"
+            cells.append(cell_xml(ref, value, style, is_text=is_text, strings=strings, cached=cached))
         self.max_col = max(self.max_col, max(values, default=0))
         self.add_row(row, cells)
 

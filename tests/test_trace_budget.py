@@ -1,0 +1,102 @@
+"""The Trace keeps a stated budget of steps; the comparison still covers every step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from openpyxl import load_workbook
+
+from handgrad import cli
+from handgrad.spec import SpecError
+from handgrad.workbook.tracebudget import TraceBudget, TraceSteps, parse_trace_steps, spread
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (None, TraceSteps("auto")),
+        ("all", TraceSteps("all")),
+        ("40", TraceSteps("count", 40)),
+        ("3:9", TraceSteps("range", 3, 9)),
+        ("every:10", TraceSteps("every", 10)),
+    ],
+)
+def test_trace_steps_parse(text: str | None, expected: TraceSteps) -> None:
+    assert parse_trace_steps(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "every:0", "9:3", "0:4", "some", "1:2:3", "every:x"])
+def test_bad_trace_steps_name_the_field(text: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_trace_steps(text)
+    assert error.value.field == "trace_steps"
+
+
+def test_bad_trace_steps_exit_2_before_running(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["compare", "xor", "--xlsx", str(tmp_path / "x.xlsx"), "--trace-steps", "every:0"]) == 2
+    assert "trace_steps" in capsys.readouterr().err
+    assert not (tmp_path / "x.xlsx").exists()
+
+
+@pytest.mark.parametrize(("count", "steps"), [(1, 100), (2, 100), (7, 100), (40, 1000), (100, 100), (5, 3)])
+def test_spread_keeps_first_last_and_an_even_sample(count: int, steps: int) -> None:
+    kept = spread(count, steps)
+    assert len(kept) == min(count, steps)
+    assert 1 in kept and all(1 <= k <= steps for k in kept)
+    if count > 1:
+        assert steps in kept
+
+
+def _admit(budget: TraceBudget, steps: int, failing_from: int | None = None) -> list[int]:
+    written = []
+    for step in range(1, steps + 1):
+        failing = failing_from is not None and step >= failing_from
+        written += [k for k, _ in budget.admit(step, 10, failing, None)]
+    written += [k for k, _ in budget.finish()]
+    return written
+
+
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        (TraceSteps("all"), list(range(1, 21))),
+        (TraceSteps("range", 3, 5), [3, 4, 5, 20]),
+        (TraceSteps("every", 10), [1, 11, 20]),
+        (TraceSteps("count", 2), [1, 20]),
+    ],
+)
+def test_each_choice_keeps_its_steps_and_the_last(choice: TraceSteps, expected: list[int]) -> None:
+    assert _admit(TraceBudget(choice, 20), 20) == expected
+
+
+def test_first_divergence_and_its_neighbours_are_always_kept() -> None:
+    written = _admit(TraceBudget(TraceSteps("count", 2), 100), 100, failing_from=50)
+    assert written == [1, 49, 50, 51, 100]  # in step order: the rows stream
+
+
+def test_live_sheet_steps_are_kept_and_count_against_the_automatic_budget() -> None:
+    budget = TraceBudget(TraceSteps("auto"), 1000, budget_rows=100)  # 10 steps of 10 rows
+    budget.require([500, 501])
+    written = _admit(budget, 1000)
+    assert {500, 501} <= set(written)
+    assert len(written) == 10
+
+
+def test_long_xor_keeps_a_budget_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "xor.xlsx"
+    assert cli.main(["compare", "xor", "--steps", "4000", "--xlsx", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "all 19 terms agree at every one of 4000 steps" in out  # every step compared
+    [line] = [line for line in out.splitlines() if "The Trace keeps" in line]
+    book = load_workbook(path, read_only=True)
+    steps = [row[0] for row in book["Trace"].iter_rows(min_row=2, values_only=True)]
+    kept = sorted(set(steps))
+    assert len(steps) <= 120_000 and kept[0] == 1 and kept[-1] == 4000 and len(kept) < 4000
+    assert f"keeps {len(kept):,} of the 4,000 steps" in line
+    summary = [v for row in book["Summary"].iter_rows(max_row=8, values_only=True) for v in row if v]
+    readme = [v for row in book["Read me"].iter_rows(values_only=True) for v in row if v]
+    assert any(line.split("workbook: ")[1] in str(text) for text in summary)
+    assert any(line.split("workbook: ")[1] in str(text) for text in readme)
+    assert any(str(text).startswith("handgrad compare xor --steps 4000 --xlsx FILE.xlsx") for text in readme)
+    book.close()
