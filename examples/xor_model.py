@@ -1,8 +1,8 @@
-"""The seed's XOR network as a user would write it in torch: ``handgrad check examples/xor_model.py:make``.
+"""The seed's XOR network as a user would write it in torch: ``handgrad check examples/xor_model.py:make --lr 2``.
 
 ``make()`` returns the 2-3-1 sigmoid network with the weights ``handgrad compare xor`` starts from
-(its seeded defaults, written out), and the XOR truth table; at the check's defaults (squared
-error, online SGD, lr 0.5, 1000 steps) the run is the xor scenario's, number for number.
+(its seeded defaults, written out), and the XOR truth table; with xor's η (squared error, online
+SGD, ``--lr 2``, 1000 steps) the run is the xor scenario's, number for number.
 """
 
 import torch

@@ -280,7 +280,8 @@ def test_the_xor_example_reproduces_compare_xor_number_for_number() -> None:
     namespace: dict = {}
     exec(compile((ROOT / "examples" / "xor_model.py").read_text(), "xor_model.py", "exec"), namespace)
     model, x, y = namespace["make"]()
-    mine, my_traces = _traces(build_experiment(model, x, y))  # the check's defaults
+    xor_lr = scenario_parser("xor").get_default("lr")  # xor's η (2: the demo learns); the check's is 0.5
+    mine, my_traces = _traces(build_experiment(model, x, y, lr=xor_lr))
     theirs, their_traces = _traces(SCENARIOS["xor"].build(scenario_parser("xor").parse_args([])))
     assert mine.ok and theirs.ok and mine.steps_run == theirs.steps_run == 1000
     assert mine.verdict() == theirs.verdict()
@@ -292,7 +293,8 @@ def test_the_xor_example_reproduces_compare_xor_number_for_number() -> None:
 
 
 def test_handgrad_check_on_the_example_prints_compare_xors_verdict(capsys) -> None:
-    assert main(["check", str(ROOT / "examples" / "xor_model.py") + ":make", "--quiet"]) == 0
+    xor_lr = str(scenario_parser("xor").get_default("lr"))
+    assert main(["check", str(ROOT / "examples" / "xor_model.py") + ":make", "--lr", xor_lr, "--quiet"]) == 0
     mine = capsys.readouterr().out.strip().split(": ", 1)[1]
     assert main(["compare", "xor", "--quiet"]) == 0
     assert capsys.readouterr().out.strip().split(": ", 1)[1] == mine
@@ -321,7 +323,8 @@ def test_handgrad_check_with_csv_data_and_weights(tmp_path, capsys) -> None:
         "--weights",
         str(weights),
     ]
-    assert main([*argv, "--steps", "50", "--json", str(out), "--quiet"]) == 0
+    xor_lr = str(scenario_parser("xor").get_default("lr"))
+    assert main([*argv, "--lr", xor_lr, "--steps", "50", "--json", str(out), "--quiet"]) == 0
     reference = tmp_path / "xor.json"
     assert main(["compare", "xor", "--steps", "50", "--json", str(reference), "--quiet"]) == 0
     report, expected = json.loads(out.read_text()), json.loads(reference.read_text())

@@ -103,6 +103,11 @@ class TwinMakemore:
             "output.b2": m.output.bias,
         }
 
+    def state_dict_keys(self) -> dict[str, list[str]]:
+        """Hand parameter name → the module's ``state_dict`` key (the workbook's Parameters sheet)."""
+        keys = {id(param): key for key, param in self.module.named_parameters()}
+        return {name: [keys[id(param)]] for name, param in self._named().items()}
+
     def load_params(self, params: dict[str, np.ndarray]) -> None:
         with torch.no_grad():
             for name, param in self._named().items():
