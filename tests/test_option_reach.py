@@ -89,7 +89,7 @@ NO_EFFECT = {
     "--json": "an output file",
     "--xlsx": "an output file",
     "--walkthrough": "which steps the workbook shows as live formulas (with --xlsx)",
-    "--trace-steps": "which compared steps the workbook's Trace sheet keeps (with --xlsx); every step is still compared",
+    "--trace-steps": "which steps the Trace sheet keeps (with --xlsx); every step is still compared",
     "--live-steps": "how many Training-sheet rows are live formulas (with --xlsx)",
     "--quiet": "console output only",
     "--gradcheck": "adds the finite-difference column beside the trace (tests/test_compare_gradcheck.py)",
