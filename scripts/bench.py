@@ -443,6 +443,13 @@ def compare_all() -> Row:
     return Row.of("compare_all", seconds, seconds["all"], 8.0)
 
 
+@benchmark("compare_all_j2", "`handgrad compare all --jobs 2`, wall seconds (target ≤ 8 s)")
+def compare_all_jobs() -> Row:
+    command = [sys.executable, "-m", "handgrad", "compare", "all", "--jobs", "2"]
+    seconds = time_commands({"all": command}, repeats=1)
+    return Row.of("compare_all_j2", seconds, seconds["all"], 8.0)
+
+
 # --- the command line -----------------------------------------------------------------------
 
 
