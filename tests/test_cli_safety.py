@@ -146,6 +146,7 @@ CASES = [
     Case("class weight empty", [*X, "--loss", "cross_entropy", "--class-weight", ""], "class_weight"),
     Case("unknown option", [*X, "--frobnicate"], "arguments"),
     Case("compare all unknown option", ["compare", "all", "--steps", "3"], "arguments"),
+    Case("compare all no jobs", ["compare", "all", "--jobs", "0"], "jobs"),
     Case("gradcheck all unknown option", ["gradcheck", "all", "--lr", "3"], "arguments"),
     Case("gradcheck unknown scenario", ["gradcheck", "nope"], "scenario"),
     Case("list with options", ["list", "--all"], "list"),
@@ -273,6 +274,18 @@ def test_compare_all_json_is_one_document(tmp_path: Path) -> None:
     assert [report["scenario"] for report in document["scenarios"]] == [
         "xor", "mlp", "alexnet-mini", "parity", "echo", "deep", "multitask", "makemore", "transformer"
     ]
+    # --jobs 2: the same lines in the same order, the same reports (wall times aside)
+    parallel = run(["compare", "all", "--jobs", "2", "--json", "all2.json"], tmp_path, timeout=600)
+    assert parallel.returncode == done.returncode and parallel.stdout == done.stdout
+    assert _without_seconds(json.loads((tmp_path / "all2.json").read_text())) == _without_seconds(document)
+
+
+def _without_seconds(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _without_seconds(item) for key, item in value.items() if key != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(item) for item in value]
+    return value
 
 
 def test_a_billion_steps_start_at_once_and_stop_on_ctrl_c(tmp_path: Path) -> None:

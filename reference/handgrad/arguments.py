@@ -55,7 +55,6 @@ def bound_arguments(args: argparse.Namespace) -> None:
         raise SpecError("max_memory", f"expected a number of GiB > 0, got {memory}")
 
 
-
 class _Formatter(argparse.HelpFormatter):
     """Every option's default shown: appended where the help text does not already say it."""
 
@@ -124,4 +123,12 @@ def all_parser(command: str) -> ArgumentParser:
     parser.add_argument(
         "--json", metavar="FILE", help="one JSON document: a report per scenario and the overall verdict"
     )
+    if command == "compare":
+        parser.add_argument(
+            "--jobs",
+            type=int,
+            default=1,
+            metavar="N",
+            help="run N scenarios at a time in worker processes (default 1); output in scenario order",
+        )
     return parser

@@ -20,7 +20,7 @@ import shlex
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from handgrad import harness
 from handgrad.arguments import ArgumentParser, all_parser
@@ -268,17 +268,36 @@ def check(argv: Sequence[str]) -> int:
 
 def compare_all(argv: Sequence[str]) -> int:
     args = all_parser("compare").parse_args(list(argv))
+    if args.jobs < 1:
+        raise SpecError("jobs", f"expected a number of worker processes >= 1, got {args.jobs}")
     check_outputs({"--json": args.json})
     results = []
-    for name in SCENARIOS:
-        report = harness.run(_build(name, scenario_parser(name).parse_args([])))
-        print(f"{name}: {report.verdict()}", flush=True)
-        results.append((name, report.ok, report.to_json()))
+    for name, (verdict, ok, document) in zip(SCENARIOS, _scenario_results(args.jobs), strict=True):
+        print(f"{name}: {verdict}", flush=True)
+        results.append((name, ok, document))
     document = all_document(results)
     if args.json:
         atomic_write_bytes(args.json, _json_bytes(document), "json")
     print(f"all: {document['verdict']}")
     return EXIT_OK if document["ok"] else EXIT_MISMATCH
+
+
+def _run_scenario(name: str) -> tuple[str, bool, dict[str, object]]:
+    """One scenario of ``compare all`` at its defaults: its verdict line, ok, and JSON report."""
+    report = harness.run(_build(name, scenario_parser(name).parse_args([])))
+    return report.verdict(), report.ok, report.to_json()
+
+
+def _scenario_results(jobs: int) -> Iterator[tuple[str, bool, dict[str, object]]]:
+    """Every scenario's result in SCENARIOS' order; ``jobs > 1``: from that many worker processes
+    (forked: they inherit the imported modules), still yielded in order as each one finishes."""
+    if jobs == 1:
+        yield from map(_run_scenario, SCENARIOS)
+        return
+    import multiprocessing
+
+    with multiprocessing.Pool(min(jobs, len(SCENARIOS))) as pool:
+        yield from pool.imap(_run_scenario, SCENARIOS)
 
 
 def list_scenarios() -> int:
@@ -289,7 +308,7 @@ def list_scenarios() -> int:
 
 
 USAGE = f"""usage: handgrad compare SCENARIO [options]    compare hand vs torch, term by term, at every step
-       handgrad compare all [--json FILE]        every scenario at its defaults (the CI mode)
+       handgrad compare all [--json FILE] [--jobs N]  every scenario at its defaults (the CI mode)
        handgrad compare SCENARIO --help           the options of a scenario
        handgrad gradcheck SCENARIO [options]      finite-difference check of the hand pass (no torch)
        handgrad gradcheck all [--json FILE]       every scenario, by finite differences

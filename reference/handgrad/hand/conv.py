@@ -369,11 +369,10 @@ def maxpool2d_backward(dout: np.ndarray, cache: MaxPoolCache) -> tuple[np.ndarra
     """
     kh, kw = cache.kernel_size
     n, c, _, _ = cache.x_shape
-    dwin = np.zeros((n, c, kh, kw, *cache.out_hw), dtype=dout.dtype)  # N,C,kH,kW,Ho,Wo
-    for u in range(kh):
-        for v in range(kw):
-            hit = cache.tap == u * kw + v  # N,C,Ho,Wo
-            dwin[:, :, u, v] = np.where(hit, dout, 0.0)  # ∂L/∂win[i,j,u,v] = δ[i,j]·[tap = (u,v)]
+    ho, wo = cache.out_hw
+    hit = cache.tap[..., None] == np.arange(kh * kw)  # [tap = (u,v)]   N,C,Ho,Wo,kH·kW
+    dwin = np.where(hit, dout[..., None], 0.0)  # ∂L/∂win[i,j,u,v] = δ[i,j]·[tap = (u,v)]
+    dwin = dwin.reshape(n, c, ho, wo, kh, kw).transpose(0, 1, 4, 5, 2, 3)  # N,C,kH,kW,Ho,Wo
     dxp = _col2im(dwin, cache.padded_hw, cache.stride, cache.dilation)  # Σ over windows   N,C,Hp,Wp
     return _unpad(dxp, cache.padding), {}  # ∂L/∂x   N,C,H,W
 
@@ -413,11 +412,8 @@ def avgpool2d_forward(
         divisor = np.full(out_hw, float(kernel[0] * kernel[1]))  # Ho,Wo
     else:
         divisor = _in_bounds((h, w), kernel, step, pad, dil, out_hw).sum(axis=-1).astype(float)
-    total = np.zeros((n, c, *out_hw), dtype=x.dtype)  # N,C,Ho,Wo
-    for u in range(kernel[0]):
-        for v in range(kernel[1]):
-            rows, cols = _tap_slice(u, v, step, dil, out_hw)
-            total += xp[:, :, rows, cols]  # Σ_{u,v} x̃[i·s+u, j·s+v]   N,C,Ho,Wo
+    win = _windows(xp, kernel, step, dil, out_hw)  # N,C,Ho,Wo,kH,kW (a view)
+    total = win.sum(axis=(4, 5))  # Σ_{u,v} x̃[i·s+u, j·s+v]   N,C,Ho,Wo
     z = total / divisor  # N,C,Ho,Wo
     return z, AvgPoolCache(divisor, (n, c, h, w), xp.shape[2:], out_hw, kernel, step, pad)
 
