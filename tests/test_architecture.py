@@ -19,7 +19,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reference" / "handgrad"
 CONTRACT = {"spec", "trace", "tolerance", "contract"}
-UTILITIES = {"arguments", "atomic", "inputs"}  # leaf helpers of the command line; import the contract only
+UTILITIES = {"arguments", "atomic", "inputs", "tracebudget"}  # leaf helpers; import the contract only
 
 ALLOWED: dict[str, set[str]] = {
     "version": set(),
@@ -30,6 +30,7 @@ ALLOWED: dict[str, set[str]] = {
     "arguments": {"spec"},
     "atomic": {"spec"},
     "inputs": {"spec"},
+    "tracebudget": {"spec"},
     "perturb": {"trace"},
     "hand": CONTRACT,
     "twin": CONTRACT,
@@ -38,7 +39,7 @@ ALLOWED: dict[str, set[str]] = {
     "layercheck": CONTRACT | {"harness"},
     "testing": {"layercheck", "modelcheck"},
     "modelcheck": CONTRACT | UTILITIES | {"harness", "scenarios", "workbook"},
-    "workbook": CONTRACT | {"harness", "atomic", "version"},
+    "workbook": CONTRACT | {"harness", "atomic", "version", "tracebudget"},
     "scenarios": CONTRACT | UTILITIES | {"hand", "twin", "harness", "oracle"},
     "gradcheck": CONTRACT | UTILITIES | {"harness", "oracle", "scenarios"},
     "cli": CONTRACT

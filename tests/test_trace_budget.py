@@ -9,7 +9,7 @@ from openpyxl import load_workbook
 
 from handgrad import cli
 from handgrad.spec import SpecError
-from handgrad.workbook.tracebudget import TraceBudget, TraceSteps, parse_trace_steps, spread
+from handgrad.tracebudget import TraceBudget, TraceSteps, parse_trace_steps, spread
 
 
 @pytest.mark.parametrize(

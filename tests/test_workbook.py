@@ -462,7 +462,7 @@ MEMORY_DRIVER = textwrap.dedent(
     from handgrad import harness
     from handgrad.cli import scenario_parser
     from handgrad.scenarios import SCENARIOS
-    from handgrad.workbook.tracebudget import TraceSteps
+    from handgrad.tracebudget import TraceSteps
     from handgrad.workbook.writer import WorkbookWriter
 
     steps = int(sys.argv[2])

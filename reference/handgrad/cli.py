@@ -29,7 +29,7 @@ from handgrad.harness import Report, all_document
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.spec import SpecError, require_int
-from handgrad.workbook.tracebudget import HELP as TRACE_HELP
+from handgrad.tracebudget import HELP as TRACE_HELP
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141
 MAX_WALKTHROUGH_STEPS = 20  # each walkthrough step is a sheet of its own
@@ -186,7 +186,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
     check_outputs({"--json": args.json, "--xlsx": args.xlsx}, input_files(args))
     workbook = None
     if args.xlsx:
-        from handgrad.workbook.tracebudget import parse_trace_steps
+        from handgrad.tracebudget import parse_trace_steps
         from handgrad.workbook.writer import WorkbookWriter, parse_walkthrough
         from handgrad.workbook.xlsx import EXCEL_MAX_ROWS
 

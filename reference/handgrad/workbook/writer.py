@@ -45,7 +45,7 @@ from handgrad.workbook.diagnostics_sheet import (
 )
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import StyleBook
-from handgrad.workbook.tracebudget import TraceBudget, TraceSteps
+from handgrad.tracebudget import TraceBudget, TraceSteps
 from handgrad.workbook.tracesheet import TraceSheets
 from handgrad.workbook.xlsx import (
     EXCEL_MAX_COLS,
