@@ -35,6 +35,7 @@ from handgrad import harness
 from handgrad.atomic import atomic_path
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.trace import StepTrace
+from handgrad.tracebudget import TraceBudget, TraceSteps
 from handgrad.workbook import parameters, readme, summary
 from handgrad.workbook.cached import fill_cached
 from handgrad.workbook.diagnostics_sheet import (
@@ -45,7 +46,6 @@ from handgrad.workbook.diagnostics_sheet import (
 )
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import StyleBook
-from handgrad.tracebudget import TraceBudget, TraceSteps
 from handgrad.workbook.tracesheet import TraceSheets
 from handgrad.workbook.xlsx import (
     EXCEL_MAX_COLS,
