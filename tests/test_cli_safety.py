@@ -262,7 +262,7 @@ def test_scripts_compare_help(tmp_path: Path) -> None:
 def test_gradcheck_help_shows_no_steps_and_every_default(tmp_path: Path) -> None:
     text = run(["gradcheck", "xor", "--help"], tmp_path).stdout
     assert "--steps STEPS" not in text and "--at-step" in text
-    assert "learning rate η (default 0.5)" in text and "(default: 2.0)" in text  # --norm-type's, appended
+    assert "learning rate η (default 2.0)" in text and "(default: 2.0)" in text  # xor's η; --norm-type's
 
 
 def test_compare_all_json_is_one_document(tmp_path: Path) -> None:

@@ -40,8 +40,9 @@ def demo_arguments() -> list[str]:
 def test_make_demo_prints_four_predictions_within_a_tenth(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["compare", "xor", *demo_arguments()]) == 0
     out = capsys.readouterr().out
-    verdict = out.index("xor: all ")
-    table = out[verdict:].splitlines()[2:]  # the verdict, the table's title, then its header
+    assert out.splitlines()[-1].startswith("xor: all 19 terms agree"), out  # the verdict stays last
+    title = out.index("xor: final predictions")
+    table = out[title:].splitlines()[1:]  # the table's title, then its header
     rows = [re.split(r"\s{2,}", line.strip()) for line in table[1:5]]
     assert [row[0] for row in rows] == ["0, 0", "0, 1", "1, 0", "1, 1"], out
     for row, target in zip(rows, XOR_Y[:, 0], strict=True):

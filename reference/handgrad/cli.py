@@ -238,15 +238,15 @@ def compare(name: str, argv: Sequence[str]) -> int:
             print(f"{name}: {_configuration_line(report)}")
         if oracle is not None and oracle.input_reason is not None:
             print(f"{name}: input.x not checked by finite differences: {oracle.input_reason}")
-    print(f"{name}: {report.verdict()}")
-    if report.stopped:
-        print(f"{name}: stopped early: {report.stopped}")
-    if workbook and not args.quiet:
-        for line in workbook.notices():
-            print(f"{name}: workbook: {line}")
     if report.predictions is not None and not args.quiet:
         print(f"{name}: final predictions, every row of the data at the last step's weights:")
         print(report.predictions.table())
+    if workbook and not args.quiet:
+        for line in workbook.notices():
+            print(f"{name}: workbook: {line}")
+    print(f"{name}: {report.verdict()}")  # the verdict last (before a stop note): `| tail -1` reads it
+    if report.stopped:
+        print(f"{name}: stopped early: {report.stopped}")
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
