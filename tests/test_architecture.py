@@ -1,6 +1,6 @@
 """The import rules of manual/architecture.md, checked over every module of the package.
 
-Each module belongs to a room (``handgrad.hand.dense`` → ``hand``; ``handgrad.spec`` → ``spec``).
+Each module belongs to a room (``handgrad.hand.dense`` → ``hand``; ``handgrad.contract.spec`` → ``spec``).
 A room may import only the rooms :data:`ALLOWED` lists for it (the picture in DESIGN.md: the
 contract below both sides; hand/ and twin/ never import each other; the workbook reads the run,
 never the sides or the scenarios). Imports inside functions count: a lazy import is still a
@@ -18,20 +18,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "reference" / "handgrad"
-CONTRACT = {"spec", "trace", "tolerance", "contract"}
+CONTRACT = {"contract"}
 UTILITIES = {"arguments", "atomic", "inputs", "tracebudget"}  # leaf helpers; import the contract only
 
 ALLOWED: dict[str, set[str]] = {
     "version": set(),
-    "spec": set(),
-    "contract": {"spec"},
-    "trace": set(),
-    "tolerance": set(),
-    "arguments": {"spec"},
-    "atomic": {"spec"},
-    "inputs": {"spec"},
-    "tracebudget": {"spec"},
-    "perturb": {"trace"},
+    "contract": set(),
+    "arguments": CONTRACT,
+    "atomic": CONTRACT,
+    "inputs": CONTRACT,
+    "tracebudget": CONTRACT,
+    "perturb": CONTRACT,
     "hand": CONTRACT,
     "twin": CONTRACT,
     "harness": CONTRACT | {"version"},
@@ -115,7 +112,7 @@ def test_import_rules_hold_except_the_listed_debt() -> None:
     assert not fixed, f"fixed: strike these from KNOWN_DEBT: {fixed}"
 
 
-@pytest.mark.parametrize("room", ["hand", "harness", "oracle", "spec", "trace", "tolerance", "contract"])
+@pytest.mark.parametrize("room", ["hand", "harness", "oracle", "contract"])
 def test_torch_free_rooms_never_import_torch(room: str) -> None:
     for module, path in MODULES.items():
         if _room(module) != room:
@@ -165,5 +162,6 @@ def test_the_checker_sees_a_planted_breach_and_a_planted_cycle(monkeypatch) -> N
     )
     with pytest.raises(AssertionError, match="handgrad.hand.dense"):
         test_import_rules_hold_except_the_listed_debt()
-    monkeypatch.setitem(GRAPH, "handgrad.spec", GRAPH["handgrad.spec"] | {"handgrad.hand.network"})
+    spec = "handgrad.contract.spec"
+    monkeypatch.setitem(GRAPH, spec, GRAPH[spec] | {"handgrad.hand.network"})
     assert _cycle() is not None

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from handgrad import mutants_layers
+from handgrad.contract.spec import SpecError
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import attention as at
 from handgrad.harness import Divergence, compare_traces, compare_values, first_divergence, tolerance_for
-from handgrad.spec import SpecError
-from handgrad.trace import StepTrace
 
 TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
 

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from openpyxl import Workbook
 
-from handgrad import inputs, spec
+from handgrad import inputs
 from handgrad.cli import main
-from handgrad.spec import SpecError
+from handgrad.contract import spec
+from handgrad.contract.spec import SpecError
 
 GOOD_WEIGHTS = {
     "dense1.W": [[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]],

@@ -15,15 +15,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from handgrad.contract.spec import SpecError
 from handgrad.hand import conv
 from handgrad.harness import assert_values_match, tolerance_for
-from handgrad.spec import SpecError
 
 TOL = tolerance_for("float64")
 
 
 def close(name: str, hand: np.ndarray, ref: torch.Tensor | np.ndarray) -> None:
-    """The harness's one comparison (handgrad.tolerance's rule, float64 row), shapes equal.
+    """The harness's one comparison (handgrad.contract.tolerance's rule, float64 row), shapes equal.
 
     The pooling tests feed -inf and NaN on purpose: those must sit in the same places with the
     same values on both sides; the finite rest is compared by the rule."""

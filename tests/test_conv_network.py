@@ -15,10 +15,7 @@ import torch.nn.functional as F
 
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
-from handgrad.hand import conv
-from handgrad.scenarios import SCENARIOS
-from handgrad.scenarios.stack import dropout_masks, stack_experiment
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
     Conv2d,
@@ -34,6 +31,9 @@ from handgrad.spec import (
     Schedule,
     SpecError,
 )
+from handgrad.hand import conv
+from handgrad.scenarios import SCENARIOS
+from handgrad.scenarios.stack import dropout_masks, stack_experiment
 
 
 def alexnet(steps: int, *options: str) -> harness.Experiment:

@@ -21,11 +21,7 @@ import openpyxl
 import pytest
 
 from handgrad import harness
-from handgrad.hand import activations, conv
-from handgrad.harness import Experiment
-from handgrad.scenarios.conv import bars
-from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     Conv2d,
     Data,
@@ -38,7 +34,11 @@ from handgrad.spec import (
     Schedule,
     SpecError,
 )
-from handgrad.trace import StepTrace
+from handgrad.contract.trace import StepTrace
+from handgrad.hand import activations, conv
+from handgrad.harness import Experiment
+from handgrad.scenarios.conv import bars
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook.conv_walkthrough import conv_unsupported_reason, conv_walkthrough_grids
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.writer import Book, write_grid

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from handgrad import harness
+from handgrad.contract.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule
 from handgrad.hand import activations
 from handgrad.hand.network import init_params
 from handgrad.scenarios.dense import XOR_X, XOR_Y
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule
 
 LOSSES = {
     "mse-mean": Loss("mse", "mean"),

@@ -19,12 +19,12 @@ import torch
 
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
+from handgrad.contract.spec import SpecError
+from handgrad.contract.tolerance import TOLERANCES, Tolerance, tolerance_for
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import resolve_device
-from handgrad.spec import SpecError
-from handgrad.tolerance import TOLERANCES, Tolerance, tolerance_for
-from handgrad.trace import StepTrace
 from handgrad.twin.device import Device, precision, under_precision
 
 CUDA = torch.cuda.is_available()

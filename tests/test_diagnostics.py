@@ -9,11 +9,11 @@ from openpyxl.utils import get_column_letter
 
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
+from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
 from handgrad.hand import diagnostics
 from handgrad.hand.network import init_params
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 from handgrad.workbook.diagnostics_sheet import (
     TITLE,
     DiagnosticsHistory,

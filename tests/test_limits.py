@@ -14,8 +14,8 @@ from openpyxl import load_workbook
 
 from handgrad import cli
 from handgrad.cli import scenario_parser
+from handgrad.contract.spec import SpecError
 from handgrad.scenarios import SCENARIOS
-from handgrad.spec import SpecError
 from handgrad.workbook import formulas
 from handgrad.workbook.writer import run_with_workbook
 

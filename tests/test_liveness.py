@@ -20,10 +20,10 @@ import pytest
 import test_walkthrough as tw
 
 from handgrad.cli import scenario_parser
+from handgrad.contract.spec import Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.hand.network import HandNetwork
 from handgrad.scenarios import SCENARIOS
-from handgrad.spec import Optimizer
-from handgrad.trace import StepTrace
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.training import training_grid
 from handgrad.workbook.walkthrough import replay_hand, walkthrough_grids

@@ -13,9 +13,9 @@ import torch
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.contract.makemore import HAND_ONLY, VOCAB, build_dataset, load_names
+from handgrad.contract.spec import SpecError
 from handgrad.gradcheck import check_scenario, gradcheck_parser
 from handgrad.scenarios import SCENARIOS
-from handgrad.spec import SpecError
 
 SMALL = ("--hidden", "6", "--batch-size", "5", "--n-embd", "4")
 FORWARD = ["emb.emb", "emb.embcat", "hidden.hprebn", "bn.hpreact", "act.h", "output.logits", "loss.L"]

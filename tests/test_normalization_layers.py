@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from handgrad import mutants_layers
+from handgrad.contract.spec import SpecError
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import embedding as emb
 from handgrad.hand import normalization as nm
 from handgrad.harness import Divergence, compare_traces, compare_values, first_divergence, tolerance_for
-from handgrad.spec import SpecError
-from handgrad.trace import StepTrace
 
 TORCH_DTYPE = {"float64": torch.float64, "float32": torch.float32}
 

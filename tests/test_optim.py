@@ -14,11 +14,11 @@ import pytest
 
 from handgrad import cli, harness
 from handgrad.contract.names import state_keys
+from handgrad.contract.spec import Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
 from handgrad.hand import optim
 from handgrad.harness import compare_values, tolerance_for
 from handgrad.scenarios.dense import XOR_X, XOR_Y
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
 
 STEPS = 200
 TOL = tolerance_for("float64")

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from handgrad import harness
+from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
 from handgrad.hand import losses, optim
 from handgrad.scenarios.dense import XOR_X, XOR_Y
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 
 
 def xor_run(optimizer: Optimizer, loss: Loss | None = None, steps: int = 3) -> harness.Report:

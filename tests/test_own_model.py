@@ -14,9 +14,9 @@ from torch import nn
 
 from handgrad import check_model, harness
 from handgrad.cli import main, scenario_parser
+from handgrad.contract.spec import OPTIMIZERS, SpecError
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.own_model import build_experiment
-from handgrad.spec import OPTIMIZERS, SpecError
 from handgrad.testing import assert_model_matches_torch
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from handgrad import harness
 from handgrad.cli import scenario_parser
+from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
+from handgrad.contract.tolerance import tolerance_for
 from handgrad.hand import conv
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
-from handgrad.tolerance import tolerance_for
 
 settings.register_profile(
     "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

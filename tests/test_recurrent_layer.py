@@ -25,10 +25,10 @@ import torch
 
 from handgrad import harness
 from handgrad.contract import names
+from handgrad.contract.spec import SpecError
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr
-from handgrad.spec import SpecError
-from handgrad.trace import StepTrace
 from handgrad.twin import recurrent as tw
 
 T, N, I, H = 5, 5, 3, 4

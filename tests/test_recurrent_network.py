@@ -22,10 +22,10 @@ import pytest
 from handgrad import cli, harness
 from handgrad.contract import names
 from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_table
+from handgrad.contract.spec import Clip, Loss, LRSchedule, Optimizer, Schedule
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import recurrent as hr
 from handgrad.scenarios.recurrent import recurrent_experiment
-from handgrad.spec import Clip, Loss, LRSchedule, Optimizer, Schedule
-from handgrad.trace import StepTrace
 
 S, T, I, H = 3, 3, 2, 2  # sequences, padded length, inputs, hidden
 RAGGED = np.array([2, 3, 1])  # unsorted, max = T

@@ -1,6 +1,6 @@
 """The tolerance rule at its edges: zeros, subnormals, zero crossings, factor errors, overflow.
 
-The rule (handgrad.tolerance, manual/harness.md): per element |Δᵢ| ≤ atol·s + rtol·|tᵢ| with s
+The rule (handgrad.contract.tolerance, manual/harness.md): per element |Δᵢ| ≤ atol·s + rtol·|tᵢ| with s
 the term's largest |torch| over the recent steps, per term ‖Δ‖₂ ≤ rtol·‖t‖₂, values below the
 smallest normal flushed to zero; both figures are printed as relative errors against rtol.
 """
@@ -15,10 +15,10 @@ import pytest
 
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
+from handgrad.contract.tolerance import TOLERANCES, RecentScale, norm
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import compare_traces, compare_values
 from handgrad.scenarios import SCENARIOS
-from handgrad.tolerance import TOLERANCES, RecentScale, norm
-from handgrad.trace import StepTrace
 
 F64 = TOLERANCES["float64"]
 F32 = TOLERANCES["float32"]

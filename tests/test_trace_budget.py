@@ -8,7 +8,7 @@ import pytest
 from openpyxl import load_workbook
 
 from handgrad import cli
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 from handgrad.tracebudget import TraceBudget, TraceSteps, parse_trace_steps, spread
 
 

@@ -16,7 +16,7 @@ import test_walkthrough as tw
 from openpyxl.utils.cell import coordinate_to_tuple
 from test_walkthrough import EXTRA, MATRIX, Recomputed, _case_id, assert_checks, dense_case
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 from handgrad.workbook.grid import address
 from handgrad.workbook.training import training_grid
 

@@ -31,11 +31,21 @@ import pytest
 import torch
 
 from handgrad import harness
+from handgrad.contract.spec import (
+    ACTIVATIONS,
+    Clip,
+    Data,
+    Loss,
+    LRSchedule,
+    Network,
+    Optimizer,
+    Schedule,
+    SpecError,
+)
 from handgrad.contract.stack import param_table
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import ACTIVATIONS, Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
-from handgrad.trace import StepTrace
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.training import training_grid

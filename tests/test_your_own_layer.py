@@ -98,7 +98,7 @@ def test_parameterless_layer_and_several_inputs() -> None:
 
 
 def test_unknown_parameter_name_is_refused() -> None:
-    from handgrad.spec import SpecError
+    from handgrad.contract.spec import SpecError
 
     with pytest.raises(SpecError, match="param_names"):
         check_layer(
@@ -142,7 +142,7 @@ def test_the_callers_module_is_left_as_it_was() -> None:
 
 
 def test_a_missing_gradient_is_named() -> None:
-    from handgrad.spec import SpecError
+    from handgrad.contract.spec import SpecError
 
     def backward(dout, x, params):
         return dout @ params["weight"], {"weight": dout.T @ x}
@@ -165,7 +165,7 @@ def test_a_missing_gradient_is_named() -> None:
     ],
 )
 def test_bad_arguments_name_the_field(kwargs, field) -> None:
-    from handgrad.spec import SpecError
+    from handgrad.contract.spec import SpecError
 
     arguments = {"torch_module": torch.nn.Linear(3, 2), "inputs": np.ones((2, 3)), **kwargs}
     with pytest.raises(SpecError) as caught:

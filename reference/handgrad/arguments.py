@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 MAX_STEPS = 10**12
 MAX_SEED = 2**63 - 1

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 
 def _is_special(path: Path) -> bool:

@@ -21,6 +21,7 @@ import numpy as np
 
 from handgrad.arguments import ArgumentParser
 from handgrad.atomic import check_outputs
+from handgrad.contract.spec import CLASS_LOSSES, SpecError
 from handgrad.harness import Report
 from handgrad.scenarios.common import (
     add_training_arguments,
@@ -30,7 +31,6 @@ from handgrad.scenarios.common import (
     resolve_device,
     schedule_from_args,
 )
-from handgrad.spec import CLASS_LOSSES, SpecError
 
 WARNING = "FILE.py is imported and FACTORY() is called: this runs its code, as python FILE.py would"
 

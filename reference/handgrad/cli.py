@@ -25,10 +25,10 @@ from collections.abc import Iterator, Sequence
 from handgrad import harness
 from handgrad.arguments import ArgumentParser, all_parser
 from handgrad.atomic import atomic_write_bytes, check_outputs
+from handgrad.contract.spec import SpecError, require_int
 from handgrad.harness import Report, all_document
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
-from handgrad.spec import SpecError, require_int
 from handgrad.tracebudget import HELP as TRACE_HELP
 
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_PIPE = 0, 1, 2, 3, 130, 141

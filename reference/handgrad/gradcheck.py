@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.spec import SpecError
 from handgrad.oracle import FD_ATOL, FD_RTOL, OracleCheck, check_gradients
-from handgrad.spec import SpecError
 
 INPUT = "input.x"
 # Scenarios whose input sits, by design, where L is not differentiable in x: the check of ∂L/∂x is
@@ -152,9 +152,9 @@ def gradcheck_parser(name: str) -> Any:
 
 def check_scenario(name: str, args: Any) -> tuple[bool, str, dict[str, object], list[str]]:
     """Run the finite-difference check of scenario ``name``: (ok, verdict, JSON document, lines)."""
+    from handgrad.contract.spec import require_int
     from handgrad.scenarios import SCENARIOS
     from handgrad.scenarios.common import check_memory, estimate_memory
-    from handgrad.spec import require_int
 
     at = require_int("at_step", args.at_step, 1)
     if at > MAX_AT_STEP:

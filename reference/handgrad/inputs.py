@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from handgrad.spec import Data, SpecError
+from handgrad.contract.spec import Data, SpecError
 
 MAX_VALUES = 10_000_000  # a weights or data file with more numbers than this is refused
 MAX_TEXT_BYTES = 256 * 2**20  # a JSON or CSV file is read up to this many bytes, then refused

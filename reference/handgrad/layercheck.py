@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.spec import SpecError
+from handgrad.contract.tolerance import Tolerance, tolerance_for
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import Divergence, TermCheck, compare_values, first_divergence
-from handgrad.spec import SpecError
-from handgrad.tolerance import Tolerance, tolerance_for
-from handgrad.trace import StepTrace
 
 
 @dataclass

@@ -344,8 +344,8 @@ class Mutant:
 
 def _relu_on_the_kink() -> Any:
     """A 2-3-2 ReLU net whose hidden pre-activations hit 0 exactly on some rows."""
+    from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
     from handgrad.scenarios.stack import stack_experiment
-    from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 
     x = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 2.0], [0.75, -0.5]])
     y = np.array([[0.2, 0.7], [0.9, 0.1], [0.4, 0.6], [0.3, 0.8]])
@@ -371,8 +371,8 @@ def _relu_on_the_kink() -> Any:
 
 def _huge_logits() -> Any:
     """A 2-3-3 net with logits of about ±1000 into cross-entropy."""
+    from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
     from handgrad.scenarios.stack import stack_experiment
-    from handgrad.spec import Data, Loss, Network, Optimizer, Schedule
 
     rng = np.random.default_rng(3)
     x = rng.uniform(-1, 1, size=(4, 2))

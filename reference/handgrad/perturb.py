@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.trace import StepTrace, Term
+from handgrad.contract.trace import StepTrace, Term
 
 
 class PerturbedSide:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 TRACE_ROW_BUDGET = 120_000  # Trace rows of the automatic default: ~55 bytes each once zipped
 HELP = (

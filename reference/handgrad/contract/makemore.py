@@ -20,7 +20,7 @@ from typing import overload
 
 import numpy as np
 
-from handgrad.spec import SpecError, require_float, require_int
+from handgrad.contract.spec import SpecError, require_float, require_int
 
 VOCAB = ".abcdefghijklmnopqrstuvwxyz"  # '.' (index 0) starts and ends every name
 # terms the hand side computes but torch's fused modules do not expose (nn.BatchNorm1d computes

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handgrad.spec import (
+from handgrad.contract.spec import (
     ACTIVATIONS,
     Loss,
     SpecError,

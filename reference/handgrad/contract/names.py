@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from handgrad.spec import Activation, Optimizer, Stage
+from handgrad.contract.spec import Activation, Optimizer, Stage
 
 SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")

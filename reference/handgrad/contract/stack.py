@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
     Conv2d,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from handgrad.contract.makemore import VOCAB
-from handgrad.spec import SpecError, require_choice, require_float, require_int
+from handgrad.contract.spec import SpecError, require_choice, require_float, require_int
 
 # each block's traced intermediates (hand/attention.py BLOCK_TERMS) with their symbols, and the
 # order their gradients come in the backward

@@ -28,8 +28,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from handgrad.contract.spec import SpecError
 from handgrad.hand import normalization as nm
-from handgrad.spec import SpecError
 
 # --- softmax -------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 CLIP_EPS = 1e-6  # torch: clip_coef = max_norm / (total_norm + 1e-6)
 

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from handgrad.spec import SpecError, require_float, require_int
+from handgrad.contract.spec import SpecError, require_float, require_int
 
 Pair = tuple[int, int]
 

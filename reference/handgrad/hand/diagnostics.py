@@ -46,9 +46,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from handgrad.contract.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
+from handgrad.contract.spec import Activation, Stage
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import activations
-from handgrad.spec import Activation, Stage
-from handgrad.trace import StepTrace
 
 
 def grad_norm(dL_dW: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 
 class EmbeddingCache(NamedTuple):

@@ -50,9 +50,9 @@ import numpy as np
 
 from handgrad.contract.makemore import BUFFERS, Makemore, param_table
 from handgrad.contract.names import state_keys
+from handgrad.contract.spec import Loss, Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import activations, dense, embedding, losses, normalization, optim
-from handgrad.spec import Loss, Optimizer
-from handgrad.trace import StepTrace
 
 CROSS_ENTROPY = Loss("cross_entropy")
 

@@ -49,11 +49,11 @@ import numpy as np
 
 from handgrad.contract.multitask import Multitask, param_table
 from handgrad.contract.names import state_keys
-from handgrad.hand import activations, dense, losses, optim
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Optimizer,
 )
-from handgrad.trace import StepTrace
+from handgrad.contract.trace import StepTrace
+from handgrad.hand import activations, dense, losses, optim
 
 
 def init_params(model: Multitask, seed: int, dtype: str = "float64") -> dict[str, np.ndarray]:

@@ -20,9 +20,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.contract.names import state_keys
-from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table
-from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
     Conv2d,
@@ -38,7 +36,9 @@ from handgrad.spec import (
     Stage,
     UserLayer,
 )
-from handgrad.trace import StepTrace
+from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table
+from handgrad.contract.trace import StepTrace
+from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
 
 
 @dataclass(frozen=True)

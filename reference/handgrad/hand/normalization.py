@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 # --- BatchNorm -----------------------------------------------------------------------------------
 

@@ -63,8 +63,8 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.spec import Optimizer
 from handgrad.hand import clip as clip_grad
-from handgrad.spec import Optimizer
 
 State = dict[str, Any]
 ParamState = dict[str, np.ndarray]

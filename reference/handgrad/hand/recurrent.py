@@ -70,8 +70,8 @@ from handgrad.contract.names import (
     term_prefix,
     term_symbol,
 )
-from handgrad.spec import SpecError
-from handgrad.trace import StepTrace
+from handgrad.contract.spec import SpecError
+from handgrad.contract.trace import StepTrace
 
 
 def _sigmoid(a: np.ndarray) -> np.ndarray:

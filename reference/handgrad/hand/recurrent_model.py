@@ -61,9 +61,9 @@ from handgrad.contract.recurrent import (
     param_table,
     recurrent_params,
 )
+from handgrad.contract.spec import Loss, Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import activations, dense, losses, optim, recurrent
-from handgrad.spec import Loss, Optimizer
-from handgrad.trace import StepTrace
 
 
 def init_params(model: RecurrentModel, seed: int) -> dict[str, np.ndarray]:

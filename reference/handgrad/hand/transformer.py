@@ -23,11 +23,11 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad.contract.names import state_keys
+from handgrad.contract.spec import Loss, Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import BACKWARD_BLOCK, FORWARD_BLOCK, Transformer, param_table
 from handgrad.hand import attention, embedding, losses, optim
 from handgrad.hand import normalization as nm
-from handgrad.spec import Loss, Optimizer
-from handgrad.trace import StepTrace
 
 CROSS_ENTROPY = Loss("cross_entropy")
 

@@ -8,6 +8,7 @@
 The names below are the harness's public API; import them from here.
 """
 
+from handgrad.contract.tolerance import TOLERANCES, Tolerance, tolerance_for
 from handgrad.harness.compare import (
     BATCHED_TERM_LIMIT,
     Divergence,
@@ -21,7 +22,6 @@ from handgrad.harness.compare import (
 )
 from handgrad.harness.lockstep import Experiment, Side, StepObserver, run
 from handgrad.harness.report import Report, TermStats, all_document, versions
-from handgrad.tolerance import TOLERANCES, Tolerance, tolerance_for
 
 __all__ = [
     "BATCHED_TERM_LIMIT",

@@ -1,6 +1,6 @@
 """The one comparison helper: two traces of a step, term by term, and the first divergence.
 
-Every term of a step is compared by the rule in :mod:`handgrad.tolerance`: element-wise
+Every term of a step is compared by the rule in :mod:`handgrad.contract.tolerance`: element-wise
 ``|hand − torch| ≤ atol·s + rtol·|torch|`` (s: the term's largest |torch| over the recent steps)
 and normwise ``‖hand − torch‖₂ ≤ rtol·‖torch‖₂``, subnormals flushed to zero, from one
 dtype-keyed table. Non-finite values are their own finding, never compared. Everything in handgrad
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handgrad.tolerance import RecentScale, Tolerance, norm, relative, tolerance_for
-from handgrad.trace import StepTrace
+from handgrad.contract.tolerance import RecentScale, Tolerance, norm, relative, tolerance_for
+from handgrad.contract.trace import StepTrace
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def compare_values(
     """Compare two arrays of one term; the single helper every check in handgrad goes through.
 
     ``scale``, ``norm_scale``: the term's largest |torch| and ‖torch‖₂ over recent steps
-    (:class:`handgrad.tolerance.RecentScale`; :func:`compare_traces` passes them during a run);
+    (:class:`handgrad.contract.tolerance.RecentScale`; :func:`compare_traces` passes them during a run);
     alone, a term is measured against its own size."""
     hand = np.asarray(hand, dtype=np.float64)
     torch = np.asarray(torch, dtype=np.float64)

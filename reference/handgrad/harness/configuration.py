@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
     Clip,

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from handgrad.contract.tolerance import RecentScale, Tolerance, tolerance_for
+from handgrad.contract.trace import StepTrace, Term
 from handgrad.harness.compare import TermCheck, compare_traces, first_divergence
 from handgrad.harness.configuration import experiment_configuration
 from handgrad.harness.report import (
@@ -24,8 +26,6 @@ from handgrad.harness.report import (
     TermStats,
     versions,
 )
-from handgrad.tolerance import RecentScale, Tolerance, tolerance_for
-from handgrad.trace import StepTrace, Term
 
 
 class Side(Protocol):

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.tolerance import Tolerance
 from handgrad.harness.compare import Divergence, TermCheck
 from handgrad.harness.configuration import OptionCheck
-from handgrad.tolerance import Tolerance
 
 
 @dataclass

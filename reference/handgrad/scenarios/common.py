@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from handgrad.arguments import DEFAULT_MAX_MEMORY_GIB, SIZE_LIMITS
-from handgrad.harness import Experiment
-from handgrad.spec import (
+from handgrad.contract.spec import (
     DTYPES,
     LOSSES,
     LR_SCHEDULES,
@@ -27,6 +26,7 @@ from handgrad.spec import (
     require_float,
     require_int,
 )
+from handgrad.harness import Experiment
 
 
 class Builder(Protocol):
@@ -384,7 +384,7 @@ def asked_from_args(args: argparse.Namespace) -> dict[str, object]:
     """What the training options ask torch for, read from the parsed options themselves and not
     from the spec built from them (:func:`optimizer_from_args`, :func:`loss_from_args`): an option
     lost while the spec is built then shows as asked ≠ what torch ran with. An option left out is
-    torch's default for it (:data:`handgrad.spec.OPTIMIZER_DEFAULTS`, ``Loss.DEFAULTS``). The keys
+    torch's default for it (:data:`handgrad.contract.spec.OPTIMIZER_DEFAULTS`, ``Loss.DEFAULTS``). The keys
     are the configuration's (``handgrad.harness.configuration``)."""
     asked: dict[str, object] = {"dtype": args.dtype, "device": args.device}
     asked.update({"optimizer": args.optimizer, "optimizer.lr": args.lr})

@@ -21,6 +21,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from handgrad.contract.spec import (
+    Activation,
+    Conv2d,
+    Data,
+    Dense,
+    Dropout,
+    Flatten,
+    LocalResponseNorm,
+    MaxPool2d,
+    Network,
+    SpecError,
+    require_float,
+    require_int,
+)
 from handgrad.contract.stack import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
@@ -38,20 +52,6 @@ from handgrad.scenarios.common import (
     training_config,
 )
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import (
-    Activation,
-    Conv2d,
-    Data,
-    Dense,
-    Dropout,
-    Flatten,
-    LocalResponseNorm,
-    MaxPool2d,
-    Network,
-    SpecError,
-    require_float,
-    require_int,
-)
 
 # --- data ----------------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import argparse
 
 import numpy as np
 
+from handgrad.contract.spec import Data, Network, require_choice, require_float, require_int
 from handgrad.contract.stack import param_table
 from handgrad.hand.network import init_params
 from handgrad.harness import Experiment
@@ -42,7 +43,6 @@ from handgrad.scenarios.common import (
 )
 from handgrad.scenarios.dense import _add_dense_arguments
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import Data, Network, require_choice, require_float, require_int
 
 INITS = ("auto", "torch", "xavier", "he")
 

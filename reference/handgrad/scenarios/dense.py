@@ -10,6 +10,7 @@ import argparse
 
 import numpy as np
 
+from handgrad.contract.spec import ACTIVATIONS, Data, Network, SpecError
 from handgrad.contract.stack import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_csv, load_weights
@@ -28,7 +29,6 @@ from handgrad.scenarios.common import (
     training_config,
 )
 from handgrad.scenarios.stack import stack_experiment
-from handgrad.spec import ACTIVATIONS, Data, Network, SpecError
 
 XOR_X = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
 XOR_Y = np.array([[0.0], [1.0], [1.0], [0.0]])

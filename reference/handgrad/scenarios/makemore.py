@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 
 from handgrad.contract.makemore import DrawnBatches, Makemore, build_dataset, load_names, param_table
+from handgrad.contract.spec import Optimizer, Schedule, SpecError, require_int
 from handgrad.hand.makemore import HandMakemore, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
@@ -27,7 +28,6 @@ from handgrad.scenarios.common import (
     resolve_device,
     training_config,
 )
-from handgrad.spec import Optimizer, Schedule, SpecError, require_int
 
 # options of add_training_arguments that the makemore model has no use for: (option, its default)
 NOT_APPLICABLE = (

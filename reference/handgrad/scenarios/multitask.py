@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 
 from handgrad.contract.multitask import Multitask, param_table
+from handgrad.contract.spec import ACTIVATIONS, Data, Optimizer, Schedule, SpecError, require_int
 from handgrad.hand.multitask import HandMultitask, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
@@ -30,7 +31,6 @@ from handgrad.scenarios.common import (
     schedule_from_args,
     training_config,
 )
-from handgrad.spec import ACTIVATIONS, Data, Optimizer, Schedule, SpecError, require_int
 
 CLASS_OPTIONS = ("class_weight", "ignore_index", "label_smoothing")
 VALUE_OPTIONS = ("beta", "delta", "pos_weight")

@@ -30,9 +30,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.contract.recurrent import RecurrentModel, SequenceData
-from handgrad.harness import Experiment
-from handgrad.scenarios.common import loss_config
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
     Conv2d,
@@ -50,6 +48,8 @@ from handgrad.spec import (
     UserLayer,
     require_int,
 )
+from handgrad.harness import Experiment
+from handgrad.scenarios.common import loss_config
 
 STACK_MODULES = (
     "Linear",
@@ -309,8 +309,8 @@ def _check_recurrent_forward(model: Any, spec: RecurrentModel, x: np.ndarray) ->
     float64 copy of the user's module, against its own children composed that way."""
     import torch
 
+    from handgrad.contract.tolerance import tolerance_for
     from handgrad.harness import compare_values
-    from handgrad.tolerance import tolerance_for
 
     user = copy.deepcopy(model).to(torch.float64)
     rnn, head, *rest = [child for _, child in user.named_children()]

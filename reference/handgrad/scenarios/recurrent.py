@@ -25,6 +25,15 @@ from handgrad.contract.recurrent import (
     check_lengths,
     param_table,
 )
+from handgrad.contract.spec import (
+    ACTIVATIONS,
+    Loss,
+    Optimizer,
+    Schedule,
+    SpecError,
+    require_choice,
+    require_int,
+)
 from handgrad.hand.recurrent_model import HandRecurrent, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights
@@ -41,7 +50,6 @@ from handgrad.scenarios.common import (
     schedule_from_args,
     training_config,
 )
-from handgrad.spec import ACTIVATIONS, Loss, Optimizer, Schedule, SpecError, require_choice, require_int
 
 INITIAL_STATES = ("zero", "random")
 

@@ -1,6 +1,6 @@
 """One experiment from a layer-stack spec: dense, conv family, activations, dropout.
 
-:func:`stack_experiment` builds both sides of any :class:`~handgrad.spec.Network` from one spec,
+:func:`stack_experiment` builds both sides of any :class:`~handgrad.contract.spec.Network` from one spec,
 one set of initial weights and, where the stack has dropout, one set of keep masks: the engine
 behind ``xor``, ``mlp``, ``deep`` and ``alexnet-mini``.
 
@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.spec import Activation, Data, Dropout, Loss, Network, Optimizer, Schedule, SpecError
 from handgrad.hand.network import HandNetwork, init_params
 from handgrad.harness import Experiment
-from handgrad.spec import Activation, Data, Dropout, Loss, Network, Optimizer, Schedule, SpecError
 
 
 def stage_input_shapes(network: Network) -> dict[str, tuple[int, ...]]:

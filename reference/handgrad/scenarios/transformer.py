@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 
 from handgrad.contract.makemore import DrawnBatches, load_names
+from handgrad.contract.spec import Optimizer, Schedule, SpecError, require_int
 from handgrad.contract.transformer import Transformer, build_sequences, param_table
 from handgrad.hand.transformer import HandTransformer, init_params
 from handgrad.harness import Experiment
@@ -29,7 +30,6 @@ from handgrad.scenarios.common import (
     training_config,
 )
 from handgrad.scenarios.makemore import NOT_APPLICABLE
-from handgrad.spec import Optimizer, Schedule, SpecError, require_int
 
 
 def transformer_experiment(

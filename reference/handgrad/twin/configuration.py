@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from handgrad.spec import Optimizer
+from handgrad.contract.spec import Optimizer
 
 Configuration = dict[str, object]
 

@@ -11,7 +11,7 @@ is True (cuDNN convolutions and recurrent modules). A float32 comparison on CUDA
 comparison only with both off, so :func:`precision` sets both to the run's choice (off unless
 ``--tf32``) around every twin step and puts the previous values back afterwards: nothing outside
 a step sees a changed flag. With ``--tf32`` both are on and the harness reads the ``tf32``
-tolerance row (:mod:`handgrad.tolerance`, derivation in ``manual/harness.md``).
+tolerance row (:mod:`handgrad.contract.tolerance`, derivation in ``manual/harness.md``).
 
 :class:`Device` carries the TF32 choice along with the device name, so that it travels wherever a
 device name goes (``device=`` of every twin and experiment builder). This module imports torch only
@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from handgrad.spec import SpecError
+from handgrad.contract.spec import SpecError
 
 DEVICES = ("cpu", "cuda")
 

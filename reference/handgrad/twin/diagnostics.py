@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from handgrad.contract.names import DEAD_KINDS, SATURATION_THRESHOLD, Row, weight_name
-from handgrad.spec import Activation, Stage
-from handgrad.trace import StepTrace
+from handgrad.contract.spec import Activation, Stage
+from handgrad.contract.trace import StepTrace
 
 SOURCE = "torch-ops"
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from handgrad.contract.makemore import BUFFERS, Makemore, param_table
 from handgrad.contract.names import state_keys
-from handgrad.spec import Optimizer
-from handgrad.trace import StepTrace
+from handgrad.contract.spec import Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, optim
 from handgrad.twin.device import tf32_of, under_precision
 

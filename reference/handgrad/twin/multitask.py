@@ -19,8 +19,8 @@ import torch
 
 from handgrad.contract.multitask import PARTS, Multitask, param_table
 from handgrad.contract.names import state_keys
-from handgrad.spec import Activation, Optimizer, Stage
-from handgrad.trace import StepTrace
+from handgrad.contract.spec import Activation, Optimizer, Stage
+from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, losses, optim
 from handgrad.twin.device import tf32_of, under_precision
 from handgrad.twin.network import _activation_module

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from handgrad.contract.names import state_keys
-from handgrad.contract.stack import StageTerms, param_table, shape_of
-from handgrad.spec import (
+from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
     Conv2d,
@@ -32,7 +31,8 @@ from handgrad.spec import (
     Stage,
     UserLayer,
 )
-from handgrad.trace import StepTrace
+from handgrad.contract.stack import StageTerms, param_table, shape_of
+from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, diagnostics, losses, optim
 from handgrad.twin.device import tf32_of, under_precision
 

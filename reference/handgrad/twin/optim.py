@@ -8,7 +8,7 @@ kernels (the same update regrouped into multi-tensor launches); pinning the for-
 on one code path on every device (manual/conventions.md, "Devices").
 
 Per-parameter state (``momentum_buffer``, ``exp_avg``, ...) is read by the twin network straight
-from ``optimizer.state[param][key]`` for the keys :func:`handgrad.spec.state_keys` names;
+from ``optimizer.state[param][key]`` for the keys :func:`handgrad.contract.spec.state_keys` names;
 the step count from ``optimizer.state[param]["step"]``, the lr in force from
 ``optimizer.param_groups[0]["lr"]``. Nothing here recomputes a term.
 """
@@ -20,7 +20,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from handgrad.spec import Optimizer
+from handgrad.contract.spec import Optimizer
 from handgrad.twin import eager
 
 

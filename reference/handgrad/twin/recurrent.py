@@ -29,9 +29,9 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from handgrad.contract.names import CELLS, GATES, PARAM_NAMES, PARAM_SYMBOLS, PARAM_TERMS, PREFIX, term_symbol
-from handgrad.spec import SpecError
-from handgrad.tolerance import Tolerance, tolerance_for
-from handgrad.trace import StepTrace
+from handgrad.contract.spec import SpecError
+from handgrad.contract.tolerance import Tolerance, tolerance_for
+from handgrad.contract.trace import StepTrace
 
 SOURCE_NN = "torch.nn"
 SOURCE_OPS = "torch-ops"

@@ -35,9 +35,9 @@ from handgrad.contract.recurrent import (
     param_table,
     torch_names,
 )
-from handgrad.spec import Loss, Optimizer
-from handgrad.tolerance import tolerance_for
-from handgrad.trace import StepTrace
+from handgrad.contract.spec import Loss, Optimizer
+from handgrad.contract.tolerance import tolerance_for
+from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, losses, optim
 from handgrad.twin import recurrent as tw
 from handgrad.twin.device import tf32_of, under_precision

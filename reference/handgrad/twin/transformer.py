@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from handgrad.contract.names import state_keys
+from handgrad.contract.spec import Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import BACKWARD_BLOCK, FORWARD_BLOCK, Transformer, param_table
-from handgrad.spec import Optimizer
-from handgrad.trace import StepTrace
 from handgrad.twin import configuration, optim
 from handgrad.twin.device import tf32_of, under_precision
 

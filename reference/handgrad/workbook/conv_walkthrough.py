@@ -34,11 +34,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handgrad.contract.spec import Activation, Conv2d, MaxPool2d, Network, SpecError, Stage
 from handgrad.contract.stack import shape_of
+from handgrad.contract.trace import StepTrace
 from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
-from handgrad.spec import Activation, Conv2d, MaxPool2d, Network, SpecError, Stage
-from handgrad.trace import StepTrace
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 

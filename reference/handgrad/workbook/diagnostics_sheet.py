@@ -24,8 +24,8 @@ import numpy as np
 from openpyxl.chart import Reference, ScatterChart, Series
 
 from handgrad.contract.names import SATURATION_RHO, SATURATION_THRESHOLD
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report, TermCheck
-from handgrad.trace import StepTrace
 from handgrad.workbook.grid import Grid, address
 from handgrad.workbook.styles import SCIENTIFIC
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from handgrad.spec import Clip, Loss, LRSchedule, Optimizer, SpecError
+from handgrad.contract.spec import Clip, Loss, LRSchedule, Optimizer, SpecError
 
 MAX_FORMULA_CHARS = 8192  # Excel's limit on the length of a formula's text
 BCE_LOG_FLOOR = -100  # nn.BCELoss clamps each log at −100
@@ -272,7 +272,7 @@ class UpdateRule:
 
     ``hyper(spec)`` lists the hyper-parameters that become input cells (defined names).
     ``state_keys(spec)`` lists the per-parameter state as torch's ``optimizer.state`` keys with
-    symbols (:func:`handgrad.spec.state_keys`): the sheets give each its own block or columns.
+    symbols (:func:`handgrad.contract.spec.state_keys`): the sheets give each its own block or columns.
     ``build(param, grad, hyper, previous, step, state=None)`` returns the new state and the updated
     parameter of one element: ``param`` and ``grad`` are references to the element, ``hyper`` maps
     each hyper key to its defined name, ``previous[key]`` is a reference to the state before the

@@ -46,10 +46,10 @@ import numpy as np
 
 from handgrad.contract import names as naming
 from handgrad.contract.recurrent import HEAD, RecurrentModel, param_table
+from handgrad.contract.spec import SpecError
+from handgrad.contract.trace import StepTrace
 from handgrad.hand.recurrent_model import HandRecurrent
 from handgrad.harness import Experiment
-from handgrad.spec import SpecError
-from handgrad.trace import StepTrace
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 

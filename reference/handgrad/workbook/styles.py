@@ -1,7 +1,7 @@
 """Cell styles of the workbook: one colour per phase, plus titles, headers, inputs and torch's numbers.
 
 ``STYLES`` maps a key to the attributes of a cell style (``font``, ``fill``, ``border``,
-``alignment``, ``number_format``). The phase keys equal :data:`handgrad.trace.PHASES`, so a term's
+``alignment``, ``number_format``). The phase keys equal :data:`handgrad.contract.trace.PHASES`, so a term's
 phase picks its colour. A :class:`Grid` names a style by key; :class:`StyleBook` turns (key, number
 format) into the workbook's style index once per workbook.
 """

@@ -5,7 +5,7 @@ element-wise relative error |Δ| / ((atol/rtol)·s + |torch|) of that element, s
 |torch| over the recent steps as the harness measured it
 (empty where it is infinite: torch's whole term is 0 and |Δ| is not), values below the dtype's
 smallest normal flushed to zero first; ``ok`` is rel ≤ rtol, the element-wise rule of
-:mod:`handgrad.tolerance` (the normwise rule is judged per term, on the Summary). The rows go
+:mod:`handgrad.contract.tolerance` (the normwise rule is judged per term, on the Summary). The rows go
 to :class:`SheetData` as each step runs, so a long run holds no more in memory than a short
 one. An Excel sheet holds 1,048,576 rows: when one would pass it, the Trace goes on onto
 "Trace 2", "Trace 3", ... (each with its own header and table).
@@ -21,8 +21,8 @@ from openpyxl.workbook import Workbook
 from openpyxl.worksheet.filters import AutoFilter
 from openpyxl.worksheet.table import Table, TableColumn, TableStyleInfo
 
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import Tolerance
-from handgrad.trace import StepTrace
 from handgrad.workbook.xlsx import EXCEL_MAX_ROWS, SharedStrings, SheetData, non_finite_text
 
 COLUMNS = ("step", "phase", "layer", "term", "index", "hand", "torch", "|Δ|", "rel", "ok")

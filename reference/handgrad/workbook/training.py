@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from openpyxl.utils import get_column_letter
 
+from handgrad.contract.spec import Activation, Dense, SpecError, Stage
 from handgrad.contract.stack import param_table, sup
 from handgrad.harness import Experiment, Report
-from handgrad.spec import Activation, Dense, SpecError, Stage
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 from handgrad.workbook.walkthrough import live_stages, output_suffix

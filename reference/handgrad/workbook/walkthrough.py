@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 from openpyxl.worksheet.formula import ArrayFormula
 
+from handgrad.contract.spec import Activation, Clip, Dense, Network, SpecError, Stage
 from handgrad.contract.stack import param_table, sup
+from handgrad.contract.trace import StepTrace
 from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
-from handgrad.spec import Activation, Clip, Dense, Network, SpecError, Stage
-from handgrad.trace import StepTrace
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 

@@ -33,8 +33,8 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from handgrad import harness
 from handgrad.atomic import atomic_path
+from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report, TermCheck
-from handgrad.trace import StepTrace
 from handgrad.tracebudget import TraceBudget, TraceSteps
 from handgrad.workbook import parameters, readme, summary
 from handgrad.workbook.cached import fill_cached
@@ -145,7 +145,7 @@ def _optional(module: str, attribute: str) -> Callable[..., Any] | None:
 
 def parse_walkthrough(text: str) -> list[int]:
     """``'1,50,1000' -> [1, 50, 1000]`` (sorted, unique, each ≥ 1)."""
-    from handgrad.spec import SpecError
+    from handgrad.contract.spec import SpecError
 
     steps = []
     for part in str(text).split(","):
