@@ -49,7 +49,6 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad.contract.makemore import BUFFERS, Makemore, param_table
-from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Loss, Optimizer
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import activations, dense, embedding, losses, normalization, optim
@@ -206,21 +205,7 @@ class HandMakemore:
     def _update(self, trace: StepTrace, grads: dict[str, np.ndarray]) -> None:
         """Clip, step and trace the optimizer, as the dense stack does it (hand/network.py)."""
         grads = {name: grads[name] for name in self._params}  # the parameters' order
-        if self.optimizer.clip is not None:
-            grads, total_norm = optim.clip_gradients(self.optimizer, grads)
-            if total_norm is not None:
-                trace.add("clip.total_norm", "‖g‖", "update", total_norm)
-            for name in self._params:
-                trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", grads[name])
-        self._params, self.state = optim.step(self.optimizer, self._params, grads, self.state)
-        for name, value in self._params.items():
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
-        kind = self.optimizer.kind
-        for key, symbol in state_keys(self.optimizer):
-            for name in self._params:
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer, self.state):
-            trace.add(f"{kind}.{key}", symbol, "state", value)
-        self.state = optim.schedule_step(self.optimizer, self.state)  # the lr of the next step
+        grads = optim.clip_and_trace(trace, self.optimizer, grads, self.symbols)
+        self._params, self.state = optim.step_and_trace(
+            trace, self.optimizer, self._params, grads, self.state, self.symbols
+        )  # the lr of the next step

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.contract.names import state_keys
 from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
@@ -275,25 +274,11 @@ class HandNetwork:
                 trace.add(grad_name, grad_symbol, "backward", stage_grads[short])
         trace.add("input.dL_dx", "∂L/∂x", "backward", dout)
 
-        if self.optimizer.clip is not None:  # clipping between backward and the update
-            grads, total_norm = optim.clip_gradients(self.optimizer, grads)
-            if total_norm is not None:
-                trace.add("clip.total_norm", "‖g‖", "update", total_norm)
-            for name in self._params:
-                trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", grads[name])
+        grads = optim.clip_and_trace(trace, self.optimizer, grads, self.symbols)
         params_before = self._params  # for the diagnostics' ‖ΔW‖ (optim.step never writes in place)
-        self._params, self.state = optim.step(self.optimizer, self._params, grads, self.state)
-        for name, value in self._params.items():
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
-        kind = self.optimizer.kind
-        for key, symbol in state_keys(self.optimizer):
-            for name in self._params:
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer, self.state):
-            trace.add(f"{kind}.{key}", symbol, "state", value)
-        self.state = optim.schedule_step(self.optimizer, self.state)  # the lr of the next step
+        self._params, self.state = optim.step_and_trace(
+            trace, self.optimizer, self._params, grads, self.state, self.symbols
+        )  # the lr of the next step
         # --- diagnostics (issue 8): grad norm, saturated/dead fraction, update ratio per layer ---
         if self.diagnostics:
             after = self._params

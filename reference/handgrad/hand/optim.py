@@ -63,7 +63,9 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.hand import clip as clip_grad
 
 State = dict[str, Any]
@@ -279,3 +281,44 @@ def scalar_state(spec: Optimizer, state: State) -> list[tuple[str, str, np.ndarr
     and the lr in force at this step η (``param_groups[0]["lr"]``)."""
     scalars = [] if spec.kind == "sgd" else [("step", "t", np.asarray(float(state["step"])))]
     return scalars + [("lr", "η", np.asarray(float(state["lr"])))]
+
+
+# --- the step tail: one copy for every family ------------------------------------------------------
+
+
+def clip_and_trace(
+    trace: StepTrace, spec: Optimizer, grads: dict[str, np.ndarray], symbols: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """Clipping between backward and the update, with its terms: ``clip.total_norm`` ‖g‖ (by norm)
+    and ``clip.grad.<param>`` ĝ[θ] per parameter of ``symbols`` (name → symbol, in the parameters'
+    order); the gradients unchanged without clipping."""
+    if spec.clip is None:
+        return grads
+    grads, total_norm = clip_gradients(spec, grads)
+    if total_norm is not None:
+        trace.add("clip.total_norm", "‖g‖", "update", total_norm)
+    for name in symbols:  # the parameters' order, whatever order backward filled ``grads`` in
+        trace.add(f"clip.grad.{name}", f"ĝ[{symbols[name]}]", "update", grads[name])
+    return grads
+
+
+def step_and_trace(
+    trace: StepTrace,
+    spec: Optimizer,
+    params: dict[str, np.ndarray],
+    grads: dict[str, np.ndarray],
+    state: State,
+    symbols: Mapping[str, str],
+) -> tuple[dict[str, np.ndarray], State]:
+    """The update and what follows it, in the order torch does it: θ′ = step(θ, g) traced as
+    ``<param>_next``; the optimizer's per-parameter state ``<kind>.<key>.<param>``; its scalars
+    (t, η); then the schedule moves η for the next step. Returns the new parameters and state."""
+    params, state = step(spec, params, grads, state)
+    for name, value in params.items():
+        trace.add(f"{name}_next", f"{symbols[name]}′", "update", value)
+    for key, symbol in state_keys(spec):
+        for name in params:
+            trace.add(f"{spec.kind}.{key}.{name}", f"{symbol}[{symbols[name]}]", "state", state[name][key])
+    for key, symbol, value in scalar_state(spec, state):
+        trace.add(f"{spec.kind}.{key}", symbol, "state", value)
+    return params, schedule_step(spec, state)

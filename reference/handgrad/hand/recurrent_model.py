@@ -50,7 +50,7 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad.contract import names as naming
-from handgrad.contract.names import state_keys, sub
+from handgrad.contract.names import sub
 from handgrad.contract.recurrent import (
     HEAD,
     SHORT_NAMES,
@@ -194,16 +194,7 @@ class HandRecurrent:
                 layer, short = name.split(".")
                 trace.add(f"{layer}.dL_d{short}_clipped", f"clip(∂L/∂{self.symbols[name]})", "update", value)
 
-        self._params, self.state = optim.step(self.optimizer, self._params, grads, self.state)
-        for name, value in self._params.items():
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value)
-        kind = self.optimizer.kind
-        for key, symbol in state_keys(self.optimizer):
-            for name in self._params:
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", self.state[name][key]
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer, self.state):
-            trace.add(f"{kind}.{key}", symbol, "state", value)
-        self.state = optim.schedule_step(self.optimizer, self.state)  # the lr of the next step
+        self._params, self.state = optim.step_and_trace(
+            trace, self.optimizer, self._params, grads, self.state, self.symbols
+        )  # the lr of the next step
         return trace
