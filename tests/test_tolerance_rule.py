@@ -16,8 +16,8 @@ import pytest
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.contract.tolerance import TOLERANCES, RecentScale, norm
-from handgrad.contract.trace import StepTrace
-from handgrad.harness import compare_traces, compare_values
+from handgrad.contract.trace import Reduction, StepTrace
+from handgrad.harness import TermContractError, compare_traces, compare_values
 from handgrad.scenarios import SCENARIOS
 
 F64 = TOLERANCES["float64"]
@@ -102,6 +102,60 @@ def test_a_scalar_crossing_zero_is_measured_at_its_recent_size() -> None:
     assert check.ok and check.scale == 0.6
     alone = compare_values("dense2.z", np.array([off]), np.array([crossing]), F64)
     assert not alone.ok  # measured against its own value at the crossing, it would fail
+
+
+def _bias_traces(dL_dz: np.ndarray, hand_db: np.ndarray, torch_db: np.ndarray, declared: bool) -> list:
+    summands = Reduction("no->o", ("dense1.dL_dz",)) if declared else None
+    traces = []
+    for dL_db in (hand_db, torch_db):
+        trace = StepTrace(1)
+        trace.add("dense1.dL_dz", "∂L/∂z⁽¹⁾", "backward", dL_dz)
+        trace.add("dense1.dL_db", "∂L/∂b⁽¹⁾", "backward", dL_db, summands=summands)
+        traces.append(trace)
+    return compare_traces(*traces, F64)
+
+
+def test_a_sum_that_cancels_exactly_is_judged_at_its_summands() -> None:
+    """∂L/∂b of a layer feeding a training-mode BatchNorm is Σₙ ∂L/∂zₙ = 0 exactly (the BatchNorm's
+    input gradient has zero mean over the batch); summed in two orders it is rounding noise of
+    the summands' size on each side. Judged against its own size (the noise) it would fail;
+    judged against Σ|∂L/∂zₙ|, the size its rounding follows, it agrees."""
+    rng = np.random.default_rng(0)
+    dL_dz = rng.normal(size=(16, 5))
+    dL_dz -= dL_dz.mean(axis=0)
+    forward, backward = dL_dz.sum(axis=0), dL_dz[::-1].cumsum(axis=0)[-1]
+    assert np.all(np.abs(forward) < 1e-14) and not np.array_equal(forward, backward)
+    assert not _bias_traces(dL_dz, forward, backward, declared=False)[1].ok
+    z_check, b_check = _bias_traces(dL_dz, forward, backward, declared=True)
+    assert z_check.ok and b_check.ok
+    assert b_check.scale == pytest.approx(np.abs(dL_dz).sum(axis=0).max())
+
+
+@pytest.mark.parametrize("factor", [0.0, 2.0, 1 + 1e-6])
+def test_a_wrong_sum_still_fails_at_its_summands_scale(factor: float) -> None:
+    """The summands' scale forgives rounding, not error: a zeroed, doubled or 1+1e-6 bias
+    gradient of a batch that does not cancel fails at every element."""
+    rng = np.random.default_rng(1)
+    dL_dz = rng.normal(loc=0.5, size=(16, 5))
+    dL_db = dL_dz.sum(axis=0)
+    _, b_check = _bias_traces(dL_dz, dL_db * factor, dL_db, declared=True)
+    assert not b_check.ok and b_check.mismatched == 5
+
+
+def test_a_sum_over_an_untraced_term_is_a_contract_error() -> None:
+    hand, torch = StepTrace(1), StepTrace(1)
+    for trace in (hand, torch):
+        trace.add("dense1.dL_db", "∂L/∂b⁽¹⁾", "backward", np.ones(3), summands=Reduction("no->o", ("x",)))
+    with pytest.raises(TermContractError, match="untraced"):
+        compare_traces(hand, torch, F64)
+
+
+def test_deep_long_run_cancelling_sums_agree(capsys) -> None:
+    """`compare deep --steps 300` failed at step 111 (∂L/∂b⁽⁹⁾: |Δ| 1.1e-17 on a value 5.0e-8,
+    rel 1.03e-10) and, that fixed, at step 129 (∂L/∂W⁽⁹⁾ normwise 1.11e-10): batch sums whose
+    rows cancel, judged at their own size instead of their summands'."""
+    assert main(["compare", "deep", "--steps", "130"]) == 0
+    assert "agree at every one of 130 steps" in capsys.readouterr().out
 
 
 def test_the_window_forgets() -> None:

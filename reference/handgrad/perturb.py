@@ -9,11 +9,12 @@ term as the first divergence and flag every element the factor changed: that is 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
-from handgrad.contract.trace import StepTrace, Term
+from handgrad.contract.trace import StepTrace
 
 
 class PerturbedSide:
@@ -29,7 +30,7 @@ class PerturbedSide:
         position = trace.names().index(self.term)  # ValueError names a term the side never emits
         original = trace.terms[position]
         value = np.asarray(original.value * self.factor, dtype=original.value.dtype)
-        trace.terms[position] = Term(original.name, original.symbol, original.phase, value, original.source)
+        trace.terms[position] = replace(original, value=value)
         return trace
 
     def __getattr__(self, name: str) -> Any:  # params(), load_params(), ... of the wrapped side

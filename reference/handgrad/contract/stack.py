@@ -24,6 +24,7 @@ from handgrad.contract.spec import (
     Stage,
     UserLayer,
 )
+from handgrad.contract.trace import Reduction
 
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 ParamRows = list[tuple[str, tuple[int, ...], str]]
@@ -38,11 +39,14 @@ def sup(k: int) -> str:
 class LayerShape:
     """What both sides agree on for one layer kind: ``params(stage)`` lists (short name, shape,
     symbol), ``output(stage)`` names the output term (suffix, symbol), ``fan_in(stage)`` feeds the
-    default init's bound 1/√fan_in."""
+    default init's bound 1/√fan_in, ``sums(stage)`` maps each parameter whose gradient is a sum
+    of products to its einsum subscripts over (the output's gradient, the stage's input): a bias
+    ``no->o``, a dense weight ``no,ni->oi`` (``Term.summands``)."""
 
     params: Callable[[Stage], ParamRows]
     output: Callable[[Stage], tuple[str, str]]
     fan_in: Callable[[Stage], int] = lambda stage: 1
+    sums: Callable[[Stage], dict[str, str]] = lambda stage: {}
 
 
 def _dense_params(stage: Stage) -> ParamRows:
@@ -71,6 +75,19 @@ def _conv_fan_in(stage: Stage) -> int:
     return layer.in_channels // layer.groups * kh * kw
 
 
+def _dense_sums(stage: Stage) -> dict[str, str]:
+    """∂L/∂W = Σₙ ∂L/∂zₙᵀ·xₙ and ∂L/∂b = Σₙ ∂L/∂zₙ over the batch."""
+    layer: Dense = stage.layer  # type: ignore[assignment]
+    if layer.fold_bias:  # W̃'s sum runs over x̃ = [x 1], which no term holds
+        return {}
+    return {"W": "no,ni->oi", **({"b": "no->o"} if layer.bias else {})}
+
+
+def _conv_sums(stage: Stage) -> dict[str, str]:
+    """∂L/∂b = Σ over the batch and the positions of ∂L/∂z (the weight's sum is a correlation)."""
+    return {"b": "nchw->c"} if stage.layer.bias else {}  # type: ignore[attr-defined]
+
+
 def _no_params(stage: Stage) -> ParamRows:
     return []
 
@@ -91,10 +108,13 @@ def _activation_output(stage: Stage) -> tuple[str, str]:
 
 LAYER_SHAPES: dict[type, LayerShape] = {
     Dense: LayerShape(
-        _dense_params, lambda stage: ("z", f"z{sup(stage.k)}"), lambda stage: stage.layer.in_features
+        _dense_params,
+        lambda stage: ("z", f"z{sup(stage.k)}"),
+        lambda stage: stage.layer.in_features,
+        _dense_sums,
     ),
     Activation: LayerShape(_no_params, _activation_output),
-    Conv2d: LayerShape(_conv_params, lambda stage: ("z", f"z⁽{stage.name}⁾"), _conv_fan_in),
+    Conv2d: LayerShape(_conv_params, lambda stage: ("z", f"z⁽{stage.name}⁾"), _conv_fan_in, _conv_sums),
     MaxPool2d: LayerShape(_no_params, _shape_only),
     AvgPool2d: LayerShape(_no_params, _shape_only),
     LocalResponseNorm: LayerShape(_no_params, _shape_only),
@@ -106,6 +126,14 @@ LAYER_SHAPES: dict[type, LayerShape] = {
 
 def shape_of(stage: Stage) -> LayerShape:
     return LAYER_SHAPES[type(stage.layer)]
+
+
+def stage_terms(stages: list[Stage]) -> list[StageTerms]:
+    """Each stage's :class:`StageTerms`, each knowing the term that holds its input."""
+    terms: list[StageTerms] = []
+    for stage in stages:
+        terms.append(StageTerms.of(stage, terms[-1].output if terms else None))
+    return terms
 
 
 def param_table(network: Network) -> ParamRows:
@@ -125,7 +153,8 @@ def _gradient_symbol(symbol: str) -> str:
 class StageTerms:
     """The names and symbols of one stage's terms, worked out once per run rather than per step:
     its output (``dense1.z``, z⁽¹⁾), the gradient there (``dense1.dL_dz``, ∂L/∂z⁽¹⁾), and per
-    parameter (short name, full name, gradient term, gradient symbol). Both sides use it."""
+    parameter (short name, full name, gradient term, gradient symbol); ``summands``: the gradient
+    terms that are sums of the output's gradient (``Term.summands``). Both sides use it."""
 
     stage: Stage
     output: str
@@ -133,20 +162,23 @@ class StageTerms:
     output_grad: str
     output_grad_symbol: str
     params: tuple[tuple[str, str, str, str], ...]
+    summands: dict[str, Reduction]
 
     @classmethod
-    def of(cls, stage: Stage) -> StageTerms:
+    def of(cls, stage: Stage, input_term: str | None = None) -> StageTerms:
+        """``input_term``: the term holding the stage's input (the stage before's output; None for
+        the data, which no term holds)."""
         shape = shape_of(stage)
         suffix, symbol = shape.output(stage)
         params = tuple(
             (short, f"{stage.name}.{short}", f"{stage.name}.dL_d{short}", _gradient_symbol(param_symbol))
             for short, _, param_symbol in shape.params(stage)
         )
-        return cls(
-            stage,
-            f"{stage.name}.{suffix}",
-            symbol,
-            f"{stage.name}.dL_d{suffix}",
-            _gradient_symbol(symbol),
-            params,
-        )
+        output_grad = f"{stage.name}.dL_d{suffix}"
+        summands = {}
+        for short, subscripts in shape.sums(stage).items():
+            operands = (output_grad, input_term)[: subscripts.split("->")[0].count(",") + 1]
+            if None not in operands:
+                summands[f"{stage.name}.dL_d{short}"] = Reduction(subscripts, operands)  # type: ignore[arg-type]
+        output = f"{stage.name}.{suffix}"
+        return cls(stage, output, symbol, output_grad, _gradient_symbol(symbol), params, summands)

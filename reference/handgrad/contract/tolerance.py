@@ -4,7 +4,8 @@ A term ``t`` (torch) and ``h`` (hand) of one step agree when, after values below
 smallest normal number are flushed to zero on both sides,
 
 * every element satisfies  ``|hᵢ − tᵢ| ≤ atol·s + rtol·|tᵢ|``  with ``s = maxⱼ |tⱼ|``, the term's
-  own largest magnitude at that step (never a fixed floor that can exceed the term), and
+  own largest magnitude at that step (never a fixed floor that can exceed the term; for a sum
+  over the batch, at least its summands' size: :func:`summand_scale`), and
 * the term as a whole satisfies  ``‖h − t‖₂ ≤ rtol·‖t‖₂``  (a term-wide factor error cannot pass).
 
 Both figures are reported as relative errors compared with the same ``rtol``:
@@ -122,6 +123,24 @@ class RecentScale:
         self._count += 1
         recent = self._peaks.max(axis=0)
         return recent[0], recent[1]
+
+
+def summand_scale(subscripts: str, *operands: np.ndarray) -> np.ndarray:
+    """``np.einsum(subscripts, |A|, |B|, …)``: the size a sum of products' rounding follows.
+
+    A sum ``sᵢ = Σₖ aₖᵢ·bₖᵢ`` computed in floating point is off by at most γₙ·Σₖ|aₖᵢ·bₖᵢ| (Higham,
+    Accuracy and Stability, 3.1), however small ``sᵢ`` itself is. Where the summands cancel —
+    exactly, as for ∂L/∂b of a layer feeding a training-mode BatchNorm (Σᵢ ∂L/∂zᵢ = 0 over the
+    batch), or to a few digits, as for a weight or bias gradient summed over a batch whose rows
+    disagree in sign — the sum carries the rounding of summands far larger than itself, so its
+    scale ``s`` is that of the summands. ``operands`` are torch's values; the result has the summed
+    term's shape."""
+    magnitudes = []
+    for operand in operands:
+        magnitude = np.abs(np.asarray(operand, dtype=np.float64))
+        magnitude[~np.isfinite(magnitude)] = 0.0
+        magnitudes.append(magnitude)
+    return np.asarray(np.einsum(subscripts, *magnitudes))
 
 
 def relative(difference: float, magnitude: float) -> float:

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 PHASES = ("forward", "loss", "backward", "update", "state", "diagnostic")
+
+
+class Reduction(NamedTuple):
+    """A term written as ``np.einsum(subscripts, *operands)`` of other terms of the same step."""
+
+    subscripts: str
+    operands: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -22,6 +30,11 @@ class Term:
     ``name`` is ``<layer>.<term>`` (ASCII, stable); ``symbol`` is how the manual and the workbook
     print it; ``phase`` is one of :data:`PHASES`; ``value`` is an ndarray in torch's layout;
     ``source`` says which reference produced it (``hand``, ``torch.nn``, ``torch-ops``, ...).
+    ``summands``: for a term that is a sum of products of other terms of the step, that sum as
+    a :class:`Reduction` (a bias gradient ``dense2.dL_db = Σᵢ dense2.dL_dz[i, :]``, a weight
+    gradient ``dense2.dL_dW = Σᵢ dense2.dL_dz[i, :]ᵀ·dense1.a[i, :]``); its rounding is bounded by
+    the sizes of the summands, not of the sum (:func:`handgrad.contract.tolerance.summand_scale`).
+    Names from the contract, never values.
     """
 
     name: str
@@ -29,6 +42,7 @@ class Term:
     phase: str
     value: np.ndarray
     source: str = "hand"
+    summands: Reduction | None = None
 
     @property
     def layer(self) -> str:
@@ -43,13 +57,22 @@ class StepTrace:
     terms: list[Term] = field(default_factory=list)
     _index: dict[str, int] = field(default_factory=dict, repr=False)
 
-    def add(self, name: str, symbol: str, phase: str, value: object, source: str = "hand") -> np.ndarray:
+    def add(
+        self,
+        name: str,
+        symbol: str,
+        phase: str,
+        value: object,
+        source: str = "hand",
+        *,
+        summands: Reduction | None = None,
+    ) -> np.ndarray:
         """Append a term (a copy of ``value`` as an ndarray) and return the stored array."""
         if name in self._index:
             raise ValueError(f"term {name!r} added twice at step {self.step}")
         array = np.array(value, copy=True)
         self._index[name] = len(self.terms)
-        self.terms.append(Term(name, symbol, phase, array, source))
+        self.terms.append(Term(name, symbol, phase, array, source, summands))
         return array
 
     def __getitem__(self, name: str) -> Term:

@@ -35,7 +35,7 @@ from handgrad.contract.spec import (
     Stage,
     UserLayer,
 )
-from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table
+from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table, stage_terms
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
 
@@ -226,7 +226,7 @@ class HandNetwork:
             self.target_form = loss.check_targets(self.y, network.output_shape[0])
         self.state = optim.init_state(optimizer, self._params)
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
-        self.terms = [StageTerms.of(stage) for stage in self.stages]
+        self.terms = stage_terms(self.stages)
 
     def params(self) -> dict[str, np.ndarray]:
         return dict(self._params)
@@ -271,7 +271,13 @@ class HandNetwork:
             dout, stage_grads = ops_for(terms.stage).backward(terms.stage, dout, cache)
             for short, name, grad_name, grad_symbol in terms.params:
                 grads[name] = stage_grads[short]
-                trace.add(grad_name, grad_symbol, "backward", stage_grads[short])
+                trace.add(
+                    grad_name,
+                    grad_symbol,
+                    "backward",
+                    stage_grads[short],
+                    summands=terms.summands.get(grad_name),
+                )
         trace.add("input.dL_dx", "∂L/∂x", "backward", dout)
 
         grads = optim.clip_and_trace(trace, self.optimizer, grads, self.symbols)

@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handgrad.contract.tolerance import RecentScale, Tolerance, norm, relative, tolerance_for
+from handgrad.contract.tolerance import (
+    RecentScale,
+    Tolerance,
+    norm,
+    relative,
+    summand_scale,
+    tolerance_for,
+)
 from handgrad.contract.trace import StepTrace
 
 
@@ -290,6 +297,7 @@ def compare_traces(
             magnitude = np.abs(tol.flush(torch_values[i]))
             magnitude[~np.isfinite(magnitude)] = 0.0
             peaks[i], norms[i] = float(magnitude.max(initial=0.0)), norm(magnitude)
+    _raise_to_summands(hand, torch, hand_values, peaks, norms)
     scales, norm_scales = recent.update(peaks, norms) if recent is not None else (peaks, norms)
     checks: list[TermCheck | None] = [None] * count
     # the per-term figures as Python floats once (.tolist() gives the same doubles as float(x[i]))
@@ -332,6 +340,29 @@ def compare_traces(
         )
         for i, (term, check) in enumerate(zip(hand.terms, checks, strict=True))
     ]
+
+
+def _raise_to_summands(
+    hand: StepTrace, torch: StepTrace, hand_values: list[np.ndarray], peaks: np.ndarray, norms: np.ndarray
+) -> None:
+    """A term that is a sum of products of other terms (``Term.summands``) is judged at the size
+    of torch's summands where that is larger than its own: max Σ|aₖbₖ| element-wise, ‖Σ|aₖbₖ|‖₂
+    normwise (:func:`handgrad.contract.tolerance.summand_scale`)."""
+    for i, term in enumerate(hand.terms):
+        if term.summands is None:
+            continue
+        subscripts, operands = term.summands
+        missing = [name for name in operands if name not in torch]
+        if missing:
+            raise TermContractError(f"step {hand.step}: {term.name} is a sum over untraced {missing}")
+        floor = summand_scale(subscripts, *(torch.value(name) for name in operands))
+        if floor.shape != hand_values[i].shape:
+            raise TermContractError(
+                f"step {hand.step}: {term.name} {hand_values[i].shape} is declared {subscripts} of "
+                f"{list(operands)}, of shape {floor.shape}"
+            )
+        peaks[i] = max(peaks[i], float(floor.max(initial=0.0)))
+        norms[i] = max(norms[i], norm(floor))
 
 
 def assert_values_match(name: str, hand: np.ndarray, torch: np.ndarray, tol: Tolerance) -> None:

@@ -31,7 +31,7 @@ from handgrad.contract.spec import (
     Stage,
     UserLayer,
 )
-from handgrad.contract.stack import StageTerms, param_table, shape_of
+from handgrad.contract.stack import param_table, shape_of, stage_terms
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, diagnostics, losses, optim
 from handgrad.twin.device import tf32_of, under_precision
@@ -277,7 +277,7 @@ class TwinNetwork:
         self.load_params(params)
         self.optimizer = optim.build(optimizer, list(self.model.parameters()))
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
-        self.terms = [StageTerms.of(stage) for stage in self.stages]
+        self.terms = stage_terms(self.stages)
         self._module_params = [dict(module.named_parameters()) for module in self.model]  # read each step
         self.configuration = {  # read back from the torch objects (twin/configuration.py)
             **configuration.tensor_configuration(self.model.parameters()),
@@ -368,7 +368,8 @@ class TwinNetwork:
         for terms, output in zip(reversed(self.terms), reversed(outputs), strict=True):
             trace.add(terms.output_grad, terms.output_grad_symbol, "backward", _numpy(output.grad), SOURCE)
             for _, name, grad_name, grad_symbol in terms.params:
-                trace.add(grad_name, grad_symbol, "backward", grads[name], SOURCE)
+                summands = terms.summands.get(grad_name)
+                trace.add(grad_name, grad_symbol, "backward", grads[name], SOURCE, summands=summands)
         trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
 
         if self.optimizer_spec.clip is not None:  # clip_grad_norm_ / clip_grad_value_ on .grad, in place
