@@ -255,6 +255,20 @@ def lstm_step() -> Row:
     return Row.of("lstm_step", seconds, seconds["hand"] / seconds["torch"], 1.0)
 
 
+@benchmark(
+    "transformer_step",
+    "hand / torch step time, one pre-LN transformer block (E 16, 2 heads, context 8), AdamW, float64",
+)
+def transformer_step() -> Row:
+    """The transformer scenario at its defaults: token and position embeddings, one pre-LN block
+    (LayerNorm, nn.MultiheadAttention with a causal mask, LayerNorm, GELU MLP, residuals), a
+    LayerNorm and the Linear head, cross-entropy, AdamW: ``HandTransformer.step`` /
+    ``TwinTransformer.step``, every term emitted (the attention weights of every head included)."""
+    return step_ratio(
+        "transformer_step", "transformer", ["--layers", "1"], 1.5, warmup=2, per_block=5, blocks=7
+    )
+
+
 # --- lock-step overhead: the whole comparison against a plain torch training step ----------------
 
 
