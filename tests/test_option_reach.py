@@ -97,6 +97,8 @@ NO_EFFECT = {
     "--max-memory": "a bound on the estimated memory: it refuses a run or lets it run unchanged",
     "--device": "cuda needs a GPU; tests/test_device.py checks where the twin runs",
     "--tf32": "cuda only (needs --device cuda); tests/test_device.py",
+    "--threads": "torch's intra-op threads during each twin step: speed, the numbers only within rounding; "
+    "tests/test_threads.py checks the count each step runs with",
 }
 
 # one case per option name; CASES_BY_SCENARIO overrides it where a scenario needs other values

@@ -134,13 +134,8 @@ def summand_scale(subscripts: str, *operands: np.ndarray) -> np.ndarray:
     batch), or to a few digits, as for a weight or bias gradient summed over a batch whose rows
     disagree in sign — the sum carries the rounding of summands far larger than itself, so its
     scale ``s`` is that of the summands. ``operands`` are torch's values; the result has the summed
-    term's shape."""
-    magnitudes = []
-    for operand in operands:
-        magnitude = np.abs(np.asarray(operand, dtype=np.float64))
-        magnitude[~np.isfinite(magnitude)] = 0.0
-        magnitudes.append(magnitude)
-    return np.asarray(np.einsum(subscripts, *magnitudes))
+    term's shape (not finite where an operand is not: the caller then keeps the term's own scale)."""
+    return np.asarray(np.einsum(subscripts, *(np.abs(operand) for operand in operands)))
 
 
 def relative(difference: float, magnitude: float) -> float:

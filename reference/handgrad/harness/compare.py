@@ -347,7 +347,8 @@ def _raise_to_summands(
 ) -> None:
     """A term that is a sum of products of other terms (``Term.summands``) is judged at the size
     of torch's summands where that is larger than its own: max Σ|aₖbₖ| element-wise, ‖Σ|aₖbₖ|‖₂
-    normwise (:func:`handgrad.contract.tolerance.summand_scale`)."""
+    normwise (:func:`handgrad.contract.tolerance.summand_scale`). Non-finite summands leave the
+    term's own size (the non-finite values are a finding of their own)."""
     for i, term in enumerate(hand.terms):
         if term.summands is None:
             continue
@@ -361,8 +362,10 @@ def _raise_to_summands(
                 f"step {hand.step}: {term.name} {hand_values[i].shape} is declared {subscripts} of "
                 f"{list(operands)}, of shape {floor.shape}"
             )
-        peaks[i] = max(peaks[i], float(floor.max(initial=0.0)))
-        norms[i] = max(norms[i], norm(floor))
+        peak = float(floor.max(initial=0.0))
+        if peak > 0 and math.isfinite(peak):
+            peaks[i] = max(peaks[i], peak)
+            norms[i] = max(norms[i], peak * math.sqrt(float(np.sum(np.square(floor / peak)))))
 
 
 def assert_values_match(name: str, hand: np.ndarray, torch: np.ndarray, tol: Tolerance) -> None:

@@ -181,6 +181,13 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps:
         "--device", default="cpu", choices=DEVICES, help="cpu (default) or cuda (CUDA torch and a GPU)"
     )
     device.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch's intra-op threads during each twin step (default 1: the built-in models are small, "
+        "where one thread is fastest; more can help a large model of your own)",
+    )
+    device.add_argument(
         "--tf32",
         action="store_true",
         help="cuda, float32: allow TF32 in matmuls and convolutions, compared with the tf32 tolerance row "
@@ -276,7 +283,7 @@ def resolve_device(args: argparse.Namespace) -> str:
         reason = cuda_unavailable()
         if reason is not None:
             raise SpecError("device", f"--device cuda: {reason}; use --device cpu")
-    return Device(name, tf32=tf32)
+    return Device(name, tf32=tf32, threads=getattr(args, "threads", None))
 
 
 def loss_from_args(args: argparse.Namespace) -> Loss:

@@ -11,11 +11,8 @@ is True (cuDNN convolutions and recurrent modules). A float32 comparison on CUDA
 comparison only with both off, so :func:`precision` sets both to the run's choice (off unless
 ``--tf32``) around every twin step and puts the previous values back afterwards: nothing outside
 a step sees a changed flag. With ``--tf32`` both are on and the harness reads the ``tf32``
-tolerance row (:mod:`handgrad.contract.tolerance`, derivation in ``manual/harness.md``).
-
-:class:`Device` carries the TF32 choice along with the device name, so that it travels wherever a
-device name goes (``device=`` of every twin and experiment builder). This module imports torch only
-to look for a GPU or to set the CUDA flags, so a CPU build of the hand side alone stays torch-free.
+tolerance row (:mod:`handgrad.contract.tolerance`, derivation in ``manual/harness.md``). The same
+holds for torch's intra-op thread count (``--threads``, default 1: :func:`_intra_op_threads`).
 """
 
 from __future__ import annotations
@@ -29,6 +26,7 @@ from typing import Any, TypeVar
 from handgrad.contract.spec import SpecError
 
 DEVICES = ("cpu", "cuda")
+MAX_THREADS = 1024
 
 StepT = TypeVar("StepT", bound=Callable[..., Any])
 
@@ -41,18 +39,22 @@ class Device(str):
     """
 
     tf32: bool
+    threads: int | None
 
-    def __new__(cls, name: str = "cpu", *, tf32: bool = False) -> Device:
+    def __new__(cls, name: str = "cpu", *, tf32: bool = False, threads: int | None = None) -> Device:
         if name not in DEVICES:
             raise SpecError("device", f"expected one of {', '.join(DEVICES)}, got {name!r}")
         if tf32 and name != "cuda":
             raise SpecError("tf32", f"TF32 is a CUDA tensor-core format: it needs device cuda, not {name}")
+        if threads is not None and not (isinstance(threads, int) and 1 <= threads <= MAX_THREADS):
+            raise SpecError("threads", f"expected a whole number from 1 to {MAX_THREADS}, got {threads!r}")
         device = super().__new__(cls, name)
         device.tf32 = bool(tf32)
+        device.threads = threads
         return device
 
     def __repr__(self) -> str:
-        return f"Device({str(self)!r}, tf32={self.tf32})"
+        return f"Device({str(self)!r}, tf32={self.tf32}, threads={self.threads})"
 
 
 def cuda_unavailable() -> str | None:
@@ -70,6 +72,11 @@ def cuda_unavailable() -> str | None:
     return f"torch {torch.__version__} (CUDA {torch.version.cuda}) finds no usable GPU ({detail})"
 
 
+def threads_of(device: object) -> int | None:
+    """The torch intra-op thread count a :class:`Device` asks for (None for a plain name)."""
+    return getattr(device, "threads", None)
+
+
 def tf32_of(device: object) -> bool:
     """Whether ``device`` (a :class:`Device`, a name or a ``torch.device``) allows TF32."""
     return bool(getattr(device, "tf32", False))
@@ -82,12 +89,39 @@ def device_type(device: object) -> str:
 
 
 @contextlib.contextmanager
-def precision(device: object, tf32: bool) -> Iterator[None]:
-    """While open on CUDA: TF32 in float32 matmuls (cuBLAS) and in cuDNN (convolutions, recurrent
-    modules) exactly when ``tf32``; the previous flags are restored on exit. On CPU: nothing."""
-    if device_type(device) != "cuda":
+def precision(device: object, tf32: bool, threads: int | None = None) -> Iterator[None]:
+    """While open: torch's intra-op threads set to ``threads`` (None: left as they are), and on
+    CUDA TF32 in float32 matmuls (cuBLAS) and in cuDNN (convolutions, recurrent modules) exactly
+    when ``tf32``; the previous values are restored on exit."""
+    with _intra_op_threads(threads) if threads is not None else contextlib.nullcontext():
+        if device_type(device) != "cuda":
+            yield
+            return
+        with _tf32(tf32):
+            yield
+
+
+@contextlib.contextmanager
+def _intra_op_threads(threads: int) -> Iterator[None]:
+    """torch.set_num_threads(threads) while open. The built-in models are small: a step is many
+    operations of microseconds each, where waking a second thread costs more than it saves, and on
+    a machine whose cores are busy it costs far more (the transformer's 1,000 Linear calls of a
+    200-step run took 2.1 s with 2 threads on 2 busy cores; `compare transformer` 8.3 s with 2,
+    4.9 s with 1). Changing the count costs ~1 µs."""
+    import torch
+
+    before = torch.get_num_threads()
+    if before != threads:
+        torch.set_num_threads(threads)
+    try:
         yield
-        return
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def _tf32(tf32: bool) -> Iterator[None]:
     import torch
 
     matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
@@ -101,11 +135,11 @@ def precision(device: object, tf32: bool) -> Iterator[None]:
 
 def under_precision(step: StepT) -> StepT:
     """Decorator for a twin's ``step(self, k)``: run it under :func:`precision` of the twin's
-    ``self.device`` and ``self.tf32``."""
+    ``self.device``, ``self.tf32`` and ``self.threads`` (:func:`threads_of` its device)."""
 
     @functools.wraps(step)
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with precision(self.device, self.tf32):
+        with precision(self.device, self.tf32, getattr(self, "threads", None)):
             return step(self, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

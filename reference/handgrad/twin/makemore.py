@@ -19,7 +19,7 @@ from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, optim
-from handgrad.twin.device import tf32_of, under_precision
+from handgrad.twin.device import tf32_of, threads_of, under_precision
 
 SOURCE = "torch.nn"
 
@@ -66,6 +66,7 @@ class TwinMakemore:
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)
+        self.threads = threads_of(device)  # torch's intra-op threads per step
         self.module = MakemoreModule(model).to(self.torch_dtype).to(self.device)
         self.module.train()
         self.optimizer_spec = optimizer

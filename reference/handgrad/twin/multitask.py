@@ -22,7 +22,7 @@ from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Activation, Optimizer, Stage
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, losses, optim
-from handgrad.twin.device import tf32_of, under_precision
+from handgrad.twin.device import tf32_of, threads_of, under_precision
 from handgrad.twin.network import _activation_module
 
 SOURCE = "torch.nn"
@@ -72,6 +72,7 @@ class TwinMultitask:
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)  # TF32 in float32 matmuls on cuda (twin/device.py)
+        self.threads = threads_of(device)  # torch's intra-op threads per step
         self.module = MultitaskModule(model).to(self.torch_dtype).to(self.device)
         self.loss1 = losses.build(model.loss1, self.torch_dtype, device=self.device)
         self.loss2 = losses.build(model.loss2, self.torch_dtype, index_targets=True, device=self.device)

@@ -34,7 +34,7 @@ from handgrad.contract.spec import (
 from handgrad.contract.stack import param_table, shape_of, stage_terms
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, diagnostics, losses, optim
-from handgrad.twin.device import tf32_of, under_precision
+from handgrad.twin.device import tf32_of, threads_of, under_precision
 
 SOURCE = "torch.nn"
 
@@ -247,6 +247,7 @@ class TwinNetwork:
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)  # TF32 in float32 matmuls/convolutions on cuda (twin/device.py)
+        self.threads = threads_of(device)  # torch's intra-op threads per step
         # dropout keep masks: stage name -> one per step, the hand side's arrays (drawn on the CPU by
         # torch's generator, scenarios/stack.py), moved to the device as data
         self.masks = {
@@ -320,6 +321,7 @@ class TwinNetwork:
         """Hand parameter name → the torch ``state_dict`` keys (the workbook's Parameters sheet)."""
         return state_dict_keys(self.network)
 
+    @under_precision  # the steps' precision and threads
     def predict(self) -> np.ndarray:
         """ŷ for every row of the data at the current parameters: the modules in order under
         ``torch.no_grad()``, dropout left out (as ``model.eval()`` does)."""

@@ -40,7 +40,7 @@ from handgrad.contract.tolerance import tolerance_for
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, losses, optim
 from handgrad.twin import recurrent as tw
-from handgrad.twin.device import tf32_of, under_precision
+from handgrad.twin.device import tf32_of, threads_of, under_precision
 
 SOURCE = "torch.nn"
 SOURCE_CLIP = "torch.nn.utils"
@@ -104,6 +104,7 @@ class TwinRecurrent:
         self.dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)  # TF32 in float32 matmuls and cuDNN RNNs on cuda (twin/device.py)
+        self.threads = threads_of(device)  # torch's intra-op threads per step
         # ``net``: the user's own modules (copies, with ``rnn``, ``head``, ``activation``: check_model)
         self.net = (RecurrentNet(model, self.dtype) if net is None else net.to(self.dtype)).to(self.device)
         self.loss_module = losses.build(loss, self.dtype, index_targets=form == "index", device=self.device)

@@ -20,7 +20,7 @@ from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import BACKWARD_BLOCK, FORWARD_BLOCK, Transformer, param_table
 from handgrad.twin import configuration, optim
-from handgrad.twin.device import tf32_of, under_precision
+from handgrad.twin.device import tf32_of, threads_of, under_precision
 
 SOURCE = "torch.nn"
 
@@ -83,6 +83,7 @@ class TwinTransformer:
         self.torch_dtype = getattr(torch, dtype)
         self.device = torch.device(device)
         self.tf32 = tf32_of(device)
+        self.threads = threads_of(device)  # torch's intra-op threads per step
         self.module = TransformerModule(model).to(self.torch_dtype).to(self.device)
         self.optimizer_spec = optimizer
         self.X = torch.as_tensor(np.asarray(X, dtype=np.int64), device=self.device)
