@@ -88,6 +88,7 @@ BENCHMARKS: dict[str, Benchmark] = {}
 @dataclass
 class Options:
     repeats: int = 3  # runs of each command in a command row (the fastest counts)
+    threads: int = 1  # torch's intra-op threads, the twin's and the plain torch step's
 
 
 OPTIONS = Options()
@@ -170,7 +171,8 @@ def build(scenario: str, argv: Sequence[str]):  # noqa: ANN201 (an Experiment)
     from handgrad.cli import scenario_parser
     from handgrad.scenarios import SCENARIOS
 
-    return SCENARIOS[scenario].build(scenario_parser(scenario).parse_args(list(argv)))
+    argv = [*argv, "--threads", str(OPTIONS.threads)]
+    return SCENARIOS[scenario].build(scenario_parser(scenario).parse_args(argv))
 
 
 def step_ratio(name: str, scenario: str, argv: Sequence[str], target: float, **timing: int) -> Row:
@@ -493,9 +495,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=3, help="runs of each command in command rows (default 3)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch's intra-op threads for every torch side measured in this process, the twin's and the "
+        "plain torch step's alike (default 1, handgrad's default --threads; command rows run the default)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    OPTIONS.threads = args.threads
+    import torch
+
+    torch.set_num_threads(args.threads)
     OPTIONS.repeats = args.repeats
     if args.list:
         for bench in BENCHMARKS.values():

@@ -135,7 +135,11 @@ def summand_scale(subscripts: str, *operands: np.ndarray) -> np.ndarray:
     disagree in sign — the sum carries the rounding of summands far larger than itself, so its
     scale ``s`` is that of the summands. ``operands`` are torch's values; the result has the summed
     term's shape (not finite where an operand is not: the caller then keeps the term's own scale)."""
-    return np.asarray(np.einsum(subscripts, *(np.abs(operand) for operand in operands)))
+    magnitudes = [np.abs(operand) for operand in operands]
+    # a product of two large operands goes through BLAS (8× faster for an MLP's 64×256 by 64×784);
+    # planning that path costs ~30 µs, more than a small einsum itself
+    large = len(magnitudes) > 1 and sum(m.size for m in magnitudes) > 4096
+    return np.asarray(np.einsum(subscripts, *magnitudes, optimize="greedy" if large else False))
 
 
 def relative(difference: float, magnitude: float) -> float:
