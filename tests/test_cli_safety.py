@@ -266,7 +266,7 @@ def test_gradcheck_help_shows_no_steps_and_every_default(tmp_path: Path) -> None
 
 
 def test_compare_all_json_is_one_document(tmp_path: Path) -> None:
-    done = run(["compare", "all", "--json", "all.json"], tmp_path, timeout=600)
+    done = run(["compare", "all", "--jobs", "1", "--json", "all.json"], tmp_path, timeout=600)
     import json
 
     document = json.loads((tmp_path / "all.json").read_text())

@@ -8,6 +8,7 @@ stated maxima (:data:`SIZE_LIMITS`) are refused before anything is built.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -127,8 +128,9 @@ def all_parser(command: str) -> ArgumentParser:
         parser.add_argument(
             "--jobs",
             type=int,
-            default=1,
+            default=os.cpu_count() or 1,
             metavar="N",
-            help="run N scenarios at a time in worker processes (default 1); output in scenario order",
+            help="run N scenarios at a time in worker processes (default: one per CPU, %(default)s here; "
+            "1: in this process); output in scenario order",
         )
     return parser
