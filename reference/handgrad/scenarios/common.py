@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -185,7 +186,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, lr: float, steps:
         type=int,
         default=1,
         help="torch's intra-op threads during each twin step (default 1: the built-in models are small, "
-        "where one thread is fastest; more can help a large model of your own)",
+        "where one thread is fastest; more, up to the CPUs, can help a large model of your own)",
     )
     device.add_argument(
         "--tf32",
@@ -283,7 +284,11 @@ def resolve_device(args: argparse.Namespace) -> str:
         reason = cuda_unavailable()
         if reason is not None:
             raise SpecError("device", f"--device cuda: {reason}; use --device cpu")
-    return Device(name, tf32=tf32, threads=getattr(args, "threads", None))
+    threads = getattr(args, "threads", None)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if isinstance(threads, int) and threads > cpus:
+        raise SpecError("threads", f"--threads {threads}: this machine gives the process {cpus} CPUs")
+    return Device(name, tf32=tf32, threads=threads)
 
 
 def loss_from_args(args: argparse.Namespace) -> Loss:
