@@ -212,9 +212,9 @@ def test_the_simple_form_of_the_pair_is_taken_too() -> None:
     ("model", "field", "text"),
     [
         (
-            nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3))),
+            nn.Sequential(nn.Linear(3, 3), nn.Sequential(nn.ReLU(), nn.BatchNorm3d(3))),
             "model.1.1",
-            "nn.BatchNorm1d is not supported",
+            "nn.BatchNorm3d is not supported",
         ),
         (nn.Sequential(nn.Linear(3, 3), nn.GELU()), "model.1", "nn.GELU is not supported; supported: Linear"),
         (nn.Sequential(nn.Linear(3, 3), ScaledTanh(3)), "model.1", "ScaledTanh is not supported"),

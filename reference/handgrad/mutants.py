@@ -397,6 +397,32 @@ def _huge_logits() -> Any:
     )
 
 
+def normed_stack(norm: str) -> Any:
+    """A user-style stack with a norm layer (check_model's): Linear(bias=False) → BatchNorm1d or
+    Linear → LayerNorm, tanh, Linear; distinct γ and β; minibatches of 4 from 8 rows."""
+    from handgrad.contract.normalization import BatchNorm, LayerNorm
+    from handgrad.contract.spec import Activation, Data, Dense, Loss, Network, Optimizer, Schedule
+    from handgrad.scenarios.stack import stack_experiment
+
+    rng = np.random.default_rng(5)
+    first = Dense(3, 5, bias=norm == "layernorm")
+    layer = BatchNorm(5) if norm == "batchnorm" else LayerNorm((5,))
+    network = Network((first, layer, Activation("tanh"), Dense(5, 2)))
+    params = {
+        "dense1.W": rng.uniform(-1, 1, (5, 3)),
+        **({"dense1.b": rng.uniform(-0.5, 0.5, 5)} if first.bias else {}),
+        f"{layer.prefix}1.gamma": rng.uniform(0.5, 1.5, 5),
+        f"{layer.prefix}1.beta": rng.uniform(-0.5, 0.5, 5),
+        "dense2.W": rng.uniform(-1, 1, (2, 5)),
+        "dense2.b": rng.uniform(-0.5, 0.5, 2),
+    }
+    data = Data(rng.standard_normal((8, 3)), rng.standard_normal((8, 2)))
+    return stack_experiment(
+        f"{norm}-stack", network, Loss(), Optimizer("sgd", 0.1), data, Schedule("minibatch", 4),
+        steps=2, seed=0, params=params,
+    )  # fmt: skip
+
+
 _XOR = ("--steps", "2", "--mode", "batch")
 _MLP_SQUARE = ("--steps", "2", "--sizes", "3,3,3", "--mode", "batch")
 _ALEX = ("--steps", "1", "--samples", "8")

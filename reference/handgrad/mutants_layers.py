@@ -292,4 +292,22 @@ def _transformer_mutants() -> tuple[Any, ...]:
     )  # fmt: skip
 
 
-SCENARIO_MUTANTS = _makemore_mutants() + _transformer_mutants()
+def _stack_norm_mutants() -> tuple[Any, ...]:
+    """The norm layers inside a layer stack (a check_model model: handgrad.mutants.normed_stack)."""
+    from handgrad.mutants import Mutant, normed_stack
+
+    return (
+        Mutant(
+            "stack-batchnorm-unbiased-var", "normalization",
+            ((nm, "batchnorm_forward", batchnorm_forward_unbiased_var),), "batchnorm-stack", (), "bn1.y",
+            build=lambda: normed_stack("batchnorm"),
+        ),
+        Mutant(
+            "stack-layernorm-backward-without-mean", "normalization",
+            ((nm, "layernorm_backward", layernorm_backward_without_mean_term),), "layernorm-stack", (),
+            "dense1.dL_dz", build=lambda: normed_stack("layernorm"),
+        ),
+    )  # fmt: skip
+
+
+SCENARIO_MUTANTS = _makemore_mutants() + _transformer_mutants() + _stack_norm_mutants()

@@ -72,9 +72,7 @@ def param_table(model: RecurrentModel) -> list[tuple[str, tuple[int, ...], str]]
         n_in = model.input_size if layer == 0 else H
         shapes = ((G * H, n_in), (G * H, H), (G * H,), (G * H,))
         for short, shape in zip(SHORT_NAMES, shapes, strict=True):
-            table.append(
-                (f"{model.layer_name(layer)}.{short}", shape, naming.term_symbol(short, layer + 1))
-            )
+            table.append((f"{model.layer_name(layer)}.{short}", shape, naming.term_symbol(short, layer + 1)))
     table.append((f"{HEAD}.W", (model.output_size, H), "W_y"))
     table.append((f"{HEAD}.b", (model.output_size,), "b_y"))
     return table

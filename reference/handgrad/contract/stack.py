@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from handgrad.contract.normalization import BatchNorm, LayerNorm
 from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
@@ -28,6 +29,7 @@ from handgrad.contract.trace import Reduction
 
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 ParamRows = list[tuple[str, tuple[int, ...], str]]
+BufferRows = list[tuple[str, tuple[int, ...], str, float | int]]
 
 
 def sup(k: int) -> str:
@@ -41,12 +43,17 @@ class LayerShape:
     symbol), ``output(stage)`` names the output term (suffix, symbol), ``fan_in(stage)`` feeds the
     default init's bound 1/√fan_in, ``sums(stage)`` maps each parameter whose gradient is a sum
     of products to its einsum subscripts over (the output's gradient, the stage's input): a bias
-    ``no->o``, a dense weight ``no,ni->oi`` (``Term.summands``)."""
+    ``no->o``, a dense weight ``no,ni->oi`` (``Term.summands``). ``buffers(stage)`` lists the
+    module's buffers (short name, shape, symbol, initial value: BatchNorm's running statistics),
+    updated by the forward pass and compared as state terms; ``init(stage)`` gives parameters a
+    constant initial value (BatchNorm's γ = 1, β = 0, as torch) instead of the U(±1/√fan_in) draw."""
 
     params: Callable[[Stage], ParamRows]
     output: Callable[[Stage], tuple[str, str]]
     fan_in: Callable[[Stage], int] = lambda stage: 1
     sums: Callable[[Stage], dict[str, str]] = lambda stage: {}
+    buffers: Callable[[Stage], BufferRows] = lambda stage: []
+    init: Callable[[Stage], dict[str, float]] = lambda stage: {}
 
 
 def _dense_params(stage: Stage) -> ParamRows:
@@ -88,6 +95,41 @@ def _conv_sums(stage: Stage) -> dict[str, str]:
     return {"b": "nchw->c"} if stage.layer.bias else {}  # type: ignore[attr-defined]
 
 
+def _norm_params(stage: Stage) -> ParamRows:
+    """γ and β (torch's ``weight`` and ``bias``) of a BatchNorm (C,) or a LayerNorm (normalized_shape)."""
+    layer = stage.layer
+    if isinstance(layer, BatchNorm):
+        shape, gamma, beta = (layer.num_features,), layer.affine, layer.affine
+    else:
+        shape, gamma = tuple(layer.normalized_shape), layer.elementwise_affine  # type: ignore[attr-defined]
+        beta = gamma and layer.bias  # type: ignore[attr-defined]
+    rows = [("gamma", shape, f"γ⁽{stage.name}⁾")] if gamma else []
+    return rows + ([("beta", shape, f"β⁽{stage.name}⁾")] if beta else [])
+
+
+def _norm_sums(stage: Stage) -> dict[str, str]:
+    """∂L/∂β = Σ ∂L/∂y over every axis but the channel (BatchNorm) or the normalized ones (LayerNorm)."""
+    if not any(short == "beta" for short, _, _ in _norm_params(stage)):
+        return {}
+    if isinstance(stage.layer, BatchNorm):
+        return {"beta": "nc...->c"}
+    kept = "abcdefgh"[: len(stage.layer.normalized_shape)]  # type: ignore[attr-defined]
+    return {"beta": f"...{kept}->{kept}"}
+
+
+def _batchnorm_buffers(stage: Stage) -> BufferRows:
+    """The running statistics (short name, shape, symbol, torch's initial value; an int: int64)."""
+    layer: BatchNorm = stage.layer  # type: ignore[assignment]
+    if not layer.track_running_stats:
+        return []
+    c, name = (layer.num_features,), stage.name
+    return [
+        ("running_mean", c, f"μ̂⁽{name}⁾", 0.0),
+        ("running_var", c, f"σ̂²⁽{name}⁾", 1.0),
+        ("num_batches_tracked", (), f"t⁽{name}⁾", 0),
+    ]
+
+
 def _no_params(stage: Stage) -> ParamRows:
     return []
 
@@ -121,6 +163,19 @@ LAYER_SHAPES: dict[type, LayerShape] = {
     Flatten: LayerShape(_no_params, _shape_only),
     Dropout: LayerShape(_no_params, _shape_only),
     UserLayer: LayerShape(_user_params, _shape_only),
+    BatchNorm: LayerShape(
+        _norm_params,
+        lambda stage: ("y", f"y⁽{stage.name}⁾"),
+        sums=_norm_sums,
+        buffers=_batchnorm_buffers,
+        init=lambda stage: {"gamma": 1.0, "beta": 0.0},
+    ),
+    LayerNorm: LayerShape(
+        _norm_params,
+        lambda stage: ("y", f"y⁽{stage.name}⁾"),
+        sums=_norm_sums,
+        init=lambda stage: {"gamma": 1.0, "beta": 0.0},
+    ),
 }
 
 
@@ -134,6 +189,22 @@ def stage_terms(stages: list[Stage]) -> list[StageTerms]:
     for stage in stages:
         terms.append(StageTerms.of(stage, terms[-1].output if terms else None))
     return terms
+
+
+def cancelled_gradients(network: Network) -> list[str]:
+    """The parameters whose gradient is 0 in exact arithmetic: the bias of a Dense or Conv2d that
+    feeds a BatchNorm normalizing with the batch's statistics (x̂ is unchanged by a shift per
+    channel, so ∂L/∂b = Σ ∂L/∂z over the batch = 0). Each side computes rounding noise there."""
+    stages = network.stages()
+    return [
+        f"{stage.name}.b"
+        for stage, following in zip(stages, stages[1:], strict=False)
+        if isinstance(stage.layer, (Dense, Conv2d))
+        and stage.layer.bias
+        and not getattr(stage.layer, "fold_bias", False)
+        and isinstance(following.layer, BatchNorm)
+        and following.layer.batch_statistics
+    ]
 
 
 def param_table(network: Network) -> ParamRows:

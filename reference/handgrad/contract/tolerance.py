@@ -136,10 +136,25 @@ def summand_scale(subscripts: str, *operands: np.ndarray) -> np.ndarray:
     scale ``s`` is that of the summands. ``operands`` are torch's values; the result has the summed
     term's shape (not finite where an operand is not: the caller then keeps the term's own scale)."""
     magnitudes = [np.abs(operand) for operand in operands]
+    subscripts = _without_ellipsis(subscripts, magnitudes)
     # a product of two large operands goes through BLAS (8× faster for an MLP's 64×256 by 64×784);
     # planning that path costs ~30 µs, more than a small einsum itself
     large = len(magnitudes) > 1 and sum(m.size for m in magnitudes) > 4096
     return np.asarray(np.einsum(subscripts, *magnitudes, optimize="greedy" if large else False))
+
+
+def _without_ellipsis(subscripts: str, operands: list[np.ndarray]) -> str:
+    """``nc...->c`` spelled out for these operands (``ncABC->c``): NumPy's einsum keeps the axes
+    of an ellipsis in its output; here the ones the output leaves out are summed."""
+    if "..." not in subscripts:
+        return subscripts
+    inputs, output = subscripts.split("->")
+    parts = inputs.split(",")
+    spare = [letter for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ" if letter not in subscripts]
+    ranks = [op.ndim - len(part.replace("...", "")) for part, op in zip(parts, operands, strict=True)]
+    axes = "".join(spare[: max(ranks)])
+    spelled = [part.replace("...", axes[len(axes) - rank :]) for part, rank in zip(parts, ranks, strict=True)]
+    return ",".join(spelled) + "->" + output.replace("...", axes)
 
 
 def relative(difference: float, magnitude: float) -> float:

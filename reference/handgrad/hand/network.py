@@ -14,11 +14,12 @@ Each layer kind is a :class:`LayerOps`; the stack only strings them together.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from handgrad.contract.normalization import BatchNorm, LayerNorm
 from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
@@ -37,7 +38,7 @@ from handgrad.contract.spec import (
 )
 from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table, stage_terms
 from handgrad.contract.trace import StepTrace
-from handgrad.hand import activations, conv, dense, diagnostics, losses, optim
+from handgrad.hand import activations, conv, dense, diagnostics, losses, normalization, optim
 
 
 @dataclass(frozen=True)
@@ -54,12 +55,19 @@ class LayerOps:
     backward: Callable[[Stage, np.ndarray, Any], tuple[np.ndarray, dict[str, np.ndarray]]]
     output: Callable[[Stage], tuple[str, str]]
     fan_in: Callable[[Stage], int] = lambda stage: 1
+    state: Callable[[Any], dict[str, np.ndarray]] = lambda cache: {}  # buffers after a forward
 
 
-def _ops(kind: type, forward: Callable[..., Any], backward: Callable[..., Any]) -> LayerOps:
-    """A kind's hand forward and backward beside the names the contract gives it."""
+def _ops(
+    kind: type,
+    forward: Callable[..., Any],
+    backward: Callable[..., Any],
+    state: Callable[[Any], dict[str, np.ndarray]] | None = None,
+) -> LayerOps:
+    """A kind's hand forward and backward beside the names the contract gives it; ``state(cache)``:
+    the layer's buffers as its forward left them (BatchNorm's running statistics)."""
     shape = LAYER_SHAPES[kind]
-    return LayerOps(shape.params, forward, backward, shape.output, shape.fan_in)
+    return LayerOps(shape.params, forward, backward, shape.output, shape.fan_in, state or (lambda cache: {}))
 
 
 DENSE = _ops(
@@ -174,6 +182,57 @@ def _user_backward(stage: Stage, dout: np.ndarray, cache: Any) -> tuple[np.ndarr
 LAYER_OPS[UserLayer] = _ops(UserLayer, forward=_user_forward, backward=_user_backward)
 
 
+# --- normalization (hand/normalization.py): γ and β are torch's ``weight`` and ``bias`` ---------
+# The lambdas look ``normalization.<function>`` up at call time, so a mutant can swap one in.
+
+
+def _torch_names(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {"gamma": "weight", "beta": "bias"}
+    return {names.get(short, short): value for short, value in params.items() if short != "mask"}
+
+
+def _hand_names(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    names = {"weight": "gamma", "bias": "beta"}
+    return {names[key]: value for key, value in grads.items()}
+
+
+def _batchnorm_forward(stage: Stage, x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
+    layer: BatchNorm = stage.layer  # type: ignore[assignment]
+    return normalization.batchnorm_forward(
+        x,
+        _torch_names(params),
+        dims=layer.dims,
+        training=layer.training,
+        eps=layer.eps,
+        momentum=layer.momentum,
+    )
+
+
+def _layernorm_forward(stage: Stage, x: np.ndarray, params: dict[str, np.ndarray]) -> tuple[np.ndarray, Any]:
+    layer: LayerNorm = stage.layer  # type: ignore[assignment]
+    return normalization.layernorm_forward(
+        x, _torch_names(params), normalized_shape=layer.normalized_shape, eps=layer.eps
+    )
+
+
+LAYER_OPS[BatchNorm] = _ops(
+    BatchNorm,
+    forward=_batchnorm_forward,
+    backward=lambda stage, dout, cache: _hand_grads(normalization.batchnorm_backward(dout, cache)),
+    state=lambda cache: cache.state,
+)
+LAYER_OPS[LayerNorm] = _ops(
+    LayerNorm,
+    forward=_layernorm_forward,
+    backward=lambda stage, dout, cache: _hand_grads(normalization.layernorm_backward(dout, cache)),
+)
+
+
+def _hand_grads(result: tuple[np.ndarray, dict[str, np.ndarray]]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    dx, grads = result
+    return dx, _hand_names(grads)
+
+
 def ops_for(stage: Stage) -> LayerOps:
     return LAYER_OPS[type(stage.layer)]
 
@@ -189,10 +248,25 @@ def init_params(network: Network, seed: int, dtype: str = "float64") -> dict[str
     params: dict[str, np.ndarray] = {}
     for stage in network.stages():
         ops = ops_for(stage)
+        constants = LAYER_SHAPES[type(stage.layer)].init(stage)
         for short, shape, _ in ops.params(stage):
+            if short in constants:  # torch's constant init (BatchNorm's γ = 1, β = 0)
+                params[f"{stage.name}.{short}"] = np.full(shape, constants[short], dtype=dtype)
+                continue
             bound = 1.0 / np.sqrt(ops.fan_in(stage))
             params[f"{stage.name}.{short}"] = rng.uniform(-bound, bound, size=shape).astype(dtype)
     return params
+
+
+def init_buffers(network: Network, dtype: str = "float64") -> dict[str, np.ndarray]:
+    """Every stage's buffers at torch's initial values (``stage.short``: running_mean 0,
+    running_var 1, num_batches_tracked 0 as int64)."""
+    buffers: dict[str, np.ndarray] = {}
+    for stage in network.stages():
+        for short, shape, _, value in LAYER_SHAPES[type(stage.layer)].buffers(stage):
+            kind = np.int64 if isinstance(value, int) else dtype
+            buffers[f"{stage.name}.{short}"] = np.full(shape, value, dtype=kind)
+    return buffers
 
 
 class HandNetwork:
@@ -210,6 +284,7 @@ class HandNetwork:
         dtype: str = "float64",
         masks: dict[str, list[np.ndarray]] | None = None,
         diagnostics: bool = False,
+        buffers: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.network = network
         self.stages = network.stages()
@@ -227,6 +302,20 @@ class HandNetwork:
         self.state = optim.init_state(optimizer, self._params)
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
         self.terms = stage_terms(self.stages)
+        # the layers' buffers (BatchNorm's running statistics): torch's initial values unless given
+        initial = init_buffers(network, dtype)
+        given = buffers or {}
+        self._buffers = {
+            name: np.asarray(given.get(name, value), dtype=value.dtype) for name, value in initial.items()
+        }
+        self._buffer_terms = [
+            (f"{stage.name}.{short}", symbol)
+            for stage in self.stages
+            for short, _, symbol, _ in LAYER_SHAPES[type(stage.layer)].buffers(stage)
+        ]
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        return dict(self._buffers)
 
     def params(self) -> dict[str, np.ndarray]:
         return dict(self._params)
@@ -235,13 +324,17 @@ class HandNetwork:
         self._params = {name: np.asarray(value, dtype=self.dtype) for name, value in params.items()}
 
     def predict(self) -> np.ndarray:
-        """ŷ for every row of the data at the current parameters (the forward pass alone; dropout
-        is left out, as ``model.eval()`` does)."""
+        """ŷ for every row of the data at the current parameters (the forward pass alone, as
+        ``model.eval()`` runs it: dropout left out, BatchNorm with its running statistics, which
+        the prediction does not update)."""
         out = self.x
         for terms in self.terms:
-            if isinstance(terms.stage.layer, Dropout):
+            stage = terms.stage
+            if isinstance(stage.layer, Dropout):
                 continue
-            out, _ = ops_for(terms.stage).forward(terms.stage, out, self._stage_params(terms))
+            if isinstance(stage.layer, BatchNorm):
+                stage = replace(stage, layer=replace(stage.layer, training=False))
+            out, _ = ops_for(stage).forward(stage, out, self._stage_params(terms))
         return out
 
     def step(self, step: int) -> StepTrace:
@@ -254,9 +347,14 @@ class HandNetwork:
         out = x
         for terms in self.terms:
             stage = terms.stage
-            out, cache = ops_for(stage).forward(stage, out, self._stage_params(terms, step))
+            ops = ops_for(stage)
+            out, cache = ops.forward(stage, out, self._stage_params(terms, step))
             trace.add(terms.output, terms.output_symbol, "forward", out)
             caches.append(cache)
+            for short, value in ops.state(cache).items():
+                self._buffers[f"{stage.name}.{short}"] = value
+        for name, symbol in self._buffer_terms:  # as this step's forward pass left them
+            trace.add(name, symbol, "state", self._buffers[name])
 
         L, loss_cache = losses.forward(self.loss, out, y)
         if self.loss.reduction == "none":  # ℓ per element (row); the run trains on L = Σℓ
@@ -296,6 +394,8 @@ class HandNetwork:
     def _stage_params(self, terms: StageTerms, step: int | None = None) -> dict[str, np.ndarray]:
         params = {short: self._params[name] for short, name, _, _ in terms.params}
         name = terms.stage.name
+        for short, _, _, _ in LAYER_SHAPES[type(terms.stage.layer)].buffers(terms.stage):
+            params[short] = self._buffers[f"{name}.{short}"]
         if step is not None and name in self.masks:  # data of this step, not a parameter
             params["mask"] = np.asarray(self.masks[name][step - 1], dtype=self.dtype)
         return params

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.normalization import BatchNorm, LayerNorm
 from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
@@ -149,6 +150,8 @@ _LAYER_FIELDS: dict[type, tuple[str, ...]] = {
     AvgPool2d: ("kernel_size", "stride", "padding", "count_include_pad"),
     LocalResponseNorm: ("size", "alpha", "beta", "k"),
     Dropout: ("p",),
+    BatchNorm: ("num_features", "eps", "momentum", "affine", "track_running_stats", "training"),
+    LayerNorm: ("normalized_shape", "eps", "elementwise_affine", "bias"),
 }
 
 

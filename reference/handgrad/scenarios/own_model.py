@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.names import state_keys
+from handgrad.contract.normalization import BatchNorm, LayerNorm
 from handgrad.contract.recurrent import RecurrentModel, SequenceData
 from handgrad.contract.spec import (
     Activation,
@@ -48,6 +50,7 @@ from handgrad.contract.spec import (
     UserLayer,
     require_int,
 )
+from handgrad.contract.stack import cancelled_gradients
 from handgrad.harness import Experiment
 from handgrad.scenarios.common import loss_config
 
@@ -64,6 +67,9 @@ STACK_MODULES = (
     "LocalResponseNorm",
     "Dropout",
     "Flatten",
+    "BatchNorm1d",
+    "BatchNorm2d",
+    "LayerNorm",
 )
 SUPPORTED = ", ".join(STACK_MODULES) + " in nn.Sequential (nested too); RNN, GRU, LSTM with a Linear head"
 ACTIVATION_KINDS = {
@@ -74,7 +80,6 @@ ACTIVATION_KINDS = {
     "Identity": "identity",
 }
 RECURRENT_CELLS = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "GRU": "gru", "LSTM": "lstm"}
-NOT_YET = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm"}
 CustomLayers = Mapping[type, tuple[Callable[..., Any], Callable[..., Any]]]
 
 
@@ -84,11 +89,10 @@ def _type_name(module: Any) -> str:
 
 
 def _refuse(path: str, module: Any) -> SpecError:
-    hint = " (the norm layers are not in the layer stack yet)" if type(module).__name__ in NOT_YET else ""
     name = type(module).__name__
     return SpecError(
         path,
-        f"{_type_name(module)} is not supported{hint}; supported: {SUPPORTED}; or give its hand pair "
+        f"{_type_name(module)} is not supported; supported: {SUPPORTED}; or give its hand pair "
         f"as custom_layers={{{name}: (forward, backward)}}",
     )
 
@@ -154,6 +158,24 @@ def _stack_layer(path: str, module: Any) -> object:
         return Flatten()
     if name == "Dropout":
         return Dropout(float(module.p))
+    if name in ("BatchNorm1d", "BatchNorm2d"):
+        momentum = None if module.momentum is None else float(module.momentum)
+        return BatchNorm(
+            module.num_features,
+            dims=1 if name == "BatchNorm1d" else 2,
+            eps=float(module.eps),
+            momentum=momentum,
+            affine=module.affine,
+            track_running_stats=module.track_running_stats,
+            training=module.training,
+        )
+    if name == "LayerNorm":
+        return LayerNorm(
+            tuple(module.normalized_shape),
+            eps=float(module.eps),
+            elementwise_affine=module.elementwise_affine,
+            bias=module.bias is not None,
+        )
     raise AssertionError(name)
 
 
@@ -412,12 +434,17 @@ def build_experiment(
         )
     if x.ndim < 2:
         raise SpecError("inputs", f"expected one row per sample, got shape {x.shape}")
-    network, modules, _ = stack_parts(model, tuple(x.shape[1:]), custom, dtype)
+    network, modules, paths = stack_parts(model, tuple(x.shape[1:]), custom, dtype)
+    _refuse_amplified_noise(network, paths, optimizer_spec)
+    _refuse_single_values(network, paths, schedule, len(x))
     params: dict[str, np.ndarray] = {}
+    buffers: dict[str, np.ndarray] = {}
     for stage, module in zip(network.stages(), modules, strict=True):
         tensors = dict(module.named_parameters())
         for short, value in TWIN_OPS[type(stage.layer)].from_torch(stage, tensors).items():
             params[f"{stage.name}.{short}"] = np.array(value, dtype=np.float64)
+        for short, value in dict(module.named_buffers()).items():  # BatchNorm's running statistics
+            buffers[f"{stage.name}.{short}"] = value.detach().cpu().numpy().copy()
     data = Data(x, y, "check_model")
     return stack_experiment(
         name,
@@ -433,7 +460,58 @@ def build_experiment(
         device=device,
         config=config,
         modules=modules,
+        buffers=buffers,
     )
+
+
+def _smallest_batch(schedule: Schedule, n_rows: int) -> int:
+    """The fewest rows a step of this schedule trains on (a minibatch epoch keeps its short last slice)."""
+    if schedule.mode == "online":
+        return 1
+    if schedule.mode == "batch":
+        return n_rows
+    size = min(schedule.batch_size, n_rows)
+    return n_rows % size or size
+
+
+def _refuse_single_values(network: Network, paths: list[str], schedule: Schedule, n_rows: int) -> None:
+    """torch's BatchNorm raises "Expected more than 1 value per channel when training" on a batch
+    with one value per channel; said before any work, naming the module and the smallest batch."""
+    from handgrad.scenarios.stack import stage_input_shapes
+
+    rows = _smallest_batch(schedule, n_rows)
+    shapes = stage_input_shapes(network)
+    for index, stage in enumerate(network.stages()):
+        layer = stage.layer
+        if isinstance(layer, BatchNorm) and layer.batch_statistics:
+            values = rows * int(np.prod(shapes[stage.name][1:]))
+            if values <= 1:
+                raise SpecError(
+                    paths[index],
+                    f"BatchNorm{layer.dims}d in training mode needs more than 1 value per channel; a step "
+                    f"of this schedule ({schedule.mode}) has {rows} row(s), {values} value(s) per channel "
+                    "(torch raises the same; use batches of 2 or more, or eval mode)",
+                )
+
+
+def _refuse_amplified_noise(network: Network, paths: list[str], optimizer: Optimizer) -> None:
+    """A bias whose gradient is 0 in exact arithmetic (it feeds a BatchNorm normalizing with the
+    batch's statistics) comes out of each side as rounding noise (~1e-17), different noise on each
+    side; plain SGD moves it by lr times that noise and both sides agree, but an optimizer with
+    state keeps the noise in its buffers (momentum, running averages) and an adaptive one divides
+    it by √v + ε, moving it by up to lr·|g|/ε (~1e-10): a difference that is rounding, not a bug,
+    and that no tolerance of the parameter's own size can judge. Refused, naming the bias."""
+    if not state_keys(optimizer):
+        return
+    stages = network.stages()
+    for name in cancelled_gradients(network):
+        index = next(i for i, stage in enumerate(stages) if name.startswith(f"{stage.name}."))
+        raise SpecError(
+            f"{paths[index]}.bias",
+            f"feeds a training-mode BatchNorm, so its gradient is 0 in exact arithmetic and each side "
+            f"computes different rounding noise, which {optimizer.kind}'s state and step amplify; give "
+            f"this layer bias=False (the BatchNorm's β does the bias's job), or train with plain sgd",
+        )
 
 
 def _recurrent(

@@ -117,12 +117,14 @@ def stack_experiment(
     diagnostics: bool = False,
     with_twin: bool = True,
     modules: list[Any] | None = None,
+    buffers: dict[str, np.ndarray] | None = None,
 ) -> Experiment:
     """Both sides of a layer stack, from one spec, one set of initial weights (``params``, else
     seeded by ``seed``) and one set of dropout masks; ``diagnostics`` adds the per-layer diagnostic
     terms (:mod:`handgrad.hand.diagnostics`). ``with_twin=False``: the hand side alone (``twin``
     None), no torch imported, the dropout masks drawn by :func:`numpy_dropout_masks`. ``modules``:
-    the twin runs these (a user's own modules, one per stage: :mod:`handgrad.scenarios.own_model`)."""
+    the twin runs these (a user's own modules, one per stage: :mod:`handgrad.scenarios.own_model`),
+    whose buffers (BatchNorm's running statistics) the hand side starts from (``buffers``)."""
     check_data(network, loss, data)
     initial = params if params is not None else init_params(network, seed, "float64")
     initial = {name: np.asarray(value, dtype=dtype) for name, value in initial.items()}
@@ -139,6 +141,7 @@ def stack_experiment(
         dtype,
         masks=masks,
         diagnostics=diagnostics,
+        buffers=buffers,
     )
     twin = None
     if with_twin:

@@ -72,6 +72,9 @@ LAYER_ATTRIBUTES = {
     "AvgPool2d": ("kernel_size", "stride", "padding", "count_include_pad"),
     "LocalResponseNorm": ("size", "alpha", "beta", "k"),
     "SharedMaskDropout": ("p",),
+    "BatchNorm1d": ("num_features", "eps", "momentum", "affine", "track_running_stats", "training"),
+    "BatchNorm2d": ("num_features", "eps", "momentum", "affine", "track_running_stats", "training"),
+    "LayerNorm": ("normalized_shape", "eps", "elementwise_affine"),
 }
 RECURRENT_MODES = {"RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu", "GRU": "gru", "LSTM": "lstm"}
 
@@ -136,8 +139,9 @@ def clip_configuration(call: tuple[Callable[..., object], dict[str, object]] | N
 
 
 def layer_configuration(name: str, module: torch.nn.Module) -> Configuration:
-    """A layer module's options: attributes of Linear, Conv2d, the pools, LRN, dropout; for an
-    activation module its kind (and LeakyReLU's slope) under its owner's name."""
+    """A layer module's options: attributes of Linear, Conv2d, the pools, LRN, dropout, the norms
+    (BatchNorm's mode ``training`` among them); for an activation module its kind (and
+    LeakyReLU's slope) under its owner's name."""
     kind = type(module).__name__
     if kind in ACTIVATION_KINDS:
         result: Configuration = {f"{name}.activation": ACTIVATION_KINDS[kind]}
@@ -146,7 +150,7 @@ def layer_configuration(name: str, module: torch.nn.Module) -> Configuration:
         return result
     attributes = LAYER_ATTRIBUTES.get(kind, ())
     result = {f"{name}.{attribute}": plain(getattr(module, attribute)) for attribute in attributes}
-    if kind in ("Linear", "Conv2d"):
+    if kind in ("Linear", "Conv2d", "LayerNorm"):
         result[f"{name}.bias"] = module.bias is not None
     return result
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from handgrad.contract.names import state_keys
+from handgrad.contract.normalization import BatchNorm, LayerNorm
 from handgrad.contract.spec import (
     Activation,
     AvgPool2d,
@@ -31,7 +32,7 @@ from handgrad.contract.spec import (
     Stage,
     UserLayer,
 )
-from handgrad.contract.stack import param_table, shape_of, stage_terms
+from handgrad.contract.stack import LAYER_SHAPES, param_table, shape_of, stage_terms
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, diagnostics, losses, optim
 from handgrad.twin.device import tf32_of, threads_of, under_precision
@@ -189,6 +190,38 @@ TWIN_OPS.update(
 )
 
 
+def _batchnorm_module(stage: Stage) -> torch.nn.Module:
+    layer: BatchNorm = stage.layer  # type: ignore[assignment]
+    kind = torch.nn.BatchNorm1d if layer.dims == 1 else torch.nn.BatchNorm2d
+    module = kind(
+        layer.num_features,
+        eps=layer.eps,
+        momentum=layer.momentum,
+        affine=layer.affine,
+        track_running_stats=layer.track_running_stats,
+    )
+    return module.train(layer.training)
+
+
+def _layernorm_module(stage: Stage) -> torch.nn.Module:
+    layer: LayerNorm = stage.layer  # type: ignore[assignment]
+    return torch.nn.LayerNorm(
+        layer.normalized_shape, eps=layer.eps, elementwise_affine=layer.elementwise_affine, bias=layer.bias
+    )
+
+
+def _norm_to_torch(stage: Stage, hand: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {{"gamma": "weight", "beta": "bias"}[short]: value for short, value in hand.items()}
+
+
+def _norm_from_torch(stage: Stage, tensors: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    return {{"weight": "gamma", "bias": "beta"}[key]: _numpy(tensor) for key, tensor in tensors.items()}
+
+
+TWIN_OPS[BatchNorm] = TwinOps(build=_batchnorm_module, to_torch=_norm_to_torch, from_torch=_norm_from_torch)
+TWIN_OPS[LayerNorm] = TwinOps(build=_layernorm_module, to_torch=_norm_to_torch, from_torch=_norm_from_torch)
+
+
 def _user_module(stage: Stage) -> torch.nn.Module:
     raise ValueError(f"{stage.name}: a user layer runs the user's own module; pass it in modules=")
 
@@ -280,6 +313,11 @@ class TwinNetwork:
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
         self.terms = stage_terms(self.stages)
         self._module_params = [dict(module.named_parameters()) for module in self.model]  # read each step
+        self._buffer_terms = [  # (module, buffer, term name, symbol): BatchNorm's running statistics
+            (module, short, f"{stage.name}.{short}", symbol)
+            for stage, module in zip(self.stages, self.model, strict=True)
+            for short, _, symbol, _ in LAYER_SHAPES[type(stage.layer)].buffers(stage)
+        ]
         self.configuration = {  # read back from the torch objects (twin/configuration.py)
             **configuration.tensor_configuration(self.model.parameters()),
             **{
@@ -324,13 +362,24 @@ class TwinNetwork:
     @under_precision  # the steps' precision and threads
     def predict(self) -> np.ndarray:
         """ŷ for every row of the data at the current parameters: the modules in order under
-        ``torch.no_grad()``, dropout left out (as ``model.eval()`` does)."""
+        ``torch.no_grad()`` in eval mode (dropout left out, BatchNorm with its running statistics,
+        which eval mode leaves as they are), each module's own mode put back after."""
         out = self.x
-        with torch.no_grad():
-            for module in self.model:
-                if not isinstance(module, SharedMaskDropout):
-                    out = module(out)
+        modes = [module.training for module in self.model]
+        try:
+            with torch.no_grad():
+                for module in self.model:
+                    module.eval()
+                    if not isinstance(module, SharedMaskDropout):
+                        out = module(out)
+        finally:
+            for module, mode in zip(self.model, modes, strict=True):
+                module.train(mode)
         return _numpy(out).copy()
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """A copy of every buffer the run compares (BatchNorm's running statistics)."""
+        return {name: _numpy(getattr(module, short)).copy() for module, short, name, _ in self._buffer_terms}
 
     def params(self) -> dict[str, np.ndarray]:
         """A copy of every parameter (the optimizer later updates the tensors in place)."""
@@ -362,6 +411,8 @@ class TwinNetwork:
 
         for terms, output in zip(self.terms, outputs, strict=True):
             trace.add(terms.output, terms.output_symbol, "forward", _numpy(output), SOURCE)
+        for module, short, name, symbol in self._buffer_terms:  # the module's buffers after forward
+            trace.add(name, symbol, "state", _numpy(getattr(module, short)), SOURCE)
         if per_element is not None:
             trace.add("loss.l", "ℓ", "loss", _numpy(per_element), SOURCE)
         trace.add("loss.L", "L", "loss", _numpy(L), SOURCE)
