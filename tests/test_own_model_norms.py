@@ -290,8 +290,12 @@ def test_handgrad_check_runs_a_batchnorm_factory(tmp_path: Path, capsys) -> None
         "    y = torch.tensor([[0.0], [1.0], [1.0], [0.0]])\n"
         "    return model, x, y\n"
     )
+    workbook = tmp_path / "bn.xlsx"
     code = main(["check", f"{source}:make", "--steps", "20", "--mode", "batch", "--optimizer", "adam",
-                 "--lr", "0.01"])  # fmt: skip
-    out = capsys.readouterr().out
-    assert code == 0, out
-    assert "agree at every one of 20 steps" in out
+                 "--lr", "0.01", "--xlsx", str(workbook)])  # fmt: skip
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 0, lines
+    assert "agree at every one of 20 steps" in lines[-1]
+    notices = [line for line in lines if line.startswith("bn_model: workbook: No live Walkthrough")]
+    assert len(notices) == 1 and "bn1 is BatchNorm" in notices[0]  # the Trace holds its terms
+    assert workbook.stat().st_size > 0

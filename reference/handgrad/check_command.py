@@ -210,10 +210,10 @@ def _check_memory(model: Any, x: Any, args: argparse.Namespace) -> None:
 
 def run_check(
     argv: Sequence[str], progress: Callable[[str], Callable[[int, int], None]] | None = None
-) -> tuple[str, Report, argparse.Namespace]:
+) -> tuple[str, Report, argparse.Namespace, list[str]]:
     """Parse ``handgrad check``'s options, load the user's model, run the check (writing the
     workbook and, by ``--json``, nothing yet: cli.py writes and prints the report as for
-    ``compare``). Returns (the run's label, the report, the options)."""
+    ``compare``). Returns (the run's label, the report, the options, the workbook's notices)."""
     from handgrad import harness
     from handgrad.scenarios.own_model import build_experiment
 
@@ -252,5 +252,7 @@ def run_check(
     if args.xlsx:
         from handgrad.workbook.writer import run_with_workbook
 
-        return file.stem, run_with_workbook(experiment, args.xlsx, walkthrough_steps=walkthrough), args
-    return file.stem, harness.run(experiment, progress=progress(file.stem) if progress else None), args
+        notices: list[str] = []
+        report = run_with_workbook(experiment, args.xlsx, walkthrough_steps=walkthrough, notices=notices)
+        return file.stem, report, args, notices
+    return file.stem, harness.run(experiment, progress=progress(file.stem) if progress else None), args, []

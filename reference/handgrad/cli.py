@@ -254,12 +254,17 @@ def check(argv: Sequence[str]) -> int:
     """``handgrad check FILE.py:FACTORY``: run by handgrad/check_command.py, reported as compare."""
     from handgrad.check_command import run_check
 
-    label, report, args = run_check(argv, _Progress)
+    label, report, args, notices = run_check(argv, _Progress)
     if args.json:
         _write_json(args.json, report)
     if not args.quiet:
         print(_format_table(report))
         print(f"{label}: {_configuration_line(report)}")
+        if report.predictions is not None:
+            print(f"{label}: final predictions, every row of the data at the last step's weights:")
+            print(report.predictions.table())
+        for line in notices:
+            print(f"{label}: workbook: {line}")
     print(f"{label}: {report.verdict()}")
     if report.stopped:
         print(f"{label}: stopped early: {report.stopped}")

@@ -536,8 +536,10 @@ def run_with_workbook(
     progress: Callable[[int, int], None] | None = None,
     rows_per_sheet: int = EXCEL_MAX_ROWS,
     trace_steps: TraceSteps | None = None,
+    notices: list[str] | None = None,
 ) -> Report:
-    """Run the comparison with the workbook streaming from it, then write the workbook."""
+    """Run the comparison with the workbook streaming from it, then write the workbook;
+    ``notices`` receives its console lines (what the Trace keeps, a live sheet left out and why)."""
     writer = WorkbookWriter(
         experiment,
         walkthrough_steps=walkthrough_steps,
@@ -548,6 +550,8 @@ def run_with_workbook(
     try:
         report = harness.run(experiment, resync=resync, observers=[writer.observe], progress=progress)
         writer.write(path, report)
+        if notices is not None:
+            notices.extend(writer.notices())
     finally:
         writer.close()
     return report
