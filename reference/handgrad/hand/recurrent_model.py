@@ -38,7 +38,7 @@ Terms, in computation order (``<rec>`` is ``rnn``, ``gru`` or ``lstm``; ``dense1
               input h_t, before the part carried back from t + 1), then
               dense1.dL_dW, dense1.dL_db                                          (many-to-many)
               <rec>L...<rec>1 BPTT terms (see handgrad.hand.recurrent)
-    update    clip.total_norm (clipping by norm), <layer>.dL_d<p>_clipped ... (with clipping)
+    update    clip.total_norm (clipping by norm), clip.grad.<param> ... (with clipping)
               <param>_next ..., then the optimizer's state terms (and its lr in force)
 
 Parameters are named ``<rec><l>.W_ih``, ``.W_hh``, ``.b_ih``, ``.b_hh`` (torch's
@@ -186,13 +186,7 @@ class HandRecurrent:
             for short, base in zip(SHORT_NAMES, naming.PARAM_NAMES, strict=True)
         }
         grads[f"{HEAD}.W"], grads[f"{HEAD}.b"] = head_grads["W"], head_grads["b"]
-        if self.optimizer.clip is not None:
-            grads, norm = optim.clip_gradients(self.optimizer, grads)
-            if norm is not None:
-                trace.add("clip.total_norm", "‖∂L/∂θ‖", "update", np.asarray(norm))
-            for name, value in grads.items():
-                layer, short = name.split(".")
-                trace.add(f"{layer}.dL_d{short}_clipped", f"clip(∂L/∂{self.symbols[name]})", "update", value)
+        grads = optim.clip_and_trace(trace, self.optimizer, grads, self.symbols)
 
         self._params, self.state = optim.step_and_trace(
             trace, self.optimizer, self._params, grads, self.state, self.symbols

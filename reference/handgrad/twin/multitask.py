@@ -14,11 +14,12 @@ Built from real modules (``nn.Linear`` trunk, the activation module, two ``nn.Li
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from handgrad.contract.multitask import PARTS, Multitask, param_table
-from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Activation, Optimizer, Stage
 from handgrad.contract.trace import StepTrace
 from handgrad.twin import configuration, losses, optim
@@ -159,32 +160,12 @@ class TwinMultitask:
         self._add_param_grads(trace, named, "trunk")
         trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
 
-        if self.optimizer_spec.clip is not None:  # clip_grad_norm_ / clip_grad_value_ on .grad, in place
-            total_norm = optim.clip_gradients(self.optimizer_spec, list(self.module.parameters()))
-            if total_norm is not None:
-                trace.add("clip.total_norm", "‖g‖", "update", _numpy(total_norm), "torch.nn.utils")
-            for name, param in named.items():
-                trace.add(
-                    f"clip.grad.{name}",
-                    f"ĝ[{self.symbols[name]}]",
-                    "update",
-                    _numpy(param.grad),
-                    "torch.nn.utils",
-                )
-        optim.step(self.optimizer)
-        for name, value in self.params().items():
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
-        kind = self.optimizer_spec.kind
-        for key, symbol in state_keys(self.optimizer_spec):
-            for name, param in named.items():
-                value = _numpy(self.optimizer.state[param][key])
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", value, "torch.optim"
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
-            trace.add(f"{kind}.{key}", symbol, "state", value, "torch.optim")
-        if self.scheduler is not None:
-            self.scheduler.step()  # the lr of the next step, into param_groups
+        def read(pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
+            return {name: _numpy(pick(param)) for name, param in named.items()}
+
+        spec, parameters = self.optimizer_spec, list(self.module.parameters())
+        optim.clip_and_trace(trace, spec, parameters, read, self.symbols)
+        optim.step_and_trace(trace, spec, self.optimizer, self.scheduler, read, self.symbols, SOURCE)
         return trace
 
     def _add_param_grads(self, trace: StepTrace, named: dict[str, torch.nn.Parameter], part: str) -> None:

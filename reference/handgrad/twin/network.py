@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handgrad.contract.names import state_keys
 from handgrad.contract.normalization import BatchNorm, LayerNorm
 from handgrad.contract.spec import (
     Activation,
@@ -425,27 +424,18 @@ class TwinNetwork:
                 trace.add(grad_name, grad_symbol, "backward", grads[name], SOURCE, summands=summands)
         trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
 
-        if self.optimizer_spec.clip is not None:  # clip_grad_norm_ / clip_grad_value_ on .grad, in place
-            total_norm = optim.clip_gradients(self.optimizer_spec, list(self.model.parameters()))
-            if total_norm is not None:  # what clip_grad_norm_ returned: the norm before clipping
-                trace.add("clip.total_norm", "‖g‖", "update", _numpy(total_norm), "torch.nn.utils")
-            for name, value in self._read_params(lambda param: param.grad).items():
-                trace.add(f"clip.grad.{name}", f"ĝ[{self.symbols[name]}]", "update", value, "torch.nn.utils")
+        parameters = list(self.model.parameters())
+        optim.clip_and_trace(trace, self.optimizer_spec, parameters, self._read_params, self.symbols)
         params_before = self.params() if self.diagnostics else {}  # for the diagnostics' ‖ΔW‖
-        optim.step(self.optimizer)
-        for name, value in self._read_params(lambda param: param).items():  # views: the trace copies
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
-        kind = self.optimizer_spec.kind
-        for key, symbol in state_keys(self.optimizer_spec):
-            values = self._read_params(lambda param, key=key: self.optimizer.state[param][key])
-            for name, value in values.items():
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", value, "torch.optim"
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
-            trace.add(f"{kind}.{key}", symbol, "state", value, "torch.optim")
-        if self.scheduler is not None:
-            self.scheduler.step()  # the lr of the next step, into param_groups
+        optim.step_and_trace(  # views: the trace copies
+            trace,
+            self.optimizer_spec,
+            self.optimizer,
+            self.scheduler,
+            self._read_params,
+            self.symbols,
+            SOURCE,
+        )
         # --- diagnostics (issue 8): grad norm, saturated/dead fraction, update ratio per layer ---
         if self.diagnostics:
             after = self.params()

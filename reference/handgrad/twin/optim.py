@@ -15,12 +15,14 @@ the step count from ``optimizer.state[param]["step"]``, the lr in force from
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 
+from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Optimizer
+from handgrad.contract.trace import StepTrace
 from handgrad.twin import eager
 
 
@@ -147,3 +149,59 @@ def scalar_state(spec: Optimizer, optimizer: torch.optim.Optimizer) -> list[tupl
         scalars.append(("step", "t", np.asarray(step.detach().cpu().numpy(), dtype=np.float64)))
     scalars.append(("lr", "η", np.asarray(float(optimizer.param_groups[0]["lr"]))))
     return scalars
+
+
+# --- the step tail: one copy for every family ------------------------------------------------------
+
+Reader = Callable[[Callable[[torch.nn.Parameter], torch.Tensor]], dict[str, np.ndarray]]
+"""``read(pick)``: every parameter of the twin by its hand name, as ``pick(parameter)`` on the host
+(``pick`` = the parameter, its ``.grad``, an ``optimizer.state`` entry); a family maps torch's
+parameters to hand names its own way (a folded W̃ is two tensors)."""
+
+CLIP_SOURCE = "torch.nn.utils"
+OPTIM_SOURCE = "torch.optim"
+
+
+def clip_and_trace(
+    trace: StepTrace,
+    spec: Optimizer,
+    parameters: list[torch.nn.Parameter],
+    read: Reader,
+    symbols: Mapping[str, str],
+) -> None:
+    """``clip_grad_norm_`` / ``clip_grad_value_`` on ``.grad`` between backward and the step, with
+    the hand side's terms (handgrad.hand.optim.clip_and_trace): ``clip.total_norm`` ‖g‖, what
+    ``clip_grad_norm_`` returned, and ``clip.grad.<param>`` ĝ[θ] in the order of ``symbols``."""
+    if spec.clip is None:
+        return
+    total_norm = clip_gradients(spec, parameters)
+    if total_norm is not None:
+        trace.add("clip.total_norm", "‖g‖", "update", total_norm.detach().cpu().numpy(), CLIP_SOURCE)
+    grads = read(lambda param: param.grad)
+    for name in symbols:
+        trace.add(f"clip.grad.{name}", f"ĝ[{symbols[name]}]", "update", grads[name], CLIP_SOURCE)
+
+
+def step_and_trace(
+    trace: StepTrace,
+    spec: Optimizer,
+    optimizer: torch.optim.Optimizer,
+    scheduler: object | None,
+    read: Reader,
+    symbols: Mapping[str, str],
+    source: str,
+) -> None:
+    """``optimizer.step()`` and what follows it, as the hand side traces it
+    (handgrad.hand.optim.step_and_trace): ``<param>_next`` θ′, the per-parameter state
+    ``<kind>.<key>.<param>`` read from ``optimizer.state``, the scalars (t, η) from torch's
+    records, then ``scheduler.step()`` sets the next step's η."""
+    step(optimizer)
+    for name, value in read(lambda param: param).items():
+        trace.add(f"{name}_next", f"{symbols[name]}′", "update", value, source)
+    for key, symbol in state_keys(spec):
+        for name, value in read(lambda param, key=key: optimizer.state[param][key]).items():
+            trace.add(f"{spec.kind}.{key}.{name}", f"{symbol}[{symbols[name]}]", "state", value, OPTIM_SOURCE)
+    for key, symbol, value in scalar_state(spec, optimizer):
+        trace.add(f"{spec.kind}.{key}", symbol, "state", value, OPTIM_SOURCE)
+    if scheduler is not None:
+        scheduler.step()  # after optimizer.step(), as torch asks: the lr of the next step

@@ -20,12 +20,14 @@ Nothing is recomputed by hand: values are torch's tensors, only sliced and trans
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from handgrad.contract.names import state_keys, sub
+from handgrad.contract.names import sub
 from handgrad.contract.recurrent import (
     HEAD,
     Batch,
@@ -43,8 +45,6 @@ from handgrad.twin import recurrent as tw
 from handgrad.twin.device import tf32_of, threads_of, under_precision
 
 SOURCE = "torch.nn"
-SOURCE_CLIP = "torch.nn.utils"
-SOURCE_OPTIM = "torch.optim"
 
 
 def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
@@ -253,34 +253,12 @@ class TwinRecurrent:
         for layer in reversed(range(model.num_layers)):
             tw.add_backward_terms(trace, result, layer)
 
-        if self.optimizer_spec.clip is not None:
-            norm = optim.clip_gradients(self.optimizer_spec, list(net.parameters()))  # torch.nn.utils
-            if norm is not None:
-                trace.add("clip.total_norm", "‖∂L/∂θ‖", "update", _numpy(norm), SOURCE_CLIP)
-            for name, value in self._grads().items():
-                layer, short = name.split(".")
-                trace.add(
-                    f"{layer}.dL_d{short}_clipped",
-                    f"clip(∂L/∂{self.symbols[name]})",
-                    "update",
-                    value,
-                    SOURCE_CLIP,
-                )
+        def read(pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
+            return {name: _numpy(pick(self._by_name[torch_name])) for name, torch_name in self.names.items()}
 
-        optim.step(self.optimizer)
-        for name, value in self.params().items():
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
-        kind = self.optimizer_spec.kind
-        for key, symbol in state_keys(self.optimizer_spec):
-            for name, torch_name in self.names.items():
-                value = _numpy(self.optimizer.state[self._by_name[torch_name]][key])
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", value, SOURCE_OPTIM
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
-            trace.add(f"{kind}.{key}", symbol, "state", value, SOURCE_OPTIM)
-        if self.scheduler is not None:
-            self.scheduler.step()  # after optimizer.step(), as torch asks
+        spec = self.optimizer_spec
+        optim.clip_and_trace(trace, spec, list(net.parameters()), read, self.symbols)
+        optim.step_and_trace(trace, spec, self.optimizer, self.scheduler, read, self.symbols, SOURCE)
         return trace
 
     def _time_major(self, tensor: torch.Tensor) -> np.ndarray:

@@ -11,11 +11,12 @@ read as every twin reads them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handgrad.contract.names import state_keys
 from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import BACKWARD_BLOCK, FORWARD_BLOCK, Transformer, param_table
@@ -197,25 +198,11 @@ class TwinTransformer:
                 )
 
     def _update(self, trace: StepTrace, named: dict[str, torch.nn.Parameter]) -> None:
-        """Clip, step and trace ``torch.optim``, as the multitask twin does it."""
-        if self.optimizer_spec.clip is not None:
-            total_norm = optim.clip_gradients(self.optimizer_spec, list(self.module.parameters()))
-            if total_norm is not None:
-                trace.add("clip.total_norm", "‖g‖", "update", _numpy(total_norm), "torch.nn.utils")
-            for name, param in named.items():
-                symbol = f"ĝ[{self.symbols[name]}]"
-                trace.add(f"clip.grad.{name}", symbol, "update", _numpy(param.grad), "torch.nn.utils")
-        optim.step(self.optimizer)
-        for name, value in self.params().items():
-            trace.add(f"{name}_next", f"{self.symbols[name]}′", "update", value, SOURCE)
-        kind = self.optimizer_spec.kind
-        for key, symbol in state_keys(self.optimizer_spec):
-            for name, param in named.items():
-                value = _numpy(self.optimizer.state[param][key])
-                trace.add(
-                    f"{kind}.{key}.{name}", f"{symbol}[{self.symbols[name]}]", "state", value, "torch.optim"
-                )
-        for key, symbol, value in optim.scalar_state(self.optimizer_spec, self.optimizer):
-            trace.add(f"{kind}.{key}", symbol, "state", value, "torch.optim")
-        if self.scheduler is not None:
-            self.scheduler.step()
+        """Clip, step and trace ``torch.optim``: the twin's one step tail (handgrad.twin.optim)."""
+
+        def read(pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
+            return {name: _numpy(pick(param)) for name, param in named.items()}
+
+        spec, parameters = self.optimizer_spec, list(self.module.parameters())
+        optim.clip_and_trace(trace, spec, parameters, read, self.symbols)
+        optim.step_and_trace(trace, spec, self.optimizer, self.scheduler, read, self.symbols, SOURCE)

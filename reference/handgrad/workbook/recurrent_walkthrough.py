@@ -1320,11 +1320,11 @@ class _Builder:
                     }
             used, top = self.param_group(
                 top,
-                "clip(∂L/∂θ)",
+                "ĝ = clip(∂L/∂θ)",
                 "update",
                 names,
                 clipped,
-                lambda name: f"{name.split('.')[0]}.dL_d{name.split('.')[1]}_clipped",
+                lambda name: f"clip.grad.{name}",
             )
         grid.text(top, 1, f"Update ({self.optimizer.kind}: {self.rule.equation})", "title")
         top += 1
