@@ -71,6 +71,7 @@ def test_layer_bug_in_a_scenario_is_caught_at_its_first_term(mutant) -> None:
 def test_scenario_mutants_control_agrees_and_restores_the_shipped_code() -> None:
     def functions() -> tuple[object, ...]:
         return (normalization.batchnorm_forward, normalization.layernorm_backward, embedding.backward,
+                conv.avgpool2d_forward, conv.flatten_forward,
                 activations.derivative, attention.sdpa_forward, attention.causal_mask,
                 attention.residual_backward)  # fmt: skip
 
@@ -78,7 +79,7 @@ def test_scenario_mutants_control_agrees_and_restores_the_shipped_code() -> None
     for mutant in SCENARIO_MUTANTS:
         run_mutant(mutant)
     assert functions() == shipped
-    scenarios = {"makemore", "transformer", "batchnorm-stack", "layernorm-stack"}
+    scenarios = {"makemore", "transformer", "batchnorm-stack", "layernorm-stack", "pooled-stack"}
     assert {m.scenario for m in SCENARIO_MUTANTS} == scenarios
     for scenario in scenarios:
         report = harness.run(next(m for m in SCENARIO_MUTANTS if m.scenario == scenario).experiment())

@@ -423,6 +423,32 @@ def normed_stack(norm: str) -> Any:
     )  # fmt: skip
 
 
+def pooled_stack() -> Any:
+    """Conv2d(pad 1) → ReLU → AvgPool2d(2, pad 1, count_include_pad) → Flatten → Linear on 5×5
+    images: the padding enters the average's divisor, and Flatten's order reaches the Linear."""
+    from handgrad.contract.spec import (
+        Activation,
+        AvgPool2d,
+        Conv2d,
+        Data,
+        Dense,
+        Flatten,
+        Loss,
+        Network,
+        Optimizer,
+        Schedule,
+    )  # fmt: skip
+    from handgrad.scenarios.stack import stack_experiment
+
+    rng = np.random.default_rng(6)
+    layers = (Conv2d(1, 2, 3, padding=1), Activation("relu"), AvgPool2d(2, 2, 1), Flatten(), Dense(18, 2))
+    network = Network(layers, (1, 5, 5))
+    data = Data(rng.standard_normal((4, 1, 5, 5)), rng.standard_normal((4, 2)))
+    return stack_experiment(
+        "pooled-stack", network, Loss(), Optimizer("sgd", 0.1), data, Schedule("batch"), steps=2, seed=6
+    )
+
+
 _XOR = ("--steps", "2", "--mode", "batch")
 _MLP_SQUARE = ("--steps", "2", "--sizes", "3,3,3", "--mode", "batch")
 _ALEX = ("--steps", "1", "--samples", "8")

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.hand import attention, embedding
+from handgrad.hand import attention, conv, embedding
 from handgrad.hand import normalization as nm
 
 # The shipped functions, kept before any patching: the broken copies call them for the parts
@@ -292,11 +292,39 @@ def _transformer_mutants() -> tuple[Any, ...]:
     )  # fmt: skip
 
 
+# --- the pools and Flatten in a layer stack ------------------------------------------------------
+
+_AVGPOOL_FORWARD, _FLATTEN_FORWARD = conv.avgpool2d_forward, conv.flatten_forward
+
+
+def avgpool_forward_padding_not_counted(x, **options):  # noqa: ANN001, ANN201
+    """Bug: the average divides by the real pixels of a window only; torch's default
+    count_include_pad=True counts the padding's zeros in the divisor (kH·kW)."""
+    return _AVGPOOL_FORWARD(x, **{**options, "count_include_pad": False})
+
+
+def flatten_forward_channels_last(x):  # noqa: ANN001, ANN201
+    """Bug: Flatten in (h, w, c) order; nn.Flatten keeps torch's (c, h, w) order."""
+    _, cache = _FLATTEN_FORWARD(x)
+    return np.moveaxis(x, 1, -1).reshape(x.shape[0], -1), cache
+
+
 def _stack_norm_mutants() -> tuple[Any, ...]:
-    """The norm layers inside a layer stack (a check_model model: handgrad.mutants.normed_stack)."""
-    from handgrad.mutants import Mutant, normed_stack
+    """Layers of the stack planted in small networks of their own (handgrad.mutants.normed_stack,
+    pooled_stack): the norms of a check_model model, AvgPool2d's divisor, Flatten's order."""
+    from handgrad.mutants import Mutant, normed_stack, pooled_stack
 
     return (
+        Mutant(
+            "stack-avgpool-padding-not-counted", "conv",
+            ((conv, "avgpool2d_forward", avgpool_forward_padding_not_counted),), "pooled-stack", (),
+            "avgpool1.out", build=pooled_stack,
+        ),
+        Mutant(
+            "stack-flatten-channels-last", "conv",
+            ((conv, "flatten_forward", flatten_forward_channels_last),), "pooled-stack", (), "flatten1.out",
+            build=pooled_stack,
+        ),
         Mutant(
             "stack-batchnorm-unbiased-var", "normalization",
             ((nm, "batchnorm_forward", batchnorm_forward_unbiased_var),), "batchnorm-stack", (), "bn1.y",
