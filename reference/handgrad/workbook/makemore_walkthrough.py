@@ -143,7 +143,9 @@ def makemore_walkthrough_grid(
         return f"{dy.cell(0, j)}:{dy.cell(n - 1, j)}"
 
     section(sheet, "Forward")
-    mu = helper(sheet, "μ = (1/N) Σₙ hprebn", "forward", lambda i, j: f"AVERAGE({x_col(j)})", (1, u), units, ["μ"])
+    mu = helper(
+        sheet, "μ = (1/N) Σₙ hprebn", "forward", lambda i, j: f"AVERAGE({x_col(j)})", (1, u), units, ["μ"]
+    )
     var = helper(
         sheet,
         "σ² = (1/N) Σₙ (hprebn − μ)²  (biased: the normalization's)",

@@ -104,7 +104,9 @@ def checked(
     return sheet.computed(term, title, phase, cells, (rows, cols), col_labels, row_labels, indices=indices)
 
 
-def before(experiment: Experiment, step: int, captured: Captured, name: str, initial: np.ndarray) -> np.ndarray:
+def before(
+    experiment: Experiment, step: int, captured: Captured, name: str, initial: np.ndarray
+) -> np.ndarray:
     """A traced value as it stood before ``step``: ``initial`` at step 1, else the term ``name`` of
     step − 1's hand trace (the writer captures k − 1 with every walkthrough step k)."""
     if step == 1:

@@ -251,10 +251,14 @@ class _Sheet:
         expected = _as_matrix(self.hand.value(term)).shape
         if indices is None:
             if expected != shape:
-                raise SpecError("workbook", f"{term}: the sheet lays out {shape}, the hand term is {expected}")
+                raise SpecError(
+                    "workbook", f"{term}: the sheet lays out {shape}, the hand term is {expected}"
+                )
             indices = np.arange(shape[0] * shape[1]).reshape(shape)
         elif indices.shape != shape or int(indices.max()) >= int(np.prod(expected)):
-            raise SpecError("workbook", f"{term}: a slice {indices.shape} of the hand term {expected} does not fit")
+            raise SpecError(
+                "workbook", f"{term}: a slice {indices.shape} of the hand term {expected} does not fit"
+            )
         symbol = self.hand[term].symbol
         has_torch = self.torch is not None and term in self.torch
         self.title(f"{symbol} = {title}", phase, torch=has_torch)
