@@ -89,7 +89,8 @@ def makemore_walkthrough_grid(
         ],
     )
     hand = captured[step][0]
-    rows = labels("row", n)
+    drawn = np.asarray(experiment.spec["batches"][step - 1])
+    rows = [f"sample {i + 1} · data row {int(r) + 1}" for i, r in enumerate(drawn)]
     units = labels("unit", u)
     grid_index = np.arange(n)[:, None] * h + np.arange(u)[None, :]  # (n, j) of an (N, H) term
     unit_index = np.arange(u)[None, :]

@@ -119,7 +119,7 @@ def transformer_walkthrough_grid(
     def param(name: str) -> np.ndarray:
         return before(experiment, step, captured, f"{name}_next", initial[name])
 
-    positions = labels("t =", length, -1)  # t = 0 .. L−1, as torch's positions
+    positions = labels("t", length, -1)  # t = 0 .. L−1, as torch's positions
     features = labels("e", width)
     seq = np.arange(length)[:, None] * width + np.arange(width)[None, :]  # (t, e) of sequence 1
 
@@ -202,7 +202,7 @@ def transformer_walkthrough_grid(
     )
     sheet.top += 1
 
-    keys = labels("s =", length, -1)
+    keys = labels("s", length, -1)
     head_blocks = []
     for k in range(heads):
         section(sheet, f"Forward: head {k + 1} of {heads}")
