@@ -64,6 +64,7 @@ def test_libreoffice_recomputes_every_batchnorm_cell(run, tmp_path: Path, libreo
     hand = {k: captured[k][0] for k in captured}
     for grid in grids:
         assert_checks(values[grid.title], grid, hand)
+        assert_cached_values_recompute(values[grid.title], grid)
         terms = {term for _, term, _ in grid.checks.values()}
         assert terms == {
             "bn.hpreact",
@@ -74,6 +75,21 @@ def test_libreoffice_recomputes_every_batchnorm_cell(run, tmp_path: Path, libreo
             "hidden.dL_dhprebn",
         }
     assert_edited(values[edited.title], edited, experiment, captured)
+
+
+def assert_cached_values_recompute(values, grid: Grid) -> None:
+    """Every formula cell that computes no traced term (μ, σ², x̂, ...; not |Δ|) stores a cached
+    value, and LibreOffice's recalculation of it equals that value."""
+    helpers = 0
+    for (row, col), cell in grid.cells.items():
+        formula = isinstance(cell.value, str) and cell.value.startswith("=") and not cell.is_text
+        if not formula or (row, col) in grid.checks or cell.value.startswith("=ABS("):
+            continue
+        assert cell.cached is not None, f"{grid.title} row {row} col {col}: {cell.value} has no cached value"
+        got = values[(row, col)]
+        assert abs(got - cell.cached) <= TOLERANCE * max(abs(cell.cached), 1.0), (row, col, got, cell.cached)
+        helpers += 1
+    assert helpers > 0
 
 
 EDIT_ROW, EDIT_UNIT, HPREBN_EDIT, GAMMA_EDIT = 2, 1, 0.75, -1.3

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_makemore_walkthrough import assert_cached_values_recompute
 from test_walkthrough import TOLERANCE, assert_checks, read_values, recalc, write_grids
 
 from handgrad import harness
@@ -67,6 +68,7 @@ def test_libreoffice_recomputes_every_attention_cell(run, tmp_path: Path, libreo
     hand = {k: captured[k][0] for k in captured}
     for grid in grids:
         assert_checks(values[grid.title], grid, hand)
+        assert_cached_values_recompute(values[grid.title], grid)
         assert {term for _, term, _ in grid.checks.values()} == TERMS
         assert_masked(values[grid.title], grid)
     assert_edited(values[edited.title], edited, captured)

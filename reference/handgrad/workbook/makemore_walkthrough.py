@@ -143,9 +143,22 @@ def makemore_walkthrough_grid(
     def dy_col(j: int) -> str:
         return f"{dy.cell(0, j)}:{dy.cell(n - 1, j)}"
 
+    # the helper blocks' cached values: the same computation from the same input cells
+    x_values = np.asarray(hand.value("hidden.hprebn"), dtype=float)[:, :u]
+    mu_values = x_values.mean(axis=0, keepdims=True)  # 1,U
+    var_values = np.square(x_values - mu_values).mean(axis=0, keepdims=True)  # 1,U
+    xhat_values = (x_values - mu_values) / np.sqrt(var_values + model.eps)  # N,U
+
     section(sheet, "Forward")
     mu = helper(
-        sheet, "μ = (1/N) Σₙ hprebn", "forward", lambda i, j: f"AVERAGE({x_col(j)})", (1, u), units, ["μ"]
+        sheet,
+        "μ = (1/N) Σₙ hprebn",
+        "forward",
+        lambda i, j: f"AVERAGE({x_col(j)})",
+        (1, u),
+        units,
+        ["μ"],
+        mu_values,
     )
     var = helper(
         sheet,
@@ -155,6 +168,7 @@ def makemore_walkthrough_grid(
         (1, u),
         units,
         ["σ²"],
+        var_values,
     )
     xhat = helper(
         sheet,
@@ -164,6 +178,7 @@ def makemore_walkthrough_grid(
         (n, u),
         units,
         rows,
+        xhat_values,
     )
     checked(
         sheet,

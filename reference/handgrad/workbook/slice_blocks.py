@@ -75,15 +75,20 @@ def helper(
     shape: tuple[int, int],
     col_labels: list[str],
     row_labels: list[str],
+    values: np.ndarray | None = None,
 ) -> Block:
     """A block of formulas for an intermediate that neither side traces (torch computes it inside
-    a fused kernel): no torch values beside it; the checked blocks after it read it."""
+    a fused kernel): no torch values beside it; the checked blocks after it read it. ``values``
+    (the same computation in NumPy from the same input cells) are stored as the cells' cached
+    values, what a reader that does not recompute shows (tests compare them with LibreOffice)."""
     sheet.title(f"{title}  (not traced: read by the blocks below)", phase, torch=False)
     sheet.labels(sheet.top + 1, col_labels, row_labels, shape[0], torch=False)
     block = Block(sheet.top + 2, LEFT, *shape)
     for i in range(shape[0]):
         for j in range(shape[1]):
             sheet.grid.set(block.top + i, block.left + j, fx.formula(cell(i, j)), phase)
+            if values is not None:
+                sheet.grid.cells[(block.top + i, block.left + j)].cached = float(values[i, j])
     sheet.top = block.top + shape[0] + 1
     return block
 

@@ -162,6 +162,15 @@ def transformer_walkthrough_grid(
     )
     sheet.top += 1
 
+    cache = _helper_values(
+        _seq(hand, "emb.x"),
+        param("block1.ln1.weight"),
+        param("block1.ln1.bias"),
+        in_proj,
+        param("block1.attn.out_proj.weight"),
+        _seq(hand, "block1.dL_da"),
+        model,
+    )
     section(sheet, "Forward: LayerNorm LN₁ (over the E features of each position)")
     mu = helper(
         sheet,
@@ -171,6 +180,7 @@ def transformer_walkthrough_grid(
         (length, 1),
         ["μ"],
         positions,
+        cache["mu"],
     )
     var = helper(
         sheet,
@@ -180,6 +190,7 @@ def transformer_walkthrough_grid(
         (length, 1),
         ["σ²"],
         positions,
+        cache["var"],
     )
     xhat = helper(
         sheet,
@@ -189,6 +200,7 @@ def transformer_walkthrough_grid(
         (length, width),
         features,
         positions,
+        cache["xhat"],
     )
     h1 = checked(
         sheet,
@@ -217,6 +229,7 @@ def transformer_walkthrough_grid(
                 (length, d),
                 labels(part, d),
                 positions,
+                cache[(part, k)],
             )
         q, kk, v = qkv["q"], qkv["k"], qkv["v"]
         scores = _causal(
@@ -228,6 +241,7 @@ def transformer_walkthrough_grid(
             keys,
             positions,
             "−∞",
+            cache[("s", k)],
         )
         p = _causal(
             sheet,
@@ -241,6 +255,7 @@ def transformer_walkthrough_grid(
             keys,
             positions,
             0.0,
+            cache[("p", k)],
         )
         o = helper(
             sheet,
@@ -250,6 +265,7 @@ def transformer_walkthrough_grid(
             (length, d),
             labels("o", d),
             positions,
+            cache[("o", k)],
         )
         head_blocks.append((q, kk, v, p, o))
     checked(
@@ -287,6 +303,7 @@ def transformer_walkthrough_grid(
             (length, d),
             labels("o", d),
             positions,
+            cache[("do", k)],
         )
         dp = _causal(
             sheet,
@@ -297,6 +314,7 @@ def transformer_walkthrough_grid(
             keys,
             positions,
             0.0,
+            cache[("dp", k)],
         )
         ds = _causal(
             sheet,
@@ -309,6 +327,7 @@ def transformer_walkthrough_grid(
             keys,
             positions,
             0.0,
+            cache[("ds", k)],
         )
         dq = helper(
             sheet,
@@ -320,6 +339,7 @@ def transformer_walkthrough_grid(
             (length, d),
             labels("q", d),
             positions,
+            cache[("dq", k)],
         )
         dk = helper(
             sheet,
@@ -331,6 +351,7 @@ def transformer_walkthrough_grid(
             (length, d),
             labels("k", d),
             positions,
+            cache[("dk", k)],
         )
         dv = helper(
             sheet,
@@ -340,6 +361,7 @@ def transformer_walkthrough_grid(
             (length, d),
             labels("v", d),
             positions,
+            cache[("dv", k)],
         )
         dh_parts.append((dq, dk, dv))
     section(sheet, "Backward: into h₁ and through LN₁")
@@ -375,6 +397,54 @@ def transformer_walkthrough_grid(
     return grid
 
 
+def _helper_values(
+    x: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    in_proj: np.ndarray,
+    w_out: np.ndarray,
+    da: np.ndarray,
+    model: Transformer,
+) -> dict[object, np.ndarray]:
+    """The helper blocks' cached values: the sheet's formulas in NumPy, from the same input cells
+    (the module docstring's equations; masked entries as the sheet shows them: 0)."""
+    width, heads = model.n_embd, model.heads
+    d = width // heads
+    mu = x.mean(axis=1, keepdims=True)  # L,1
+    var = np.square(x - mu).mean(axis=1, keepdims=True)  # L,1
+    xhat = (x - mu) / np.sqrt(var + model.eps)  # L,E
+    h1 = gamma * xhat + beta  # L,E
+    future = np.triu(np.ones((x.shape[0], x.shape[0]), dtype=bool), 1)  # s > t
+    values: dict[object, np.ndarray] = {"mu": mu, "var": var, "xhat": xhat}
+    for k in range(heads):
+        q, kk, v = (h1 @ in_proj[offset + k * d : offset + (k + 1) * d].T for offset in (0, width, 2 * width))
+        scores = np.where(future, 0.0, q @ kk.T / np.sqrt(d))  # L,L
+        e = np.where(
+            future, 0.0, np.exp(scores - np.where(future, -np.inf, scores).max(axis=1, keepdims=True))
+        )
+        p = e / e.sum(axis=1, keepdims=True)
+        do = da @ w_out[:, k * d : (k + 1) * d]  # L,d
+        dp = np.where(future, 0.0, do @ v.T)
+        ds = p * (dp - (p * dp).sum(axis=1, keepdims=True))
+        values.update(
+            {
+                ("q", k): q,
+                ("k", k): kk,
+                ("v", k): v,
+                ("s", k): scores,
+                ("p", k): p,
+                ("o", k): p @ v,
+                ("do", k): do,
+                ("dp", k): dp,
+                ("ds", k): ds,
+                ("dq", k): ds @ kk / np.sqrt(d),
+                ("dk", k): ds.T @ q / np.sqrt(d),
+                ("dv", k): p.T @ do,
+            }
+        )
+    return values
+
+
 def _seq(hand: StepTrace, term: str) -> np.ndarray:
     """Sequence 1 of an (N, L, E) term."""
     return np.asarray(hand.value(term), dtype=float)[0]
@@ -399,6 +469,7 @@ def _causal(
     col_labels: list[str],
     row_labels: list[str],
     masked: object,
+    values: np.ndarray,
 ) -> Block:
     """An L × L block with formulas where s ≤ t and ``masked`` (a text or a number) above the
     diagonal."""
@@ -410,6 +481,7 @@ def _causal(
         (length, length),
         col_labels,
         row_labels,
+        values,
     )
     for i in range(length):
         for j in range(i + 1, length):
