@@ -23,7 +23,8 @@ test: $(BIN)/handgrad
 # measuring the formula builders (handgrad/workbook/formulas.py); fails below 100 % branch coverage.
 # See manual/harness.md, "What the lock-step cannot see".
 FORMULA_TESTS := tests/test_walkthrough.py tests/test_training_sheet.py tests/test_formula_branches.py \
-	tests/test_conv_walkthrough.py tests/test_recurrent_walkthrough.py
+	tests/test_conv_walkthrough.py tests/test_recurrent_walkthrough.py tests/test_makemore_walkthrough.py \
+	tests/test_transformer_walkthrough.py
 
 coverage-formulas: $(BIN)/handgrad
 	$(BIN)/python -m coverage erase --rcfile=coverage-formulas.ini

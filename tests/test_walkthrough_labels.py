@@ -34,7 +34,7 @@ def _label_problems(path: Path) -> tuple[list[str], int]:
     checks = list(book["Checks"].iter_rows(min_row=2, values_only=True))
     cells: dict[str, dict[tuple[int, int], tuple[int, str]]] = {}
     for sheet, column, first, last, step, term, _ in checks:
-        if not str(sheet).startswith("Walkthrough"):
+        if not str(sheet).startswith(("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough")):
             continue
         col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
         for row in range(first, last + 1):

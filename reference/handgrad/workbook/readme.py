@@ -135,7 +135,17 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
         "error over the run against its tolerance, the first divergence, and three charts (loss per step, "
         "gradient norm per layer, step size: the η in force and the effective step ‖θ′ − θ‖/‖∂L/∂θ‖).",
     )
-    if facts.walkthrough_sheets:
+    spec = experiment.spec if isinstance(experiment.spec, dict) else {}
+    if facts.walkthrough_sheets and ("makemore" in spec or "transformer" in spec):
+        line(
+            "Walkthrough",
+            f"Sheets {', '.join(facts.walkthrough_sheets)}: a slice of one training step (named in the "
+            "sheet's second row) as live formulas, forward and backward, block by block. Intermediates "
+            "no side traces (μ, σ², x̂; Q, K, V, S, P) are formula blocks without a torch column; beside "
+            "every block of a traced term: torch's numbers and a |Δ| block. Edit an input cell (yellow) "
+            "and the blocks below recompute; the rest of the step is on the Trace.",
+        )
+    elif facts.walkthrough_sheets:
         line(
             "Walkthrough",
             f"Sheets {', '.join(facts.walkthrough_sheets)}: one training step as live formulas, block by "

@@ -241,14 +241,24 @@ class _Sheet:
         *,
         array: str | None = None,
         ones_column: bool = False,
+        indices: np.ndarray | None = None,
     ) -> Block:
         """A block of formulas computing ``term`` (per cell in ``cells``, or one array formula
-        ``array`` over the block), with torch's values and |Δ| beside it."""
+        ``array`` over the block), with torch's values and |Δ| beside it. ``indices`` (rows × cols
+        flat indices into the term) lays out a slice of a larger term."""
         if term not in self.hand:
             raise SpecError("workbook", f"the hand trace of step {self.step} has no term {term!r}")
         expected = _as_matrix(self.hand.value(term)).shape
-        if expected != shape:
-            raise SpecError("workbook", f"{term}: the sheet lays out {shape}, the hand term is {expected}")
+        if indices is None:
+            if expected != shape:
+                raise SpecError(
+                    "workbook", f"{term}: the sheet lays out {shape}, the hand term is {expected}"
+                )
+            indices = np.arange(shape[0] * shape[1]).reshape(shape)
+        elif indices.shape != shape or int(indices.max()) >= int(np.prod(expected)):
+            raise SpecError(
+                "workbook", f"{term}: a slice {indices.shape} of the hand term {expected} does not fit"
+            )
         symbol = self.hand[term].symbol
         has_torch = self.torch is not None and term in self.torch
         self.title(f"{symbol} = {title}", phase, torch=has_torch)
@@ -269,13 +279,13 @@ class _Sheet:
                     self.grid.set(row, col, fx.formula(str(cells[(i, j)])), phase)
                 elif (i, j) != (0, 0):
                     self.grid.set(row, col, None, phase)
-                self.grid.check(row, col, self.step, term, i * cols + j)
+                self.grid.check(row, col, self.step, term, int(indices[i, j]))
         if ones_column:
             for i in range(rows):
                 self.grid.set(block.top + i, block.left + cols, 1.0, "note")
         if has_torch:
             assert self.torch is not None
-            torch_values = _as_matrix(self.torch.value(term))
+            torch_values = np.ravel(self.torch.value(term)).astype(float)[indices]
             self.grid.block(block.top, self.torch_left, torch_values, "torch")
             for i in range(rows):
                 for j in range(cols):
