@@ -79,11 +79,11 @@ LAYER_KINDS: tuple[LayerKind, ...] = (
     ),
     LayerKind(
         "BatchNorm", "stack", "handgrad.hand.normalization", ("batchnorm_forward", "batchnorm_backward"),
-        "BatchNorm1d", "normalization.md", _STACK_TRACE,
+        "BatchNorm1d", "normalization.md", "live: workbook/makemore_walkthrough.py",
     ),
     LayerKind(
         "LayerNorm", "stack", "handgrad.hand.normalization", ("layernorm_forward", "layernorm_backward"),
-        "LayerNorm", "normalization.md", _STACK_TRACE,
+        "LayerNorm", "normalization.md", "live: workbook/transformer_walkthrough.py",
     ),
     # the recurrent family (contract/names.py's CELLS)
     LayerKind(
@@ -105,16 +105,22 @@ LAYER_KINDS: tuple[LayerKind, ...] = (
     # the makemore and transformer families' layers
     LayerKind(
         "Embedding", "makemore", "handgrad.hand.embedding", ("forward", "backward"), "Embedding",
-        "makemore.md", "trace only: the makemore and transformer runs have no live sheet yet", "emb.dL_dC",
+        "makemore.md",
+        "trace only: a lookup has no arithmetic to write as formulas; the live sheets start from the "
+        "looked-up rows, and ∂L/∂C's scatter-add over repeated indices is on the Trace",
+        "emb.dL_dC",
     ),
     LayerKind(
         "GELU", "transformer", "handgrad.hand.attention", ("gelu_forward", "gelu_backward"), "GELU",
-        "attention.md", "trace only: the transformer run has no live sheet yet", "block1.g",
+        "attention.md",
+        "trace only: the Attention walkthrough covers LN₁ and the attention of block 1; the MLP's GELU "
+        "is on the Trace",
+        "block1.g",
     ),
     LayerKind(
         "MultiheadAttention", "transformer", "handgrad.hand.attention",
         ("mha_forward", "mha_backward", "sdpa_forward", "sdpa_backward", "causal_mask", "softmax_backward"),
-        "MultiheadAttention", "attention.md", "trace only: the transformer run has no live sheet yet",
+        "MultiheadAttention", "attention.md", "live: workbook/transformer_walkthrough.py",
         "block1.attn.weights",
     ),
 )  # fmt: skip
