@@ -83,6 +83,15 @@ def test_live_sheet_steps_are_kept_and_count_against_the_automatic_budget() -> N
     assert len(written) == 10
 
 
+@pytest.mark.parametrize(("required", "expected"), [([1], [1, 200]), ([1, 2], [1, 2]), ([], [1, 200])])
+def test_a_required_step_the_plan_holds_costs_nothing_extra(required: list[int], expected: list[int]) -> None:
+    """The transformer at its defaults: two steps fit and the walkthrough needs step 1, which the
+    plan (first and last) holds already: the Trace keeps steps 1 and 200, not step 1 alone."""
+    budget = TraceBudget(TraceSteps("auto"), 200, budget_rows=25)  # 2 steps of 10 rows
+    budget.require(required)
+    assert _admit(budget, 200) == expected
+
+
 def test_long_xor_keeps_a_budget_and_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "xor.xlsx"
     assert cli.main(["compare", "xor", "--steps", "4000", "--xlsx", str(path)]) == 0

@@ -107,9 +107,16 @@ class TraceBudget:
 
     def _plan(self, rows: int) -> None:
         self.rows_per_step = rows
-        if self.choice.kind == "auto":  # the live sheets' steps count against the budget first
-            fits = self.budget_rows // max(rows, 1) - len(self.required)
-            self.planned = spread(max(1, fits), self.steps)
+        if self.choice.kind == "auto":  # the live sheets' steps count against the budget too
+            fits = self.budget_rows // max(rows, 1)
+            count = max(1, fits)
+            while True:  # the largest plan that fits with the required steps it does not hold
+                planned = spread(count, self.steps)
+                over = len(planned | self.required) - fits
+                if over <= 0 or count == 1:
+                    break
+                count = max(1, count - over)
+            self.planned = planned
         elif self.choice.kind == "count":
             self.planned = spread(self.choice.a, self.steps)
 
