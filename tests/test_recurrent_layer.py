@@ -222,10 +222,10 @@ def test_lstm_term_names_order_and_rows() -> None:
     assert backward[:6] == [
         "lstm2.dL_dh[5]",
         "lstm2.dL_dc[5]",
-        "lstm2.dL_da_i[5]",
-        "lstm2.dL_da_f[5]",
-        "lstm2.dL_da_g[5]",
-        "lstm2.dL_da_o[5]",
+        "lstm2.dL_dz_i[5]",
+        "lstm2.dL_dz_f[5]",
+        "lstm2.dL_dz_g[5]",
+        "lstm2.dL_dz_o[5]",
     ]
     assert backward[-7:] == [
         "lstm1.dL_dh0",
@@ -245,7 +245,7 @@ def test_lstm_term_names_order_and_rows() -> None:
     assert {t.source for t in hand} == {"hand"}
     assert sources["lstm2.h[3]"] == "torch.nn"  # the module's output
     assert sources["lstm1.h[3]"] == "torch-ops"  # an inner layer: the module keeps it
-    assert sources["lstm1.i[3]"] == sources["lstm1.c[3]"] == sources["lstm1.dL_da_f[2]"] == "torch-ops"
+    assert sources["lstm1.i[3]"] == sources["lstm1.c[3]"] == sources["lstm1.dL_dz_f[2]"] == "torch-ops"
     assert sources["lstm1.h_n"] == sources["lstm2.c_n"] == "torch.nn"
     assert sources["lstm1.dL_dx"] == sources["lstm1.dL_dh0"] == sources["lstm2.dL_dW_hh"] == "torch.nn"
     assert sources["lstm2.dL_dx"] == "torch-ops"

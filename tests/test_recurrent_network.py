@@ -194,7 +194,7 @@ def test_term_list_and_sources_of_a_small_parity_run() -> None:
     ]
     assert names[-3:] == ["dense1.W_next", "dense1.b_next", "sgd.lr"]
     sources = {name: stats.torch_source for name, stats in report.terms.items()}
-    assert sources["lstm1.i[2]"] == sources["lstm1.dL_da_f[1]"] == "torch-ops"
+    assert sources["lstm1.i[2]"] == sources["lstm1.dL_dz_f[1]"] == "torch-ops"
     assert sources["lstm1.h[2]"] == sources["dense1.z"] == sources["lstm1.dL_dW_ih"] == "torch.nn"
     assert sources["sgd.lr"] == "torch.optim"
     assert {stats.hand_source for stats in report.terms.values()} == {"hand"}

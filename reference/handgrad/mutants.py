@@ -254,7 +254,7 @@ def lstm_back_no_carry(*args):  # noqa: ANN002, ANN201
 
 
 def lstm_back_output_gate_from_c(dh, dc_carried, c, acts, tanh_c, W_hh):  # noqa: ANN001, ANN201
-    """Bug: ∂L/∂a_o = ∂L/∂h ⊙ c' ⊙ o(1 − o): c' where tanh(c') belongs."""
+    """Bug: ∂L/∂z_o = ∂L/∂h ⊙ c' ⊙ o(1 − o): c' where tanh(c') belongs."""
     da, dc, dh_prev, dc_prev = _LSTM_BACK(dh, dc_carried, c, acts, tanh_c, W_hh)
     H = c.shape[1]
     o = acts[:, 3 * H :]
@@ -672,7 +672,7 @@ MUTANTS: tuple[Mutant, ...] = (
         ((hr, "_lstm_step_back", lstm_back_output_gate_from_c),),
         "parity",
         _PARITY,
-        "lstm1.dL_da_o[6]",
+        "lstm1.dL_dz_o[6]",
     ),
     Mutant(
         "gru-paper-reset",

@@ -11,37 +11,37 @@ for the LSTM; the gate blocks are stacked row-wise in this order):
 
 Forward, one step (``x`` = x_t, ``h`` = h_{t-1}, ``c`` = c_{t-1}; σ the logistic sigmoid):
 
-    rnn   a = W_ih x + b_ih + W_hh h + b_hh             h' = tanh(a)   or   relu(a)
-    lstm  a_k = W_ik x + b_ik + W_hk h + b_hk           k ∈ {i, f, g, o}
-          i = σ(a_i)  f = σ(a_f)  g = tanh(a_g)  o = σ(a_o)
+    rnn   z = W_ih x + b_ih + W_hh h + b_hh             h' = tanh(z)   or   relu(z)
+    lstm  z_k = W_ik x + b_ik + W_hk h + b_hk           k ∈ {i, f, g, o}
+          i = σ(z_i)  f = σ(z_f)  g = tanh(z_g)  o = σ(z_o)
           c' = f ⊙ c + i ⊙ g                            h' = o ⊙ tanh(c')
-    gru   a_r = W_ir x + b_ir + W_hr h + b_hr           r = σ(a_r)
-          a_z = W_iz x + b_iz + W_hz h + b_hz           z = σ(a_z)
-          a_n = W_in x + b_in + r ⊙ (W_hn h + b_hn)     n = tanh(a_n)     (torch's reset placement)
+    gru   z_r = W_ir x + b_ir + W_hr h + b_hr           r = σ(z_r)
+          z_z = W_iz x + b_iz + W_hz h + b_hz           z = σ(z_z)
+          z_n = W_in x + b_in + r ⊙ (W_hn h + b_hn)     n = tanh(z_n)     (torch's reset placement)
           h' = (1 − z) ⊙ n + z ⊙ h
 
 Backward, one step (``dh`` = ∂L/∂h_t in total: from the output / the layer above plus the part
 carried back from step t+1; likewise ``dc``):
 
-    rnn   ∂L/∂a = ∂L/∂h ⊙ (1 − h'²)   (tanh)     ∂L/∂a = ∂L/∂h ⊙ [a > 0]   (relu; ReLU′(0) = 0)
-          ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂a
+    rnn   ∂L/∂z = ∂L/∂h ⊙ (1 − h'²)   (tanh)     ∂L/∂z = ∂L/∂h ⊙ [z > 0]   (relu; ReLU′(0) = 0)
+          ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂z
     lstm  ∂L/∂o = ∂L/∂h ⊙ tanh(c')     ∂L/∂c' = ∂L/∂c'(carried) + ∂L/∂h ⊙ o ⊙ (1 − tanh²c')
           ∂L/∂i = ∂L/∂c' ⊙ g   ∂L/∂f = ∂L/∂c' ⊙ c   ∂L/∂g = ∂L/∂c' ⊙ i
-          ∂L/∂a_k = ∂L/∂k ⊙ k(1 − k) for k ∈ {i, f, o};   ∂L/∂a_g = ∂L/∂g ⊙ (1 − g²)
-          ∂L/∂c_{t-1} = ∂L/∂c' ⊙ f             ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂a
+          ∂L/∂z_k = ∂L/∂k ⊙ k(1 − k) for k ∈ {i, f, o};   ∂L/∂z_g = ∂L/∂g ⊙ (1 − g²)
+          ∂L/∂c_{t-1} = ∂L/∂c' ⊙ f             ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂z
     gru   ∂L/∂n = ∂L/∂h ⊙ (1 − z)   ∂L/∂z = ∂L/∂h ⊙ (h − n)
-          ∂L/∂a_n = ∂L/∂n ⊙ (1 − n²)   ∂L/∂(W_hn h + b_hn) = ∂L/∂a_n ⊙ r
-          ∂L/∂r = ∂L/∂a_n ⊙ (W_hn h + b_hn)   ∂L/∂a_r = ∂L/∂r ⊙ r(1 − r)
-          ∂L/∂a_z = ∂L/∂z ⊙ z(1 − z)
-          ∂L/∂h_{t-1} = ∂L/∂h ⊙ z + W_hhᵀ [∂L/∂a_r; ∂L/∂a_z; ∂L/∂a_n ⊙ r]
+          ∂L/∂z_n = ∂L/∂n ⊙ (1 − n²)   ∂L/∂(W_hn h + b_hn) = ∂L/∂z_n ⊙ r
+          ∂L/∂r = ∂L/∂z_n ⊙ (W_hn h + b_hn)   ∂L/∂z_r = ∂L/∂r ⊙ r(1 − r)
+          ∂L/∂z_z = ∂L/∂z ⊙ z(1 − z)
+          ∂L/∂h_{t-1} = ∂L/∂h ⊙ z + W_hhᵀ [∂L/∂z_r; ∂L/∂z_z; ∂L/∂z_n ⊙ r]
 
-Over the sequence: ∂L/∂W_ih = Σ_t ∂L/∂a_tᵀ x_t, ∂L/∂W_hh = Σ_t ∂L/∂(W_hh h)_tᵀ h_{t-1}, the biases
-the column sums of the same, ∂L/∂x_t = W_ihᵀ ∂L/∂a_t (done for all steps in one matmul each).
+Over the sequence: ∂L/∂W_ih = Σ_t ∂L/∂z_tᵀ x_t, ∂L/∂W_hh = Σ_t ∂L/∂(W_hh h)_tᵀ h_{t-1}, the biases
+the column sums of the same, ∂L/∂x_t = W_ihᵀ ∂L/∂z_t (done for all steps in one matmul each).
 
 Ragged batches (``lengths``). Row b is *active* at step t (1-based) when ``t <= lengths[b]``.
 A row past its length carries its state unchanged (h_t = h_{t-1}, c_t = c_{t-1}), its output is
 0 (as ``pad_packed_sequence`` with padding 0), its gate caches hold 0, and it gets no gradient:
-∂L/∂a_t = 0 there, ∂L/∂x_t = 0 at padded positions, and ∂L/∂h, ∂L/∂c pass through unchanged, so
+∂L/∂z_t = 0 there, ∂L/∂x_t = 0 at padded positions, and ∂L/∂h, ∂L/∂c pass through unchanged, so
 the final state h_n of each row is its state at its own last step and the upstream ∂L/∂h_n
 arrives there. The upstream gradient of the output at padded positions is ignored.
 
@@ -128,12 +128,12 @@ def _rnn_step(xp: np.ndarray, h: np.ndarray, W_hh: np.ndarray, relu: bool) -> RN
 def _rnn_step_back(
     dh: np.ndarray, h_new: np.ndarray, W_hh: np.ndarray, relu: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """-> (∂L/∂a, ∂L/∂h_{t-1})."""
+    """-> (∂L/∂z, ∂L/∂h_{t-1})."""
     if relu:
-        da = dh * (h_new > 0.0)  # N,H   ∂L/∂a = ∂L/∂h ⊙ [a > 0]   (ReLU′(0) = 0; h' > 0 ⇔ a > 0)
+        da = dh * (h_new > 0.0)  # N,H   ∂L/∂z = ∂L/∂h ⊙ [z > 0]   (ReLU′(0) = 0; h' > 0 ⇔ z > 0)
     else:
-        da = dh * (1.0 - h_new * h_new)  # N,H   ∂L/∂a = ∂L/∂h ⊙ (1 − h'²)
-    return da, da @ W_hh  # N,H   ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂a
+        da = dh * (1.0 - h_new * h_new)  # N,H   ∂L/∂z = ∂L/∂h ⊙ (1 − h'²)
+    return da, da @ W_hh  # N,H   ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂z
 
 
 def _gru_step(xp: np.ndarray, h: np.ndarray, W_hh: np.ndarray, b_hn: np.ndarray) -> GRUStep:
@@ -152,17 +152,17 @@ def _gru_step(xp: np.ndarray, h: np.ndarray, W_hh: np.ndarray, b_hn: np.ndarray)
 def _gru_step_back(
     dh: np.ndarray, h: np.ndarray, acts: np.ndarray, hh_n: np.ndarray, W_hh: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (∂L/∂a = [∂a_r | ∂a_z | ∂a_n] (input side), ∂L/∂(W_hh h + b_hh) (hidden side),
+    """-> (∂L/∂z = [∂z_r | ∂z_z | ∂z_n] (input side), ∂L/∂(W_hh h + b_hh) (hidden side),
     ∂L/∂h_{t-1})."""
     H = h.shape[1]
     r, z, n = acts[:, :H], acts[:, H : 2 * H], acts[:, 2 * H :]
     da = np.empty_like(acts)  # N,3H
-    da_n = dh * (1.0 - z) * (1.0 - n * n)  # N,H   ∂L/∂a_n = ∂L/∂h ⊙ (1 − z) ⊙ (1 − n²)
+    da_n = dh * (1.0 - z) * (1.0 - n * n)  # N,H   ∂L/∂z_n = ∂L/∂h ⊙ (1 − z) ⊙ (1 − n²)
     da[:, 2 * H :] = da_n
-    da[:, H : 2 * H] = dh * (h - n) * z * (1.0 - z)  # ∂L/∂a_z = ∂L/∂h ⊙ (h − n) ⊙ z(1 − z)
-    da[:, :H] = da_n * hh_n * r * (1.0 - r)  # ∂L/∂a_r = ∂L/∂a_n ⊙ (W_hn h + b_hn) ⊙ r(1 − r)
+    da[:, H : 2 * H] = dh * (h - n) * z * (1.0 - z)  # ∂L/∂z_z = ∂L/∂h ⊙ (h − n) ⊙ z(1 − z)
+    da[:, :H] = da_n * hh_n * r * (1.0 - r)  # ∂L/∂z_r = ∂L/∂z_n ⊙ (W_hn h + b_hn) ⊙ r(1 − r)
     dgh = da.copy()  # N,3H
-    dgh[:, 2 * H :] *= r  # ∂L/∂(W_hn h + b_hn) = ∂L/∂a_n ⊙ r
+    dgh[:, 2 * H :] *= r  # ∂L/∂(W_hn h + b_hn) = ∂L/∂z_n ⊙ r
     dh_prev = dh * z + dgh @ W_hh  # N,H   ∂L/∂h_{t-1} = ∂L/∂h ⊙ z + W_hhᵀ ∂L/∂(W_hh h)
     return da, dgh, dh_prev
 
@@ -188,16 +188,16 @@ def _lstm_step_back(
     tanh_c: np.ndarray,
     W_hh: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """-> (∂L/∂a (N,4H), ∂L/∂c_t in total, ∂L/∂h_{t-1}, ∂L/∂c_{t-1}); ``c`` is c_{t-1}."""
+    """-> (∂L/∂z (N,4H), ∂L/∂c_t in total, ∂L/∂h_{t-1}, ∂L/∂c_{t-1}); ``c`` is c_{t-1}."""
     H = c.shape[1]
     i, f, g, o = acts[:, :H], acts[:, H : 2 * H], acts[:, 2 * H : 3 * H], acts[:, 3 * H :]
     dc = dc_carried + dh * o * (1.0 - tanh_c * tanh_c)  # N,H  ∂L/∂c' += ∂L/∂h ⊙ o ⊙ (1 − tanh²c')
     da = np.empty_like(acts)  # N,4H
-    da[:, :H] = dc * g * i * (1.0 - i)  # ∂L/∂a_i = ∂L/∂c' ⊙ g ⊙ i(1 − i)
-    da[:, H : 2 * H] = dc * c * f * (1.0 - f)  # ∂L/∂a_f = ∂L/∂c' ⊙ c ⊙ f(1 − f)
-    da[:, 2 * H : 3 * H] = dc * i * (1.0 - g * g)  # ∂L/∂a_g = ∂L/∂c' ⊙ i ⊙ (1 − g²)
-    da[:, 3 * H :] = dh * tanh_c * o * (1.0 - o)  # ∂L/∂a_o = ∂L/∂h ⊙ tanh(c') ⊙ o(1 − o)
-    return da, dc, da @ W_hh, dc * f  # ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂a;  ∂L/∂c_{t-1} = ∂L/∂c' ⊙ f
+    da[:, :H] = dc * g * i * (1.0 - i)  # ∂L/∂z_i = ∂L/∂c' ⊙ g ⊙ i(1 − i)
+    da[:, H : 2 * H] = dc * c * f * (1.0 - f)  # ∂L/∂z_f = ∂L/∂c' ⊙ c ⊙ f(1 − f)
+    da[:, 2 * H : 3 * H] = dc * i * (1.0 - g * g)  # ∂L/∂z_g = ∂L/∂c' ⊙ i ⊙ (1 − g²)
+    da[:, 3 * H :] = dh * tanh_c * o * (1.0 - o)  # ∂L/∂z_o = ∂L/∂h ⊙ tanh(c') ⊙ o(1 − o)
+    return da, dc, da @ W_hh, dc * f  # ∂L/∂h_{t-1} = W_hhᵀ ∂L/∂z;  ∂L/∂c_{t-1} = ∂L/∂c' ⊙ f
 
 
 # --- single cells in the layer style (as torch.nn.RNNCell / GRUCell / LSTMCell) ----------------
@@ -261,12 +261,12 @@ def cell_backward(
         da, dh_prev = _rnn_step_back(dout, cache.step.h, W_hh, cache.cell == "rnn_relu")
         dgh = da
     grads = {
-        "weight_ih": da.T @ cache.x,  # G·H,I   ∂L/∂W_ih = ∂L/∂aᵀ x
+        "weight_ih": da.T @ cache.x,  # G·H,I   ∂L/∂W_ih = ∂L/∂zᵀ x
         "weight_hh": dgh.T @ cache.h,  # G·H,H   ∂L/∂W_hh = ∂L/∂(W_hh h)ᵀ h
         "bias_ih": da.sum(axis=0),  # G·H
         "bias_hh": dgh.sum(axis=0),  # G·H
     }
-    dx = da @ W_ih  # N,I   ∂L/∂x = W_ihᵀ ∂L/∂a
+    dx = da @ W_ih  # N,I   ∂L/∂x = W_ihᵀ ∂L/∂z
     return ((dx, dh_prev) if dc_prev is None else (dx, dh_prev, dc_prev)), grads
 
 
@@ -590,13 +590,13 @@ def _layer_backward(
     da2 = da.reshape(T * N, G)  # T·N,G·H
     dgh2 = dgh.reshape(T * N, G)  # T·N,G·H
     grads = {
-        "weight_ih": da2.T @ lc.x.reshape(T * N, I),  # G·H,I  ∂L/∂W_ih = Σ_t ∂L/∂a_tᵀ x_t
+        "weight_ih": da2.T @ lc.x.reshape(T * N, I),  # G·H,I  ∂L/∂W_ih = Σ_t ∂L/∂z_tᵀ x_t
         "weight_hh": dgh2.T
         @ lc.h[:T].reshape(T * N, H),  # G·H,H  ∂L/∂W_hh = Σ_t ∂L/∂(W_hh h)_tᵀ h_{t-1}
-        "bias_ih": da2.sum(axis=0),  # G·H   ∂L/∂b_ih = Σ_t Σ_rows ∂L/∂a_t
+        "bias_ih": da2.sum(axis=0),  # G·H   ∂L/∂b_ih = Σ_t Σ_rows ∂L/∂z_t
         "bias_hh": dgh2.sum(axis=0),  # G·H   ∂L/∂b_hh = Σ_t Σ_rows ∂L/∂(W_hh h)_t
     }
-    dx = (da2 @ W_ih).reshape(T, N, I)  # T,N,I  ∂L/∂x_t = W_ihᵀ ∂L/∂a_t (0 at padded positions)
+    dx = (da2 @ W_ih).reshape(T, N, I)  # T,N,I  ∂L/∂x_t = W_ihᵀ ∂L/∂z_t (0 at padded positions)
     return LayerGrads(dhs, dcs, da, dgh, dx, dh_carry, dc_carry, grads)
 
 
@@ -645,7 +645,7 @@ def add_backward_terms(
     layer: int,
     name: str | None = None,
 ) -> None:
-    """Append the backward terms of one layer: per step (t = T..1) ∂L/∂h, ∂L/∂c, ∂L/∂a_gate;
+    """Append the backward terms of one layer: per step (t = T..1) ∂L/∂h, ∂L/∂c, ∂L/∂z_gate;
     then ∂L/∂h0, ∂L/∂c0 (if given), ∂L/∂x, and the parameter gradients."""
     cell = cache.cell
     lg = grads.layers[layer]
@@ -673,7 +673,7 @@ def add_backward_terms(
             )
         for k, gname in enumerate(gate_names):
             value = _step_rows(lg.da[t - 1, :, k * H : (k + 1) * H], m)
-            sym = "∂L/∂a" + gname[len("dL_da") :]
+            sym = "∂L/∂z" + gname[len("dL_dz") :]
             trace.add(f"{prefix}.{gname}[{t}]", term_symbol(sym, l1, t), "backward", value)
     if cache.initial_given:
         trace.add(f"{prefix}.dL_dh0", term_symbol("∂L/∂h₀", l1), "backward", lg.dh0)

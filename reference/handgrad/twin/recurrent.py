@@ -438,7 +438,7 @@ def add_forward_terms(trace: StepTrace, result: TwinResult, layer: int, name: st
 
 
 def add_backward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
-    """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂a_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
+    """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂z_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
     if given), ∂L/∂x (torch.nn for layer 1, torch-ops above), parameter gradients (torch.nn)."""
     cell = result.cell
     ol = result.ops.layers[layer]
@@ -465,8 +465,8 @@ def add_backward_terms(trace: StepTrace, result: TwinResult, layer: int, name: s
                 SOURCE_OPS,
             )
         for g in gates:
-            term = "dL_da" if g == "a" else f"dL_da_{g}"
-            sym = "∂L/∂a" if g == "a" else f"∂L/∂a_{g}"
+            term = "dL_dz" if g == "a" else f"dL_dz_{g}"
+            sym = "∂L/∂z" if g == "a" else f"∂L/∂z_{g}"
             trace.add(
                 f"{prefix}.{term}[{t}]",
                 term_symbol(sym, l1, t),
