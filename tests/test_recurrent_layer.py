@@ -29,6 +29,13 @@ from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr
+from handgrad.mutants.recurrent import (
+    gru_back_no_carry,
+    gru_step_paper_reset,
+    lstm_back_no_carry,
+    lstm_bias_i_f_swapped,
+    rnn_back_no_carry,
+)
 from handgrad.twin import recurrent as tw
 
 T, N, I, H = 5, 5, 3, 4
@@ -330,60 +337,14 @@ def test_cell_matches_torch_cell(cell: str) -> None:
 # --- planted bugs: each must fail, at a named first term ----------------------------------------
 
 
-def _gru_step_paper(xp: np.ndarray, h: np.ndarray, W_hh: np.ndarray, b_hn: np.ndarray) -> hr.GRUStep:
-    """Cho et al. (2014): the reset gate applied to h *before* W_hn: n = tanh(W_in x + b_in +
-    W_hn (r ⊙ h) + b_hn). Not torch's placement."""
-    Hs = h.shape[1]
-    hh = h @ W_hh.T  # N,3H
-    acts = np.empty_like(hh)
-    acts[:, : 2 * Hs] = 1.0 / (1.0 + np.exp(-(xp[:, : 2 * Hs] + hh[:, : 2 * Hs])))
-    r, z = acts[:, :Hs], acts[:, Hs : 2 * Hs]
-    hh_n = (r * h) @ W_hh[2 * Hs :].T + b_hn  # N,H
-    n = np.tanh(xp[:, 2 * Hs :] + hh_n)
-    acts[:, 2 * Hs :] = n
-    return hr.GRUStep(acts, hh_n, (1.0 - z) * n + z * h)
-
-
-def _input_projection_if_swapped(
-    x: np.ndarray, W_ih: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, cell: str
-) -> np.ndarray:
-    """The LSTM bias blocks of gates i and f swapped (read as if the order were f, i, g, o)."""
-    Hs = b_ih.shape[0] // 4
-    swapped = np.concatenate([b_ih[Hs : 2 * Hs], b_ih[:Hs], b_ih[2 * Hs :]])
-    return _ORIGINAL_PROJECTION(x, W_ih, swapped, b_hh, cell)
-
-
-_ORIGINAL_PROJECTION = hr._input_projection
-
-
-def _lstm_back_no_carry(*args: np.ndarray) -> tuple[np.ndarray, ...]:
-    da, dc_t, dh_prev, dc_prev = _ORIGINAL_LSTM_BACK(*args)
-    return da, dc_t, np.zeros_like(dh_prev), dc_prev
-
-
-def _gru_back_no_carry(*args: np.ndarray) -> tuple[np.ndarray, ...]:
-    da, dgh, dh_prev = _ORIGINAL_GRU_BACK(*args)
-    return da, dgh, np.zeros_like(dh_prev)
-
-
-def _rnn_back_no_carry(*args: object) -> tuple[np.ndarray, ...]:
-    da, dh_prev = _ORIGINAL_RNN_BACK(*args)
-    return da, np.zeros_like(dh_prev)
-
-
-_ORIGINAL_LSTM_BACK = hr._lstm_step_back
-_ORIGINAL_GRU_BACK = hr._gru_step_back
-_ORIGINAL_RNN_BACK = hr._rnn_step_back
-
-
 @pytest.mark.parametrize(
     ("cell", "target", "variant", "first_bad"),
     [
-        ("gru", "_gru_step", _gru_step_paper, "gru1.n[1]"),
-        ("lstm", "_input_projection", _input_projection_if_swapped, "lstm1.i[1]"),
-        ("lstm", "_lstm_step_back", _lstm_back_no_carry, "lstm1.dL_dh[4]"),
-        ("gru", "_gru_step_back", _gru_back_no_carry, "gru1.dL_dh[4]"),
-        ("rnn_tanh", "_rnn_step_back", _rnn_back_no_carry, "rnn1.dL_dh[4]"),
+        ("gru", "_gru_step", gru_step_paper_reset, "gru1.n[1]"),
+        ("lstm", "_input_projection", lstm_bias_i_f_swapped, "lstm1.i[1]"),
+        ("lstm", "_lstm_step_back", lstm_back_no_carry, "lstm1.dL_dh[4]"),
+        ("gru", "_gru_step_back", gru_back_no_carry, "gru1.dL_dh[4]"),
+        ("rnn_tanh", "_rnn_step_back", rnn_back_no_carry, "rnn1.dL_dh[4]"),
     ],
     ids=[
         "gru-paper-reset",
