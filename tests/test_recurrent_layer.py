@@ -29,6 +29,7 @@ from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr
+from handgrad.hand import recurrent_sequence as hs
 from handgrad.mutants.recurrent import (
     gru_back_no_carry,
     gru_step_paper_reset,
@@ -95,7 +96,7 @@ def make_case(
 
 
 def hand_trace(case: Case) -> StepTrace:
-    out, cache = hr.forward(
+    out, cache = hs.forward(
         case.x,
         case.params,
         cell=case.cell,
@@ -104,9 +105,9 @@ def hand_trace(case: Case) -> StepTrace:
         c0=case.c0,
         batch_first=case.batch_first,
     )
-    grads, _ = hr.backward(case.upstream, cache)
+    grads, _ = hs.backward(case.upstream, cache)
     trace = StepTrace(1)
-    hr.add_terms(trace, cache, grads)
+    hs.add_terms(trace, cache, grads)
     return trace
 
 
@@ -163,7 +164,7 @@ def test_steps_past_every_length_have_no_terms(cell: str) -> None:
     prefix = names.PREFIX[cell]
     assert f"{prefix}2.h[4]" in hand and f"{prefix}2.h[5]" not in hand
     assert f"{prefix}1.dL_dh[5]" not in hand
-    output, _ = hr.forward(
+    output, _ = hs.forward(
         case.x, case.params, cell=cell, lengths=SHORT, h0=case.h0, c0=case.c0, batch_first=True
     )
     assert np.all(output.output[:, 4] == 0.0)  # N,T,H: step 5 is padding for every row
@@ -259,14 +260,14 @@ def test_lstm_term_names_order_and_rows() -> None:
 
 
 def hand_cache_h(case: Case) -> np.ndarray:
-    _, cache = hr.forward(case.x, case.params, cell=case.cell, lengths=case.lengths, h0=case.h0, c0=case.c0)
+    _, cache = hs.forward(case.x, case.params, cell=case.cell, lengths=case.lengths, h0=case.h0, c0=case.c0)
     return cache.layers[0].h  # T+1,N,H
 
 
 def test_padded_positions_get_no_gradient() -> None:
     case = make_case("gru", 2, False, RAGGED, True)
-    _, cache = hr.forward(case.x, case.params, cell="gru", lengths=RAGGED, h0=case.h0)
-    grads, _ = hr.backward(case.upstream, cache)
+    _, cache = hs.forward(case.x, case.params, cell="gru", lengths=RAGGED, h0=case.h0)
+    grads, _ = hs.backward(case.upstream, cache)
     pad = np.arange(T)[:, None] >= RAGGED[None, :]  # T,N
     assert np.all(grads.dx[pad] == 0.0)
     assert np.all(grads.layers[1].da[pad] == 0.0)
@@ -275,8 +276,8 @@ def test_padded_positions_get_no_gradient() -> None:
 
 def test_relu_kink_gets_zero_gradient() -> None:
     case = make_case("rnn_relu", 1, False, None, True)
-    _, cache = hr.forward(case.x, case.params, cell="rnn_relu", h0=case.h0)
-    grads, _ = hr.backward(case.upstream, cache)
+    _, cache = hs.forward(case.x, case.params, cell="rnn_relu", h0=case.h0)
+    grads, _ = hs.backward(case.upstream, cache)
     assert cache.layers[0].h[1, 0, 0] == 0.0  # relu(0) at row 0, unit 0, step 1
     assert grads.layers[0].dh[0, 0, 0] != 0.0 and grads.layers[0].da[0, 0, 0] == 0.0  # ReLU′(0) = 0
     harness.assert_traces_match(hand_trace(case), twin_trace(case), TOL)
@@ -387,7 +388,7 @@ def test_bad_input_is_refused(change: dict, field: str) -> None:
     kwargs = dict(cell="lstm", lengths=None, h0=None, c0=None) | change
     params = kwargs.pop("params", case.params)
     with pytest.raises(SpecError) as info:
-        hr.forward(case.x, params, **kwargs)
+        hs.forward(case.x, params, **kwargs)
     assert info.value.field == field
 
 
@@ -395,12 +396,15 @@ def test_wrong_parameter_shape_is_refused() -> None:
     case = make_case("gru", 2)
     params = dict(case.params, weight_hh_l1=np.zeros((3 * H, H + 1)))
     with pytest.raises(SpecError, match=r"weight_hh_l1: expected shape \(12, 4\)"):
-        hr.forward(case.x, params, cell="gru")
+        hs.forward(case.x, params, cell="gru")
 
 
 def test_hand_never_imports_torch() -> None:
     root = Path(hr.__file__).resolve().parents[2]  # reference/
-    code = "import sys; sys.modules['torch'] = None\nimport handgrad.hand.recurrent, handgrad.hand.clip\n"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import handgrad.hand.recurrent, handgrad.hand.recurrent_sequence, handgrad.hand.clip\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(root))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -420,8 +424,8 @@ def _torch_grads(grads: dict[str, np.ndarray]) -> list[torch.nn.Parameter]:
 
 def _some_grads() -> dict[str, np.ndarray]:
     case = make_case("lstm", 2, False, RAGGED, True)
-    _, cache = hr.forward(case.x, case.params, cell="lstm", lengths=RAGGED, h0=case.h0, c0=case.c0)
-    return hr.backward(case.upstream, cache)[1]
+    _, cache = hs.forward(case.x, case.params, cell="lstm", lengths=RAGGED, h0=case.h0, c0=case.c0)
+    return hs.backward(case.upstream, cache)[1]
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])

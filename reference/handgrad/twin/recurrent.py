@@ -13,7 +13,7 @@
 
 Every term records its source: ``torch.nn`` when the fused module exposes it, else
 ``torch-ops``. Names, order, shapes and the ragged-batch row rule are the hand side's
-(``handgrad.hand.recurrent``): a per-step term holds the rows active at that step
+(``handgrad.hand.recurrent_sequence``): a per-step term holds the rows active at that step
 (``lengths >= t``) in ascending batch order; a step with no active row has no term.
 Nothing here is computed by hand: values are torch's tensors, only sliced and transposed.
 """
@@ -402,7 +402,7 @@ def run(
     return TwinResult(cell, lens, active, batch_first, h0 is not None, fused, ops)
 
 
-# --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent) -----------------
+# --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent_sequence) -----------------
 
 
 def add_forward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
