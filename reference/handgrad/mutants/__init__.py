@@ -3,7 +3,7 @@
 Each mutant swaps one shipped hand function for a broken copy defined in this package (the
 shipped code is never edited), runs a small experiment (or a layer test case), and states the term
 where the bug must first show. One module per family — stack (Linear, activations, losses),
-optimizers, conv, recurrent, layers (norms, embedding, attention, GELU), makemore and transformer
+optimizers, conv, recurrent, multitask, layers (norms, embedding, attention, GELU), makemore and transformer
 (the layer slips inside those runs) — and :mod:`~handgrad.mutants.registry` for the records and
 their runner. ``scripts/mutants.py`` prints the tally; ``tests/test_mutants.py`` asserts every one
 is caught at its expected first term. Tests import planted bugs from here and never redefine them.
@@ -15,12 +15,18 @@ builds the hand side alone, torch-free, for the finite-difference oracle.
 
 from __future__ import annotations
 
-from handgrad.mutants import conv, layers, makemore, optimizers, recurrent, stack, transformer
+from handgrad.mutants import conv, layers, makemore, multitask, optimizers, recurrent, stack, transformer
 from handgrad.mutants.conv import pooled_stack
 from handgrad.mutants.registry import LayerMutant, Mutant, Outcome, Patch, run_all, run_mutant
 from handgrad.mutants.stack import normed_stack
 
-MUTANTS: tuple[Mutant, ...] = (*stack.MUTANTS, *optimizers.MUTANTS, *conv.MUTANTS, *recurrent.MUTANTS)
+MUTANTS: tuple[Mutant, ...] = (
+    *stack.MUTANTS,
+    *optimizers.MUTANTS,
+    *conv.MUTANTS,
+    *recurrent.MUTANTS,
+    *multitask.MUTANTS,
+)
 """The harness mutants of the shipped families, each run through a scenario."""
 
 LAYER_MUTANTS: tuple[LayerMutant, ...] = layers.MUTANTS
