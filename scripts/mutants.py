@@ -1,4 +1,4 @@
-"""Run every planted bug of handgrad.mutants (and the scenario mutants of handgrad.mutants_layers)
+"""Run every planted bug of handgrad.mutants (its harness mutants and its scenario mutants)
 through the harness and print the tally.
 
 Usage: python scripts/mutants.py [ID ...]   (exit 1 unless every bug is caught at its expected term)
@@ -13,8 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "reference"))
 
 from handgrad.mutants import MUTANTS as SHIPPED_MUTANTS  # noqa: E402
-from handgrad.mutants import run_mutant  # noqa: E402
-from handgrad.mutants_layers import SCENARIO_MUTANTS  # noqa: E402
+from handgrad.mutants import SCENARIO_MUTANTS, run_mutant  # noqa: E402
 
 MUTANTS = (*SHIPPED_MUTANTS, *SCENARIO_MUTANTS)
 

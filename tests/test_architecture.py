@@ -47,7 +47,6 @@ ALLOWED: dict[str, set[str]] = {
     "__main__": {"cli"},
     "handgrad": {"layercheck", "modelcheck", "testing", "version"},
     "mutants": CONTRACT | {"hand", "scenarios", "harness", "cli"},
-    "mutants_layers": CONTRACT | {"hand", "mutants"},  # its scenario mutants are mutants.Mutant
     "data": set(),  # package data (names.txt), read through importlib.resources
 }
 

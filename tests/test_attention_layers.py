@@ -7,7 +7,7 @@ drives both backwards with one seeded random upstream gradient and compares ever
 us read, in computation order, with the harness's one comparison (compare_traces /
 first_divergence). The block's torch side is nn.LayerNorm, nn.MultiheadAttention, nn.Linear and
 nn.GELU called one after another (never nn.TransformerEncoderLayer's fused fast path), with
-``retain_grad`` on every intermediate. The planted bugs of handgrad.mutants_layers (family
+``retain_grad`` on every intermediate. The planted bugs of handgrad.mutants.layers (family
 "attention") must each fail at their expected term while the shipped functions pass.
 """
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from handgrad import mutants_layers
+from handgrad import mutants
 from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import attention as at
@@ -313,7 +313,7 @@ def test_hand_layers_import_and_run_without_torch() -> None:
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
         "from handgrad.hand import attention, embedding, normalization\n"
-        "import handgrad.mutants_layers\n"
+        "import handgrad.mutants\n"
         "x = np.random.default_rng(0).standard_normal((2, 3, 4))\n"
         "p = {'ln1.weight': np.ones(4), 'ln1.bias': np.zeros(4), 'ln2.weight': np.ones(4),\n"
         "     'ln2.bias': np.zeros(4), 'attn.in_proj_weight': np.eye(12, 4),\n"
@@ -456,7 +456,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("mutant", [m for m in mutants_layers.MUTANTS if m.case in CASES], ids=lambda m: m.id)
+@pytest.mark.parametrize("mutant", [m for m in mutants.LAYER_MUTANTS if m.case in CASES], ids=lambda m: m.id)
 def test_planted_bug_is_caught_at_its_term(mutant) -> None:
     assert CASES[mutant.case]().first() is None, "the shipped function must pass this case"
     with mutant.planted():
@@ -471,6 +471,6 @@ def test_every_layer_mutant_has_a_case() -> None:
     from test_normalization_layers import CASES as NORMALIZATION_CASES
 
     families = {"attention": CASES, "normalization": NORMALIZATION_CASES}
-    assert len(mutants_layers.MUTANTS) >= 10
-    for mutant in mutants_layers.MUTANTS:
+    assert len(mutants.LAYER_MUTANTS) >= 10
+    for mutant in mutants.LAYER_MUTANTS:
         assert mutant.case in families[mutant.family], mutant.id

@@ -18,6 +18,12 @@ import torch.nn.functional as F
 from handgrad.contract.spec import SpecError
 from handgrad.hand import conv
 from handgrad.harness import assert_values_match, tolerance_for
+from handgrad.mutants.conv import (
+    HELPER_BUGS,
+    lrn_backward_beta_exponent,
+    lrn_forward_alpha_not_averaged,
+    maxpool_backward_to_every_tie,
+)
 
 TOL = tolerance_for("float64")
 
@@ -168,35 +174,7 @@ def test_dx_is_full_correlation_with_flipped_kernel(k, s, p, d, g) -> None:
 # --- planted conv bugs, monkeypatched into the shipped backward/forward -------------------------
 
 
-_COL2IM = conv._col2im  # the shipped helper, kept before any monkeypatching
-
-
-def col2im_without_flip(dwin, padded_hw, stride, dilation):
-    """Bug: tap (u, v) scattered back at the mirrored offset (k−1−u, k−1−v): no kernel flip."""
-    return _COL2IM(dwin[:, :, ::-1, ::-1], padded_hw, stride, dilation)
-
-
-def unpad_off_by_one(xp, padding):
-    """Bug: the crop starts one row and one column early."""
-    ph, pw = padding
-    return xp[:, :, ph - 1 : xp.shape[2] - ph - 1, pw - 1 : xp.shape[3] - pw - 1]
-
-
-def pad_off_by_one(x, padding, value=0.0):
-    """Bug: one row/column too many before and one too few after (same output shape)."""
-    ph, pw = padding
-    widths = ((0, 0), (0, 0), (ph + 1, ph - 1), (pw + 1, pw - 1))
-    return np.pad(x, widths, constant_values=value)
-
-
-@pytest.mark.parametrize(
-    ("helper", "bug", "term"),
-    [
-        ("_col2im", col2im_without_flip, "dL_dx"),
-        ("_unpad", unpad_off_by_one, "dL_dx"),
-        ("_pad", pad_off_by_one, "z"),
-    ],
-)
+@pytest.mark.parametrize(("helper", "bug", "term"), HELPER_BUGS, ids=[helper for helper, _, _ in HELPER_BUGS])
 def test_planted_conv_bug_is_caught(monkeypatch, helper, bug, term) -> None:
     x, W, b = conv_inputs(3, 4, 1, 3, (7, 8), seed=21)
     hand, ref = run_conv(x, W, b, 17, stride=1, padding=1)
@@ -273,16 +251,6 @@ def test_maxpool_special_values_match_torch(kind) -> None:
     run_maxpool(special_input(kind), kernel_size=3, stride=2, padding=1)
 
 
-def maxpool_backward_every_tie(dout, cache, x):
-    """Bug: every element equal to the window's max gets the full gradient."""
-    xp = conv._pad(x, cache.padding, -np.inf)
-    win = conv._windows(xp, cache.kernel_size, cache.stride, cache.dilation, cache.out_hw)
-    z = win.max(axis=(-2, -1))
-    dwin = np.where(win == z[..., None, None], dout[..., None, None], 0.0).transpose(0, 1, 4, 5, 2, 3)
-    dxp = conv._col2im(dwin, cache.padded_hw, cache.stride, cache.dilation)
-    return conv._unpad(dxp, cache.padding), {}
-
-
 @pytest.mark.parametrize(("ties", "caught"), [(True, True), (False, False)])
 def test_planted_maxpool_every_tie_bug(ties, caught) -> None:
     """The bug is caught on tied input, and is invisible without ties (so ties must be tested)."""
@@ -293,7 +261,7 @@ def test_planted_maxpool_every_tie_bug(ties, caught) -> None:
     xt = t64(x)
     F.max_pool2d(xt, 3, stride=1, padding=1).backward(torch.tensor(dout))
     close("pool1.dL_dx", conv.maxpool2d_backward(dout, cache)[0], xt.grad)
-    buggy, _ = maxpool_backward_every_tie(dout, cache, x)
+    buggy, _ = maxpool_backward_to_every_tie(dout, (cache, x))
     if caught:
         with pytest.raises(AssertionError):
             close("pool1.dL_dx", buggy, xt.grad)
@@ -354,18 +322,6 @@ def test_lrn_matches_torch(size, channels, hyper, ndim) -> None:
     close("lrn1.dL_dx", dx, xt.grad)
 
 
-def lrn_backward_beta_exponent_wrong(dout, cache):
-    """Bug: the cross term uses D^{−β} where the derivative of D^{−β} gives D^{−β−1}."""
-    x, D, n, alpha, beta = cache.x, cache.D, cache.size, cache.alpha, cache.beta
-    back = conv._channel_window_sum(dout * x * D**-beta, (n - 1) // 2, n // 2)
-    return dout * D**-beta - (2.0 * alpha * beta / n) * x * back, {}
-
-
-def lrn_forward_alpha_not_averaged(x, *, size, alpha, beta, k):
-    """Bug (the textbook/AlexNet-paper form): α multiplies the window *sum*, not its average."""
-    return conv.local_response_norm_forward(x, size=size, alpha=alpha * size, beta=beta, k=k)
-
-
 @pytest.mark.parametrize("bug", ["beta_exponent", "alpha_not_divided_by_size"])
 def test_planted_lrn_bug_is_caught(bug) -> None:
     alpha, beta, k, size = 0.9, 0.75, 2.0, 3
@@ -378,7 +334,7 @@ def test_planted_lrn_bug_is_caught(bug) -> None:
     close("lrn1.dL_dx", conv.local_response_norm_backward(dout, cache)[0], xt.grad)
     with pytest.raises(AssertionError):
         if bug == "beta_exponent":
-            close("lrn1.dL_dx", lrn_backward_beta_exponent_wrong(dout, cache)[0], xt.grad)
+            close("lrn1.dL_dx", lrn_backward_beta_exponent(dout, cache)[0], xt.grad)
         else:
             z_bad, _ = lrn_forward_alpha_not_averaged(x, size=size, alpha=alpha, beta=beta, k=k)
             close("lrn1.z", z_bad, zt)

@@ -32,6 +32,13 @@ from handgrad.contract.spec import (
     SpecError,
 )
 from handgrad.hand import conv
+from handgrad.mutants.conv import (
+    conv_backward_without_flip,
+    conv_forward_padding_off_by_one,
+    lrn_backward_beta_exponent,
+    maxpool_backward_to_every_tie,
+    maxpool_forward_keeping_x,
+)
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.stack import dropout_masks, stack_experiment
 
@@ -189,63 +196,6 @@ def test_a_different_twin_mask_is_caught_at_the_dropout_output() -> None:
 
 # --- planted bugs: each caught at the term where it first shows -----------------------------------
 
-_CONV_FORWARD, _CONV_BACKWARD = conv.conv2d_forward, conv.conv2d_backward
-_MAXPOOL_FORWARD = conv.maxpool2d_forward
-_COL2IM, _PAD = conv._col2im, conv._pad
-
-
-def _with_helper(helper: str, replacement, call, *args, **kwargs):
-    """Run ``call`` with ``conv.<helper>`` replaced, for the conv layer only (pools share it)."""
-    setattr(conv, helper, replacement)
-    try:
-        return call(*args, **kwargs)
-    finally:
-        setattr(conv, helper, {"_col2im": _COL2IM, "_pad": _PAD}[helper])
-
-
-def conv_backward_without_flip(dout, cache):
-    """Bug: ∂L/∂x correlates δ with W itself, not rot180(W): tap (u, v) is scattered back at the
-    mirrored offset (k−1−u, k−1−v)."""
-
-    def col2im_no_flip(dwin, padded_hw, stride, dilation):
-        return _COL2IM(dwin[:, :, ::-1, ::-1], padded_hw, stride, dilation)
-
-    return _with_helper("_col2im", col2im_no_flip, _CONV_BACKWARD, dout, cache)
-
-
-def conv_forward_padding_off_by_one(x, params, **options):
-    """Bug: one more padding row/column before and one fewer after (same output shape)."""
-
-    def pad_shifted(x, padding, value=0.0):
-        ph, pw = padding
-        return np.pad(x, ((0, 0), (0, 0), (ph + 1, ph - 1), (pw + 1, pw - 1)), constant_values=value)
-
-    return _with_helper("_pad", pad_shifted, _CONV_FORWARD, x, params, **options)
-
-
-def maxpool_forward_keeping_x(x, **options):
-    z, cache = _MAXPOOL_FORWARD(x, **options)
-    return z, (cache, x)
-
-
-def maxpool_backward_to_every_tie(dout, kept):
-    """Bug: every element equal to its window's maximum receives the window's whole gradient."""
-    cache, x = kept
-    xp = conv._pad(x, cache.padding, -np.inf)
-    win = conv._windows(xp, cache.kernel_size, cache.stride, cache.dilation, cache.out_hw)  # N,C,Ho,Wo,kH,kW
-    top = win.max(axis=(-2, -1))[..., None, None]
-    dwin = np.where(win == top, dout[..., None, None], 0.0).transpose(0, 1, 4, 5, 2, 3)  # N,C,kH,kW,Ho,Wo
-    dxp = conv._col2im(dwin, cache.padded_hw, cache.stride, cache.dilation)
-    return conv._unpad(dxp, cache.padding), {}
-
-
-def lrn_backward_beta_exponent_wrong(dout, cache):
-    """Bug: the cross term uses D^{−β} where the derivative of D^{−β} gives D^{−β−1}."""
-    x, D, n, alpha, beta = cache.x, cache.D, cache.size, cache.alpha, cache.beta
-    back = conv._channel_window_sum(dout * x * D**-beta, (n - 1) // 2, n // 2)
-    return dout * D**-beta - (2.0 * alpha * beta / n) * x * back, {}
-
-
 PLANTED = {
     # bug: (patches on handgrad.hand.conv, the first term it corrupts in alexnet-mini)
     "no-kernel-flip": ({"conv2d_backward": conv_backward_without_flip}, "pool1.dL_dout"),  # conv2's ∂L/∂x
@@ -254,7 +204,7 @@ PLANTED = {
         {"maxpool2d_forward": maxpool_forward_keeping_x, "maxpool2d_backward": maxpool_backward_to_every_tie},
         "lrn2.dL_dout",  # pool2's ∂L/∂x, the first max-pool gradient of the backward pass
     ),
-    "lrn-beta-exponent": ({"local_response_norm_backward": lrn_backward_beta_exponent_wrong}, "conv2.dL_da"),
+    "lrn-beta-exponent": ({"local_response_norm_backward": lrn_backward_beta_exponent}, "conv2.dL_da"),
 }
 
 

@@ -9,6 +9,7 @@ from handgrad import harness
 from handgrad.contract.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule
 from handgrad.hand import activations
 from handgrad.hand.network import init_params
+from handgrad.mutants.stack import derivative_sigmoid_from_z
 from handgrad.scenarios.dense import XOR_X, XOR_Y
 from handgrad.scenarios.stack import stack_experiment
 
@@ -81,18 +82,8 @@ def test_mlp_with_wider_layers_and_random_data():
     assert report.ok, report.verdict()
 
 
-def sigmoid_derivative_from_z(kind, cache):
-    """Planted bug: σ′ computed from z instead of from a = σ(z)."""
-    if kind == "sigmoid":
-        return cache.z * (1 - cache.z)
-    return REAL_DERIVATIVE(kind, cache)
-
-
-REAL_DERIVATIVE = activations.derivative
-
-
 def test_planted_sigmoid_bug_is_named_at_the_right_step_term_and_element(monkeypatch):
-    monkeypatch.setattr(activations, "derivative", sigmoid_derivative_from_z)
+    monkeypatch.setattr(activations, "derivative", derivative_sigmoid_from_z)
     report = xor_run("sigmoid", steps=20)
     assert not report.ok
     first = report.first
@@ -104,7 +95,7 @@ def test_planted_sigmoid_bug_is_named_at_the_right_step_term_and_element(monkeyp
 
 
 def test_resync_judges_each_step_on_its_own(monkeypatch):
-    monkeypatch.setattr(activations, "derivative", sigmoid_derivative_from_z)
+    monkeypatch.setattr(activations, "derivative", derivative_sigmoid_from_z)
     network = Network.mlp([2, 3, 1])
     experiment = stack_experiment(
         "xor", network, Loss(), Optimizer("sgd", 0.5), Data(XOR_X, XOR_Y), Schedule(), steps=5, seed=0
@@ -135,6 +126,6 @@ def test_non_finite_values_are_a_finding_not_a_pass():
 def test_planted_bug_makes_the_cli_exit_1(monkeypatch, capsys):
     from handgrad.cli import main
 
-    monkeypatch.setattr(activations, "derivative", sigmoid_derivative_from_z)
+    monkeypatch.setattr(activations, "derivative", derivative_sigmoid_from_z)
     assert main(["compare", "xor", "--steps", "5", "--quiet"]) == 1
     assert "MISMATCH" in capsys.readouterr().out

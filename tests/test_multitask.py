@@ -9,6 +9,7 @@ import pytest
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
 from handgrad.hand import multitask
+from handgrad.mutants.multitask import join_heads_first_only
 from handgrad.scenarios import SCENARIOS
 
 HEAD_TERMS = ("trunk.dL1_da", "trunk.dL2_da", "trunk.dL_da", "loss.L1", "loss.L2", "loss.L")
@@ -63,7 +64,7 @@ def test_term_order_follows_the_computation():
 
 
 def test_planted_bug_trunk_gets_only_head_1_is_caught_at_the_trunk_gradient(monkeypatch):
-    monkeypatch.setattr(multitask, "join_heads", lambda dL1_da, dL2_da: dL1_da)
+    monkeypatch.setattr(multitask, "join_heads", join_heads_first_only)
     report = multitask_run("--loss-weights", "1,0.5", "--steps", "20")
     first = report.first
     assert first is not None

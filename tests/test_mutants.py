@@ -12,8 +12,7 @@ import pytest
 
 from handgrad import harness
 from handgrad.hand import activations, attention, conv, dense, embedding, losses, normalization, optim
-from handgrad.mutants import MUTANTS, run_mutant
-from handgrad.mutants_layers import SCENARIO_MUTANTS
+from handgrad.mutants import MUTANTS, SCENARIO_MUTANTS, run_mutant
 
 SHIPPED = (
     dense.forward,
@@ -45,7 +44,8 @@ def test_control_without_the_bug_agrees(mutant) -> None:
 
 def test_registry_spans_every_family_and_restores_the_shipped_code() -> None:
     assert len(MUTANTS) >= 20
-    assert {m.family for m in MUTANTS} == {"dense", "activations", "losses", "optim", "conv", "recurrent"}
+    families = {"dense", "activations", "losses", "optim", "conv", "recurrent", "multitask"}
+    assert {m.family for m in MUTANTS} == families
     assert len({m.id for m in MUTANTS}) == len(MUTANTS)
     after = (
         dense.forward,
@@ -61,7 +61,7 @@ def test_registry_spans_every_family_and_restores_the_shipped_code() -> None:
 
 @pytest.mark.parametrize("mutant", SCENARIO_MUTANTS, ids=[m.id for m in SCENARIO_MUTANTS])
 def test_layer_bug_in_a_scenario_is_caught_at_its_first_term(mutant) -> None:
-    """The layer slips of handgrad.mutants_layers, planted in the makemore and transformer runs."""
+    """The layer slips of handgrad.mutants.layers, planted in the makemore and transformer runs."""
     outcome = run_mutant(mutant)
     assert outcome.caught, f"{mutant.id} went unnoticed: {outcome.message}"
     assert (outcome.step, outcome.term) == (mutant.expected_step, mutant.expected_term), outcome.message

@@ -12,7 +12,7 @@ computation order with the harness's one comparison (compare_traces / first_dive
 * Embedding: out and ∂L/∂weight.
 
 Affine parameters are non-zero and distinct per channel; sizes are odd. The planted bugs of
-handgrad.mutants_layers (family "normalization") must each fail at their expected term while the
+handgrad.mutants.layers (family "normalization") must each fail at their expected term while the
 shipped functions pass.
 """
 
@@ -23,7 +23,7 @@ import pytest
 import torch
 from torch import nn
 
-from handgrad import mutants_layers
+from handgrad import mutants
 from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import embedding as emb
@@ -380,7 +380,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("mutant", [m for m in mutants_layers.MUTANTS if m.case in CASES], ids=lambda m: m.id)
+@pytest.mark.parametrize("mutant", [m for m in mutants.LAYER_MUTANTS if m.case in CASES], ids=lambda m: m.id)
 def test_planted_bug_is_caught_at_its_term(mutant) -> None:
     assert CASES[mutant.case]().first() is None, "the shipped function must pass this case"
     with mutant.planted():

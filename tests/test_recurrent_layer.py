@@ -29,6 +29,14 @@ from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import clip
 from handgrad.hand import recurrent as hr
+from handgrad.hand import recurrent_sequence as hs
+from handgrad.mutants.recurrent import (
+    gru_back_no_carry,
+    gru_step_paper_reset,
+    lstm_back_no_carry,
+    lstm_bias_i_f_swapped,
+    rnn_back_no_carry,
+)
 from handgrad.twin import recurrent as tw
 
 T, N, I, H = 5, 5, 3, 4
@@ -88,7 +96,7 @@ def make_case(
 
 
 def hand_trace(case: Case) -> StepTrace:
-    out, cache = hr.forward(
+    out, cache = hs.forward(
         case.x,
         case.params,
         cell=case.cell,
@@ -97,9 +105,9 @@ def hand_trace(case: Case) -> StepTrace:
         c0=case.c0,
         batch_first=case.batch_first,
     )
-    grads, _ = hr.backward(case.upstream, cache)
+    grads, _ = hs.backward(case.upstream, cache)
     trace = StepTrace(1)
-    hr.add_terms(trace, cache, grads)
+    hs.add_terms(trace, cache, grads)
     return trace
 
 
@@ -156,7 +164,7 @@ def test_steps_past_every_length_have_no_terms(cell: str) -> None:
     prefix = names.PREFIX[cell]
     assert f"{prefix}2.h[4]" in hand and f"{prefix}2.h[5]" not in hand
     assert f"{prefix}1.dL_dh[5]" not in hand
-    output, _ = hr.forward(
+    output, _ = hs.forward(
         case.x, case.params, cell=cell, lengths=SHORT, h0=case.h0, c0=case.c0, batch_first=True
     )
     assert np.all(output.output[:, 4] == 0.0)  # N,T,H: step 5 is padding for every row
@@ -222,10 +230,10 @@ def test_lstm_term_names_order_and_rows() -> None:
     assert backward[:6] == [
         "lstm2.dL_dh[5]",
         "lstm2.dL_dc[5]",
-        "lstm2.dL_da_i[5]",
-        "lstm2.dL_da_f[5]",
-        "lstm2.dL_da_g[5]",
-        "lstm2.dL_da_o[5]",
+        "lstm2.dL_dz_i[5]",
+        "lstm2.dL_dz_f[5]",
+        "lstm2.dL_dz_g[5]",
+        "lstm2.dL_dz_o[5]",
     ]
     assert backward[-7:] == [
         "lstm1.dL_dh0",
@@ -245,21 +253,21 @@ def test_lstm_term_names_order_and_rows() -> None:
     assert {t.source for t in hand} == {"hand"}
     assert sources["lstm2.h[3]"] == "torch.nn"  # the module's output
     assert sources["lstm1.h[3]"] == "torch-ops"  # an inner layer: the module keeps it
-    assert sources["lstm1.i[3]"] == sources["lstm1.c[3]"] == sources["lstm1.dL_da_f[2]"] == "torch-ops"
+    assert sources["lstm1.i[3]"] == sources["lstm1.c[3]"] == sources["lstm1.dL_dz_f[2]"] == "torch-ops"
     assert sources["lstm1.h_n"] == sources["lstm2.c_n"] == "torch.nn"
     assert sources["lstm1.dL_dx"] == sources["lstm1.dL_dh0"] == sources["lstm2.dL_dW_hh"] == "torch.nn"
     assert sources["lstm2.dL_dx"] == "torch-ops"
 
 
 def hand_cache_h(case: Case) -> np.ndarray:
-    _, cache = hr.forward(case.x, case.params, cell=case.cell, lengths=case.lengths, h0=case.h0, c0=case.c0)
+    _, cache = hs.forward(case.x, case.params, cell=case.cell, lengths=case.lengths, h0=case.h0, c0=case.c0)
     return cache.layers[0].h  # T+1,N,H
 
 
 def test_padded_positions_get_no_gradient() -> None:
     case = make_case("gru", 2, False, RAGGED, True)
-    _, cache = hr.forward(case.x, case.params, cell="gru", lengths=RAGGED, h0=case.h0)
-    grads, _ = hr.backward(case.upstream, cache)
+    _, cache = hs.forward(case.x, case.params, cell="gru", lengths=RAGGED, h0=case.h0)
+    grads, _ = hs.backward(case.upstream, cache)
     pad = np.arange(T)[:, None] >= RAGGED[None, :]  # T,N
     assert np.all(grads.dx[pad] == 0.0)
     assert np.all(grads.layers[1].da[pad] == 0.0)
@@ -268,8 +276,8 @@ def test_padded_positions_get_no_gradient() -> None:
 
 def test_relu_kink_gets_zero_gradient() -> None:
     case = make_case("rnn_relu", 1, False, None, True)
-    _, cache = hr.forward(case.x, case.params, cell="rnn_relu", h0=case.h0)
-    grads, _ = hr.backward(case.upstream, cache)
+    _, cache = hs.forward(case.x, case.params, cell="rnn_relu", h0=case.h0)
+    grads, _ = hs.backward(case.upstream, cache)
     assert cache.layers[0].h[1, 0, 0] == 0.0  # relu(0) at row 0, unit 0, step 1
     assert grads.layers[0].dh[0, 0, 0] != 0.0 and grads.layers[0].da[0, 0, 0] == 0.0  # ReLU′(0) = 0
     harness.assert_traces_match(hand_trace(case), twin_trace(case), TOL)
@@ -330,60 +338,14 @@ def test_cell_matches_torch_cell(cell: str) -> None:
 # --- planted bugs: each must fail, at a named first term ----------------------------------------
 
 
-def _gru_step_paper(xp: np.ndarray, h: np.ndarray, W_hh: np.ndarray, b_hn: np.ndarray) -> hr.GRUStep:
-    """Cho et al. (2014): the reset gate applied to h *before* W_hn: n = tanh(W_in x + b_in +
-    W_hn (r ⊙ h) + b_hn). Not torch's placement."""
-    Hs = h.shape[1]
-    hh = h @ W_hh.T  # N,3H
-    acts = np.empty_like(hh)
-    acts[:, : 2 * Hs] = 1.0 / (1.0 + np.exp(-(xp[:, : 2 * Hs] + hh[:, : 2 * Hs])))
-    r, z = acts[:, :Hs], acts[:, Hs : 2 * Hs]
-    hh_n = (r * h) @ W_hh[2 * Hs :].T + b_hn  # N,H
-    n = np.tanh(xp[:, 2 * Hs :] + hh_n)
-    acts[:, 2 * Hs :] = n
-    return hr.GRUStep(acts, hh_n, (1.0 - z) * n + z * h)
-
-
-def _input_projection_if_swapped(
-    x: np.ndarray, W_ih: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, cell: str
-) -> np.ndarray:
-    """The LSTM bias blocks of gates i and f swapped (read as if the order were f, i, g, o)."""
-    Hs = b_ih.shape[0] // 4
-    swapped = np.concatenate([b_ih[Hs : 2 * Hs], b_ih[:Hs], b_ih[2 * Hs :]])
-    return _ORIGINAL_PROJECTION(x, W_ih, swapped, b_hh, cell)
-
-
-_ORIGINAL_PROJECTION = hr._input_projection
-
-
-def _lstm_back_no_carry(*args: np.ndarray) -> tuple[np.ndarray, ...]:
-    da, dc_t, dh_prev, dc_prev = _ORIGINAL_LSTM_BACK(*args)
-    return da, dc_t, np.zeros_like(dh_prev), dc_prev
-
-
-def _gru_back_no_carry(*args: np.ndarray) -> tuple[np.ndarray, ...]:
-    da, dgh, dh_prev = _ORIGINAL_GRU_BACK(*args)
-    return da, dgh, np.zeros_like(dh_prev)
-
-
-def _rnn_back_no_carry(*args: object) -> tuple[np.ndarray, ...]:
-    da, dh_prev = _ORIGINAL_RNN_BACK(*args)
-    return da, np.zeros_like(dh_prev)
-
-
-_ORIGINAL_LSTM_BACK = hr._lstm_step_back
-_ORIGINAL_GRU_BACK = hr._gru_step_back
-_ORIGINAL_RNN_BACK = hr._rnn_step_back
-
-
 @pytest.mark.parametrize(
     ("cell", "target", "variant", "first_bad"),
     [
-        ("gru", "_gru_step", _gru_step_paper, "gru1.n[1]"),
-        ("lstm", "_input_projection", _input_projection_if_swapped, "lstm1.i[1]"),
-        ("lstm", "_lstm_step_back", _lstm_back_no_carry, "lstm1.dL_dh[4]"),
-        ("gru", "_gru_step_back", _gru_back_no_carry, "gru1.dL_dh[4]"),
-        ("rnn_tanh", "_rnn_step_back", _rnn_back_no_carry, "rnn1.dL_dh[4]"),
+        ("gru", "_gru_step", gru_step_paper_reset, "gru1.n[1]"),
+        ("lstm", "_input_projection", lstm_bias_i_f_swapped, "lstm1.i[1]"),
+        ("lstm", "_lstm_step_back", lstm_back_no_carry, "lstm1.dL_dh[4]"),
+        ("gru", "_gru_step_back", gru_back_no_carry, "gru1.dL_dh[4]"),
+        ("rnn_tanh", "_rnn_step_back", rnn_back_no_carry, "rnn1.dL_dh[4]"),
     ],
     ids=[
         "gru-paper-reset",
@@ -426,7 +388,7 @@ def test_bad_input_is_refused(change: dict, field: str) -> None:
     kwargs = dict(cell="lstm", lengths=None, h0=None, c0=None) | change
     params = kwargs.pop("params", case.params)
     with pytest.raises(SpecError) as info:
-        hr.forward(case.x, params, **kwargs)
+        hs.forward(case.x, params, **kwargs)
     assert info.value.field == field
 
 
@@ -434,12 +396,15 @@ def test_wrong_parameter_shape_is_refused() -> None:
     case = make_case("gru", 2)
     params = dict(case.params, weight_hh_l1=np.zeros((3 * H, H + 1)))
     with pytest.raises(SpecError, match=r"weight_hh_l1: expected shape \(12, 4\)"):
-        hr.forward(case.x, params, cell="gru")
+        hs.forward(case.x, params, cell="gru")
 
 
 def test_hand_never_imports_torch() -> None:
     root = Path(hr.__file__).resolve().parents[2]  # reference/
-    code = "import sys; sys.modules['torch'] = None\nimport handgrad.hand.recurrent, handgrad.hand.clip\n"
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import handgrad.hand.recurrent, handgrad.hand.recurrent_sequence, handgrad.hand.clip\n"
+    )
     env = dict(os.environ, PYTHONPATH=str(root))
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -459,8 +424,8 @@ def _torch_grads(grads: dict[str, np.ndarray]) -> list[torch.nn.Parameter]:
 
 def _some_grads() -> dict[str, np.ndarray]:
     case = make_case("lstm", 2, False, RAGGED, True)
-    _, cache = hr.forward(case.x, case.params, cell="lstm", lengths=RAGGED, h0=case.h0, c0=case.c0)
-    return hr.backward(case.upstream, cache)[1]
+    _, cache = hs.forward(case.x, case.params, cell="lstm", lengths=RAGGED, h0=case.h0, c0=case.c0)
+    return hs.backward(case.upstream, cache)[1]
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, 3.0, float("inf")])

@@ -25,6 +25,7 @@ from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_tabl
 from handgrad.contract.spec import Clip, Loss, LRSchedule, Optimizer, Schedule
 from handgrad.contract.trace import StepTrace
 from handgrad.hand import recurrent as hr
+from handgrad.mutants.recurrent import gru_step_paper_reset, lstm_back_no_carry, lstm_bias_i_f_swapped
 from handgrad.scenarios.recurrent import recurrent_experiment
 
 S, T, I, H = 3, 3, 2, 2  # sequences, padded length, inputs, hidden
@@ -194,7 +195,7 @@ def test_term_list_and_sources_of_a_small_parity_run() -> None:
     ]
     assert names[-3:] == ["dense1.W_next", "dense1.b_next", "sgd.lr"]
     sources = {name: stats.torch_source for name, stats in report.terms.items()}
-    assert sources["lstm1.i[2]"] == sources["lstm1.dL_da_f[1]"] == "torch-ops"
+    assert sources["lstm1.i[2]"] == sources["lstm1.dL_dz_f[1]"] == "torch-ops"
     assert sources["lstm1.h[2]"] == sources["dense1.z"] == sources["lstm1.dL_dW_ih"] == "torch.nn"
     assert sources["sgd.lr"] == "torch.optim"
     assert {stats.hand_source for stats in report.terms.values()} == {"hand"}
@@ -205,40 +206,12 @@ def test_term_list_and_sources_of_a_small_parity_run() -> None:
 # --- planted bugs: the harness catches each and names the first diverging term ------------------
 
 
-def _gru_step_paper(xp: np.ndarray, h: np.ndarray, W_hh: np.ndarray, b_hn: np.ndarray) -> hr.GRUStep:
-    """Cho et al. (2014): n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn), not torch's placement."""
-    n_h = h.shape[1]
-    hh = h @ W_hh.T
-    acts = np.empty_like(hh)
-    acts[:, : 2 * n_h] = 1.0 / (1.0 + np.exp(-(xp[:, : 2 * n_h] + hh[:, : 2 * n_h])))
-    r, z = acts[:, :n_h], acts[:, n_h : 2 * n_h]
-    hh_n = (r * h) @ W_hh[2 * n_h :].T + b_hn
-    n = np.tanh(xp[:, 2 * n_h :] + hh_n)
-    acts[:, 2 * n_h :] = n
-    return hr.GRUStep(acts, hh_n, (1.0 - z) * n + z * h)
-
-
-_PROJECTION = hr._input_projection
-_LSTM_BACK = hr._lstm_step_back
-
-
-def _lstm_biases_i_f_swapped(x: np.ndarray, W_ih: np.ndarray, b_ih: np.ndarray, b_hh: np.ndarray, cell: str):
-    n_h = b_ih.shape[0] // 4
-    swapped = np.concatenate([b_ih[n_h : 2 * n_h], b_ih[:n_h], b_ih[2 * n_h :]])
-    return _PROJECTION(x, W_ih, swapped, b_hh, cell)
-
-
-def _lstm_back_no_carry(*args: np.ndarray) -> tuple[np.ndarray, ...]:
-    da, dc, dh_prev, dc_prev = _LSTM_BACK(*args)
-    return da, dc, np.zeros_like(dh_prev), dc_prev  # the gradient carried through h is dropped
-
-
 @pytest.mark.parametrize(
     ("cell", "target", "variant", "first_bad"),
     [
-        ("gru", "_gru_step", _gru_step_paper, "gru1.n[1]"),
-        ("lstm", "_input_projection", _lstm_biases_i_f_swapped, "lstm1.i[1]"),
-        ("lstm", "_lstm_step_back", _lstm_back_no_carry, f"lstm1.dL_dh[{T - 1}]"),
+        ("gru", "_gru_step", gru_step_paper_reset, "gru1.n[1]"),
+        ("lstm", "_input_projection", lstm_bias_i_f_swapped, "lstm1.i[1]"),
+        ("lstm", "_lstm_step_back", lstm_back_no_carry, f"lstm1.dL_dh[{T - 1}]"),
     ],
     ids=["gru-paper-reset", "lstm-bias-i-f-swapped", "bptt-drops-carried-dh"],
 )

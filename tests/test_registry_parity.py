@@ -6,7 +6,7 @@ contract's ``LAYER_SHAPES`` and the recurrent ones its ``CELLS``, so a kind adde
 without a row fails here, and a row without one of its parts names the part. The parts are checked
 against the real registries: ``hand/network.py``'s ``LAYER_OPS`` and ``twin/network.py``'s
 ``TWIN_OPS`` for the stack, the term names the contract (or the family's run) gives, and a planted
-bug in ``handgrad.mutants`` / ``handgrad.mutants_layers`` whose patch replaces one of the kind's
+bug in ``handgrad.mutants`` whose patch replaces one of the kind's
 hand functions.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from handgrad import mutants, mutants_layers
+from handgrad import mutants
 from handgrad.cli import scenario_parser
 from handgrad.contract import layers
 from handgrad.contract.layers import LAYER_KINDS, USER_BROUGHT, LayerKind
@@ -59,7 +59,7 @@ STACK_CLASSES = {cls.__name__: cls for cls in LAYER_SHAPES}
 
 def _planted() -> set[tuple[str, str]]:
     """(hand module, function) of every patch of every planted bug."""
-    every = (*mutants.MUTANTS, *mutants_layers.SCENARIO_MUTANTS, *mutants_layers.MUTANTS)
+    every = (*mutants.MUTANTS, *mutants.SCENARIO_MUTANTS, *mutants.LAYER_MUTANTS)
     return {(getattr(target, "__name__", ""), name) for mutant in every for target, name, _ in mutant.patches}
 
 

@@ -52,10 +52,13 @@ def term_prefix(cell: str, layer: int, name: str | None = None) -> str:
 
 
 def gate_grad_names(cell: str) -> tuple[str, ...]:
-    """The per-step pre-activation gradient names: ``dL_da`` (rnn), ``dL_da_r`` ... (gru/lstm)."""
+    """The per-step pre-activation gradient names: ``dL_dz`` (rnn), ``dL_dz_r`` ... (gru/lstm).
+
+    ``z`` is a pre-activation in every family (``dL_da`` is always ∂L/∂(activation output)).
+    """
     if cell in ("rnn_tanh", "rnn_relu"):
-        return ("dL_da",)
-    return tuple(f"dL_da_{g}" for g in GATES[cell])
+        return ("dL_dz",)
+    return tuple(f"dL_dz_{g}" for g in GATES[cell])
 
 
 def state_keys(spec: Optimizer) -> list[tuple[str, str]]:

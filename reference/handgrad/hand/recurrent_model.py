@@ -63,7 +63,7 @@ from handgrad.contract.recurrent import (
 )
 from handgrad.contract.spec import Loss, Optimizer
 from handgrad.contract.trace import StepTrace
-from handgrad.hand import activations, dense, losses, optim, recurrent
+from handgrad.hand import activations, dense, losses, optim, recurrent_sequence
 
 
 def init_params(model: RecurrentModel, seed: int) -> dict[str, np.ndarray]:
@@ -112,7 +112,7 @@ class HandRecurrent:
         """Run training step ``step`` (1-based) and return its terms."""
         model, trace = self.model, StepTrace(step)
         batch = Batch(model, self.data, self.batches[step - 1], self.h0, self.c0)
-        out, cache = recurrent.forward(
+        out, cache = recurrent_sequence.forward(
             batch.x,
             recurrent_params(model, self._params),
             cell=model.cell,
@@ -122,7 +122,7 @@ class HandRecurrent:
             batch_first=model.batch_first,
         )
         for layer in range(model.num_layers):
-            recurrent.add_forward_terms(trace, cache, layer)
+            recurrent_sequence.add_forward_terms(trace, cache, layer)
 
         head = {"W": self._params[f"{HEAD}.W"], "b": self._params[f"{HEAD}.b"]}
         act, slope = model.output_activation, model.slope
@@ -176,9 +176,9 @@ class HandRecurrent:
             trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", head_grads["b"])
             upstream = (dx3.transpose(1, 0, 2) if model.batch_first else dx3, None, None)
 
-        seq_grads, rec_grads = recurrent.backward(upstream, cache)
+        seq_grads, rec_grads = recurrent_sequence.backward(upstream, cache)
         for layer in reversed(range(model.num_layers)):
-            recurrent.add_backward_terms(trace, cache, seq_grads, layer)
+            recurrent_sequence.add_backward_terms(trace, cache, seq_grads, layer)
 
         grads = {
             f"{model.layer_name(layer)}.{short}": rec_grads[f"{base}_l{layer}"]

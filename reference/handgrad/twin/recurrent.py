@@ -13,7 +13,7 @@
 
 Every term records its source: ``torch.nn`` when the fused module exposes it, else
 ``torch-ops``. Names, order, shapes and the ragged-batch row rule are the hand side's
-(``handgrad.hand.recurrent``): a per-step term holds the rows active at that step
+(``handgrad.hand.recurrent_sequence``): a per-step term holds the rows active at that step
 (``lengths >= t``) in ascending batch order; a step with no active row has no term.
 Nothing here is computed by hand: values are torch's tensors, only sliced and transposed.
 """
@@ -402,7 +402,7 @@ def run(
     return TwinResult(cell, lens, active, batch_first, h0 is not None, fused, ops)
 
 
-# --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent) -----------------
+# --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent_sequence) -----------------
 
 
 def add_forward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
@@ -438,7 +438,7 @@ def add_forward_terms(trace: StepTrace, result: TwinResult, layer: int, name: st
 
 
 def add_backward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
-    """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂a_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
+    """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂z_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
     if given), ∂L/∂x (torch.nn for layer 1, torch-ops above), parameter gradients (torch.nn)."""
     cell = result.cell
     ol = result.ops.layers[layer]
@@ -465,8 +465,8 @@ def add_backward_terms(trace: StepTrace, result: TwinResult, layer: int, name: s
                 SOURCE_OPS,
             )
         for g in gates:
-            term = "dL_da" if g == "a" else f"dL_da_{g}"
-            sym = "∂L/∂a" if g == "a" else f"∂L/∂a_{g}"
+            term = "dL_dz" if g == "a" else f"dL_dz_{g}"
+            sym = "∂L/∂z" if g == "a" else f"∂L/∂z_{g}"
             trace.add(
                 f"{prefix}.{term}[{t}]",
                 term_symbol(sym, l1, t),

@@ -19,7 +19,7 @@ column A is frozen):
   the elements in the mean (real steps only);
 - the backward pass runs right to left through the same bands, below the forward: ∂L/∂ŷ_t,
   ∂L/∂z_t, the head's ∂L/∂h_t, then per layer (top first) ∂L/∂h_t (what arrives from above plus
-  what is carried back from band t+1), ∂L/∂c_t, ∂L/∂a of every gate, the gradient carried on
+  what is carried back from band t+1), ∂L/∂c_t, ∂L/∂z of every gate, the gradient carried on
   to band t − 1 (in band 1 it is ∂L/∂h₀), and ∂L/∂x_t;
 - below the bands: the parameter gradients (sums over the bands), clipping (when the run clips),
   the updated parameters and the optimizer's scalars.
@@ -484,18 +484,18 @@ class _Builder:
                     )
                 )
                 eq = (
-                    "∂L/∂a_i = ∂L/∂c ⊙ g ⊙ i(1−i), a_f: ∂L/∂c ⊙ c_(t−1) ⊙ f(1−f), "
+                    "∂L/∂z_i = ∂L/∂c ⊙ g ⊙ i(1−i), z_f: ∂L/∂c ⊙ c_(t−1) ⊙ f(1−f), "
                     "a_g: ∂L/∂c ⊙ i ⊙ (1−g²), a_o: ∂L/∂h ⊙ tanh c ⊙ o(1−o)"
                 )
             elif self.gru:
                 eq = (
-                    "∂L/∂a_n = ∂L/∂h ⊙ (1−z)(1−n²), a_z: ∂L/∂h ⊙ (h_(t−1) − n) ⊙ z(1−z), "
-                    "a_r: ∂L/∂a_n ⊙ (W_hn h + b_hn) ⊙ r(1−r)"
+                    "∂L/∂z_n = ∂L/∂h ⊙ (1−z)(1−n²), z_z: ∂L/∂h ⊙ (h_(t−1) − n) ⊙ z(1−z), "
+                    "z_r: ∂L/∂z_n ⊙ (W_hn h + b_hn) ⊙ r(1−r)"
                 )
             elif self.cell_kind == "rnn_relu":
-                eq = "∂L/∂a = ∂L/∂h ⊙ [a > 0]  (relu′(0) = 0)"
+                eq = "∂L/∂z = ∂L/∂h ⊙ [z > 0]  (relu′(0) = 0)"
             else:
-                eq = "∂L/∂a = ∂L/∂h ⊙ (1 − h²)"
+                eq = "∂L/∂z = ∂L/∂h ⊙ (1 − h²)"
             bwd.append(
                 Slot(("da", layer), f"layer {l1}: {eq}  (0 past the end)", G * self.H, "backward", True)
             )
@@ -503,7 +503,7 @@ class _Builder:
                 bwd.append(
                     Slot(
                         ("dghn", layer),
-                        f"layer {l1}: ∂L/∂(W_hn h + b_hn) = ∂L/∂a_n ⊙ r",
+                        f"layer {l1}: ∂L/∂(W_hn h + b_hn) = ∂L/∂z_n ⊙ r",
                         H,
                         "backward",
                         False,
@@ -513,7 +513,7 @@ class _Builder:
             bwd.append(
                 Slot(
                     ("carry_h", layer),
-                    f"layer {l1}: carried to t−1: {carried}∂L/∂a · W_hh"
+                    f"layer {l1}: carried to t−1: {carried}∂L/∂z · W_hh"
                     "  (∂L/∂h_t past the end; in band 1: ∂L/∂h₀)",
                     H,
                     "backward",
@@ -534,7 +534,7 @@ class _Builder:
             bwd.append(
                 Slot(
                     ("dx", layer),
-                    f"layer {l1}: ∂L/∂{inp} = ∂L/∂a · W_ih",
+                    f"layer {l1}: ∂L/∂{inp} = ∂L/∂z · W_ih",
                     self.I if layer == 0 else H,
                     "backward",
                     True,

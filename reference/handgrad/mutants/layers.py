@@ -12,21 +12,18 @@ softmax's backward without the row-sum term, a causal mask leaking one future po
 exact and tanh forms swapped, Embedding gradients overwritten on repeated indices, a residual's
 skip gradient dropped, and the attention weights summed (not averaged) over heads.
 
-No torch here: the broken copies are NumPy, like the functions they replace. (This file joins the
-mutants package when it lands.)
+No torch here: the broken copies are NumPy, like the functions they replace.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from handgrad.hand import attention, conv, embedding
+from handgrad.hand import attention, embedding
 from handgrad.hand import normalization as nm
+from handgrad.mutants.registry import LayerMutant
 
 # The shipped functions, kept before any patching: the broken copies call them for the parts
 # they do not break.
@@ -35,8 +32,6 @@ _LN_FORWARD, _LN_BACKWARD = nm.layernorm_forward, nm.layernorm_backward
 _SDPA_FORWARD = attention.sdpa_forward
 _MHA_FORWARD = attention.mha_forward
 _GELU_FORWARD = attention.gelu_forward
-
-Patch = tuple[Any, str, Callable[..., Any]]
 
 
 # --- BatchNorm -----------------------------------------------------------------------------------
@@ -153,39 +148,6 @@ def mha_forward_weights_summed(x, params, **options):  # noqa: ANN001, ANN201
     return out, cache
 
 
-# --- the registry --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerMutant:
-    """One planted bug: what it swaps, the layer case that must catch it, and its first term."""
-
-    id: str
-    family: str
-    patches: tuple[Patch, ...]
-    case: str
-    expected_term: str
-    expected_step: int = 1
-
-    @property
-    def bug(self) -> str:
-        doc = (self.patches[0][2].__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else self.id
-
-    @contextlib.contextmanager
-    def planted(self) -> Iterator[None]:
-        """Swap the broken copies in for the length of the block, then put the shipped code back."""
-        saved = []
-        try:
-            for target, name, replacement in self.patches:
-                saved.append((target, name, getattr(target, name)))
-                setattr(target, name, replacement)
-            yield
-        finally:
-            for target, name, original in reversed(saved):
-                setattr(target, name, original)
-
-
 MUTANTS: tuple[LayerMutant, ...] = (
     LayerMutant(
         "bn_unbiased_var_in_normalization", "normalization",
@@ -236,106 +198,3 @@ MUTANTS: tuple[LayerMutant, ...] = (
         ((attention, "mha_forward", mha_forward_weights_summed),), "mha", "mha1.weights",
     ),
 )  # fmt: skip
-
-
-# --- the same slips inside a scenario: the makemore MLP (issue 17) ------------------------------
-
-
-def _makemore_mutants() -> tuple[Any, ...]:
-    """Four layer bugs planted in the whole makemore run (handgrad.mutants.Mutant, run through
-    the harness by ``run_mutant``), each caught at the first term of the scenario it touches."""
-    from handgrad.hand import activations
-    from handgrad.mutants import Mutant, derivative_tanh_from_z
-
-    argv = ("--steps", "2", "--hidden", "8", "--batch-size", "8")
-    return (
-        Mutant(
-            "makemore-bn-unbiased-var", "makemore",
-            ((nm, "batchnorm_forward", batchnorm_forward_unbiased_var),), "makemore", argv, "bn.hpreact",
-        ),
-        Mutant(
-            "makemore-bn-running-var-biased", "makemore",
-            ((nm, "batchnorm_forward", batchnorm_forward_running_var_biased),), "makemore", argv,
-            "bn.running_var",
-        ),
-        Mutant(
-            "makemore-embedding-grad-overwritten", "makemore",
-            ((embedding, "backward", embedding_backward_overwrites),), "makemore", argv, "emb.dL_dC",
-        ),
-        Mutant(
-            "makemore-tanh-derivative-from-z", "makemore",
-            ((activations, "derivative", derivative_tanh_from_z),), "makemore", argv, "bn.dL_dhpreact",
-        ),
-    )  # fmt: skip
-
-
-def _transformer_mutants() -> tuple[Any, ...]:
-    """Three attention slips planted in the transformer run, each caught at its first term."""
-    from handgrad.mutants import Mutant
-
-    argv = ("--steps", "2", "--n-embd", "8", "--mlp", "8", "--context", "5", "--batch-size", "3")
-    return (
-        Mutant(
-            "transformer-attention-without-scale", "transformer",
-            ((attention, "sdpa_forward", sdpa_forward_without_scale),), "transformer", argv,
-            "block1.attn.weights",
-        ),
-        Mutant(
-            "transformer-mask-leaks-one", "transformer",
-            ((attention, "causal_mask", causal_mask_leaks_one),), "transformer", argv, "block1.attn.weights",
-        ),
-        Mutant(
-            "transformer-residual-grad-dropped", "transformer",
-            ((attention, "residual_backward", residual_backward_drops_skip),), "transformer", argv,
-            "block1.dL_dx1",
-        ),
-    )  # fmt: skip
-
-
-# --- the pools and Flatten in a layer stack ------------------------------------------------------
-
-_AVGPOOL_FORWARD, _FLATTEN_FORWARD = conv.avgpool2d_forward, conv.flatten_forward
-
-
-def avgpool_forward_padding_not_counted(x, **options):  # noqa: ANN001, ANN201
-    """Bug: the average divides by the real pixels of a window only; torch's default
-    count_include_pad=True counts the padding's zeros in the divisor (kH·kW)."""
-    return _AVGPOOL_FORWARD(x, **{**options, "count_include_pad": False})
-
-
-def flatten_forward_channels_last(x):  # noqa: ANN001, ANN201
-    """Bug: Flatten in (h, w, c) order; nn.Flatten keeps torch's (c, h, w) order."""
-    _, cache = _FLATTEN_FORWARD(x)
-    return np.moveaxis(x, 1, -1).reshape(x.shape[0], -1), cache
-
-
-def _stack_norm_mutants() -> tuple[Any, ...]:
-    """Layers of the stack planted in small networks of their own (handgrad.mutants.normed_stack,
-    pooled_stack): the norms of a check_model model, AvgPool2d's divisor, Flatten's order."""
-    from handgrad.mutants import Mutant, normed_stack, pooled_stack
-
-    return (
-        Mutant(
-            "stack-avgpool-padding-not-counted", "conv",
-            ((conv, "avgpool2d_forward", avgpool_forward_padding_not_counted),), "pooled-stack", (),
-            "avgpool1.out", build=pooled_stack,
-        ),
-        Mutant(
-            "stack-flatten-channels-last", "conv",
-            ((conv, "flatten_forward", flatten_forward_channels_last),), "pooled-stack", (), "flatten1.out",
-            build=pooled_stack,
-        ),
-        Mutant(
-            "stack-batchnorm-unbiased-var", "normalization",
-            ((nm, "batchnorm_forward", batchnorm_forward_unbiased_var),), "batchnorm-stack", (), "bn1.y",
-            build=lambda: normed_stack("batchnorm"),
-        ),
-        Mutant(
-            "stack-layernorm-backward-without-mean", "normalization",
-            ((nm, "layernorm_backward", layernorm_backward_without_mean_term),), "layernorm-stack", (),
-            "dense1.dL_dz", build=lambda: normed_stack("layernorm"),
-        ),
-    )  # fmt: skip
-
-
-SCENARIO_MUTANTS = _makemore_mutants() + _transformer_mutants() + _stack_norm_mutants()
