@@ -117,15 +117,17 @@ def test_gradcheck_reaches_makemore():
     assert ok, verdict
 
 
-def test_workbook_is_written_with_a_trace_and_says_why_no_live_sheet(tmp_path):
+def test_workbook_is_written_with_a_trace_and_the_batchnorm_walkthrough(tmp_path):
+    """The live sheet is the BatchNorm walkthrough (tests/test_makemore_walkthrough.py recomputes
+    it); no dense Walkthrough or Training sheet, and the Read me says why not."""
     openpyxl = pytest.importorskip("openpyxl")
     path = tmp_path / "makemore.xlsx"
     assert main(["compare", "makemore", *SMALL, "--steps", "2", "--quiet", "--xlsx", str(path)]) == 0
     book = openpyxl.load_workbook(path, read_only=True)
-    assert "Trace" in book.sheetnames
-    assert not any(name.startswith("Walkthrough") for name in book.sheetnames)
+    assert {"Trace", "BatchNorm walkthrough"} <= set(book.sheetnames)
+    assert not any(name.startswith(("Walkthrough", "Training")) for name in book.sheetnames)
     readme = " ".join(str(c) for row in book["Read me"].iter_rows(values_only=True) for c in row if c)
-    assert "No live Walkthrough" in readme and "a makemore run has none yet" in readme
+    assert "No Training sheet" in readme
 
 
 def test_shipped_names_are_the_generators_and_read_as_package_data():
