@@ -324,18 +324,22 @@ def _lint(sheet: str, coordinate: str, text: str) -> list[str]:
     return problems
 
 
-def read_checks(reader: XlsxReader) -> list[tuple[str, int, int, int, int, str, int]]:
-    """The Checks sheet's runs: (sheet, column, first row, last row, first step, term, index)."""
+def read_checks(reader: XlsxReader) -> list[tuple[str, int, int, int, int, str, int, int, int]]:
+    """The Checks sheet's runs: (sheet, column, first row, last row, first step, term, first index,
+    step +, index +): row ``first + k`` computes element ``index + k·(index +)`` at step
+    ``step + k·(step +)``."""
     if CHECKS_TITLE not in reader.sheets:
         return []
     runs = []
-    for row, values in reader.rows(CHECKS_TITLE, 7):
+    for row, values in reader.rows(CHECKS_TITLE, 9):
         if row == 1 or values[0] is None:
             continue
-        sheet, column, first, last, step, term, index = values
+        sheet, column, first, last, step, term, index, step_plus, index_plus = values
         where = (str(sheet), column_index_from_string(str(column)))
         numbers = tuple(int(value) for value in (first, last, step))  # type: ignore[call-overload]
-        runs.append((*where, *numbers, str(term), int(index)))  # type: ignore[call-overload]
+        # a workbook written before the strides existed: each next row is the next step
+        strides = (1, 0) if step_plus is None else (int(step_plus), int(index_plus))  # type: ignore[call-overload]
+        runs.append((*where, *numbers, str(term), int(index), *strides))  # type: ignore[call-overload]
     return runs  # type: ignore[return-value]
 
 
@@ -385,9 +389,13 @@ def check_workbook(original: str | os.PathLike[str], recomputed: str | os.PathLi
         result.problems.extend(problems)
         runs = read_checks(reader)
         expected: dict[str, dict[tuple[int, int], tuple[int, str, int]]] = {}
-        for sheet, col, first, last, step, term, index in runs:
-            for row in range(first, last + 1):
-                expected.setdefault(sheet, {})[(row, col)] = (step + row - first, term, index)
+        for sheet, col, first, last, step, term, index, step_plus, index_plus in runs:
+            for k, row in enumerate(range(first, last + 1)):
+                expected.setdefault(sheet, {})[(row, col)] = (
+                    step + k * step_plus,
+                    term,
+                    index + k * index_plus,
+                )
         wanted_cells = {title: set(found) for title, found in formulas.items()}
         for sheet, found in expected.items():
             wanted_cells.setdefault(sheet, set()).update(found)

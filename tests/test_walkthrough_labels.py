@@ -33,12 +33,12 @@ def _label_problems(path: Path) -> tuple[list[str], int]:
     book = load_workbook(path, read_only=True)
     checks = list(book["Checks"].iter_rows(min_row=2, values_only=True))
     cells: dict[str, dict[tuple[int, int], tuple[int, str]]] = {}
-    for sheet, column, first, last, step, term, _ in checks:
+    for sheet, column, first, last, step, term, _, step_plus, _ in checks:
         if not str(sheet).startswith(("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough")):
             continue
         col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
-        for row in range(first, last + 1):
-            cells.setdefault(sheet, {})[(row, col)] = (step + row - first if first != last else step, term)
+        for k, row in enumerate(range(first, last + 1)):
+            cells.setdefault(sheet, {})[(row, col)] = (step + k * step_plus, term)
     problems: list[str] = []
     seen = 0
     for sheet, found in cells.items():

@@ -217,10 +217,14 @@ def test_summary_flags_each_term_against_its_tolerance(small):
 def test_checks_fold_runs_down_a_column():
     checks = {(10, 3): (1, "a.z", 0), (11, 3): (2, "a.z", 0), (12, 3): (3, "a.z", 0), (13, 3): (5, "a.z", 0)}
     checks[(10, 4)] = (1, "a.z", 1)
+    checks.update({(20 + k, 5): (4, "a.W", 1 + 3 * k) for k in range(4)})  # a column of a 4×3 W
+    checks[(24, 5)] = (4, "a.W", 2)  # the stride breaks: a run of its own
     assert check_runs(checks) == [
-        (3, 10, 12, 1, "a.z", 0),
-        (3, 13, 13, 5, "a.z", 0),
-        (4, 10, 10, 1, "a.z", 1),
+        (3, 10, 12, 1, "a.z", 0, 1, 0),
+        (3, 13, 13, 5, "a.z", 0, 0, 0),
+        (4, 10, 10, 1, "a.z", 1, 0, 0),
+        (5, 20, 23, 4, "a.W", 1, 0, 3),
+        (5, 24, 24, 4, "a.W", 2, 0, 0),
     ]
 
 

@@ -203,8 +203,8 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
         "Checks",
         f"Hidden: what each of the {facts.checks:,} live formula cells computes, so scripts/recalc.py can "
         "compare a recomputed workbook with the hand side's numbers on the Trace. One row per run of cells "
-        "down a column: rows 'first row'..'last row' compute element 'index' (flat, C order) of 'term' at "
-        "steps 'step', 'step'+1, ...",
+        "down a column: row 'first row' + k computes element 'index' + k·'index +' (flat, C order) of 'term' "
+        "at step 'step' + k·'step +' (k = 0 .. 'last row' − 'first row').",
     )
     row += 1
 

@@ -10,9 +10,12 @@ Sheet order: Summary, Walkthrough(s), Training, Trace (Trace 2, ...), Parameters
 the hidden Chart data and Checks.
 
 The Checks sheet tells ``scripts/recalc.py`` what each live formula cell computes. One row covers a
-run of cells down one column: rows ``first row``..``last row`` of ``column`` on ``sheet`` compute
-element ``index`` (flat, C order) of ``term`` at steps ``step``, ``step + 1``, ... (one per row).
-The hand side's numbers are on the Trace, (step, term) rows in C order.
+run of cells down one column: row ``first row + k`` (``k`` = 0 .. ``last row - first row``) of
+``column`` on ``sheet`` computes element ``index + k·(index +)`` (flat, C order) of ``term`` at step
+``step + k·(step +)``: the same element at successive steps (step + = 1, index + = 0) or a column of
+a matrix at one step (step + = 0, index + = its row stride), so a Walkthrough of 100,000 live cells
+needs a few thousand Checks rows. The hand side's numbers are on the Trace, (step, term) rows in C
+order.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from handgrad.workbook.xlsx import (
 
 CHART_POINTS = 2000  # the charts draw at most this many steps (every k-th step beyond)
 CHECKS_TITLE = "Checks"
-CHECK_COLUMNS = ("sheet", "column", "first row", "last row", "step", "term", "index")
+CHECK_COLUMNS = ("sheet", "column", "first row", "last row", "step", "term", "index", "step +", "index +")
 # the live-formula sheets: (module, "why not" function, walkthrough builder, with a Training sheet)
 LIVE_SHEETS = (
     ("walkthrough", "unsupported_reason", "walkthrough_grids", True),
@@ -163,23 +166,22 @@ def parse_walkthrough(text: str) -> list[int]:
 
 def check_runs(
     checks: Mapping[tuple[int, int], tuple[int, str, int]],
-) -> list[tuple[int, int, int, int, str, int]]:
+) -> list[tuple[int, int, int, int, str, int, int, int]]:
     """Fold ``grid.checks`` into runs down a column: (col, first row, last row, first step, term,
-    index), where each next row computes the same element at the next step."""
+    first index, step +, index +), where each next row computes the element ``index +`` further on
+    at the step ``step +`` later (a run's second row fixes both strides)."""
     runs: list[list[Any]] = []
     last: list[Any] | None = None
     for (row, col), (step, term, index) in sorted(checks.items(), key=lambda item: (item[0][1], item[0][0])):
-        if (
-            last is not None
-            and last[0] == col
-            and last[2] + 1 == row
-            and last[4] == term
-            and last[5] == index
-            and last[3] + (row - last[1]) == step
-        ):
-            last[2] = row
-            continue
-        last = [col, row, row, step, term, index]
+        if last is not None and last[0] == col and last[2] + 1 == row and last[4] == term:
+            k = row - last[1]
+            if last[2] == last[1]:  # a single cell so far: this row sets the strides
+                last[2], last[6], last[7] = row, step - last[3], index - last[5]
+                continue
+            if (step, index) == (last[3] + k * last[6], last[5] + k * last[7]):
+                last[2] = row
+                continue
+        last = [col, row, row, step, term, index, 0, 0]
         runs.append(last)
     return [tuple(run) for run in runs]  # type: ignore[misc]
 
@@ -449,12 +451,14 @@ class WorkbookWriter:
 
     def _checks_grid(self, grids: list[Grid]) -> Grid:
         grid = Grid(CHECKS_TITLE, hidden=True, freeze="A2")
-        grid.widths.update({1: 16, 2: 8, 3: 9, 4: 9, 5: 7, 6: 20, 7: 7})
+        grid.widths.update({1: 16, 2: 8, 3: 9, 4: 9, 5: 7, 6: 20, 7: 7, 8: 7, 9: 7})
         for col, name in enumerate(CHECK_COLUMNS, start=1):
             grid.set(1, col, name, "header")
         row = 1
         for source in grids:
-            for col, first, last, step, term, index in check_runs(getattr(source, "checks", {})):
+            for col, first, last, step, term, index, step_plus, index_plus in check_runs(
+                getattr(source, "checks", {})
+            ):
                 row += 1
                 grid.text(row, 1, source.title)
                 grid.text(row, 2, column_letter(col))
@@ -463,6 +467,8 @@ class WorkbookWriter:
                 grid.set(row, 5, step)
                 grid.text(row, 6, term)
                 grid.set(row, 7, index)
+                grid.set(row, 8, step_plus)
+                grid.set(row, 9, index_plus)
         return grid
 
     def _chart_grid(self) -> tuple[Grid, int]:
