@@ -299,3 +299,21 @@ def test_handgrad_check_runs_a_batchnorm_factory(tmp_path: Path, capsys) -> None
     notices = [line for line in lines if line.startswith("bn_model: workbook: No live Walkthrough")]
     assert len(notices) == 1 and "bn1 is BatchNorm" in notices[0]  # the Trace holds its terms
     assert workbook.stat().st_size > 0
+
+
+def test_a_conv_bias_before_batchnorm2d_agrees_under_plain_sgd() -> None:
+    """The Conv2d form of the same cancellation: ∂L/∂b sums over rows and pixels, 0 in exact
+    arithmetic; compared (not skipped) at its summands' size over 20 steps."""
+    torch.manual_seed(17)
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Tanh(), nn.Flatten(), nn.Linear(2 * 3 * 3, 1)
+    )
+    rng = np.random.default_rng(17)
+    x, y = rng.normal(size=(6, 1, 5, 5)), rng.normal(size=(6, 1))
+    report = check_model(
+        _distinct_affine(model, 17), x, y, optimizer="sgd", lr=0.1, steps=20, mode="minibatch", batch_size=3
+    )
+    assert report.ok, report.verdict()
+    bias = [name for name in report.terms if name.endswith("dL_db") and name.startswith("conv")]
+    assert bias, sorted(report.terms)
+    assert report.terms[bias[0]].max_abs < 1e-14 and report.terms[bias[0]].scale > 1e-3
