@@ -34,7 +34,11 @@ MODEL = Makemore(hidden=6, batch_size=5)
 
 @pytest.fixture(scope="module")
 def run() -> tuple[object, dict[int, tuple[StepTrace, StepTrace]]]:
-    experiment = makemore_experiment(MODEL, Optimizer("sgd", 0.1), steps=3, seed=3)
+    return run_capturing(makemore_experiment(MODEL, Optimizer("sgd", 0.1), steps=3, seed=3))
+
+
+def run_capturing(experiment: object) -> tuple[object, dict[int, tuple[StepTrace, StepTrace]]]:
+    """Run the experiment through the harness, keeping every step's (hand, torch) traces."""
     captured: dict[int, tuple[StepTrace, StepTrace]] = {}
     report = harness.run(
         experiment, observers=[lambda k, hand, twin, checks: captured.update({k: (hand, twin)})]
@@ -43,7 +47,7 @@ def run() -> tuple[object, dict[int, tuple[StepTrace, StepTrace]]]:
     return experiment, captured
 
 
-def _block_top(grid: Grid, title_start: str) -> int:
+def block_top(grid: Grid, title_start: str) -> int:
     """The first data row of the block whose title (column A) starts with ``title_start``."""
     row = next(
         r for (r, c), cell in sorted(grid.cells.items()) if c == 1 and str(cell.value).startswith(title_start)
@@ -99,7 +103,7 @@ def copy_with_edits(grid: Grid) -> Grid:
     """Step 2's sheet with hprebn[2, 1] and γ[1] replaced (the formulas untouched)."""
     edited = Grid("BatchNorm edited", dict(grid.cells), dict(grid.widths), dict(grid.defined_names))
     edited.checks = dict(grid.checks)
-    x_top, gamma_top = _block_top(grid, "hprebn"), _block_top(grid, "γ before")
+    x_top, gamma_top = block_top(grid, "hprebn"), block_top(grid, "γ before")
     edited.set(x_top + EDIT_ROW, 2 + EDIT_UNIT, HPREBN_EDIT, "input")
     edited.set(gamma_top, 2 + EDIT_UNIT, GAMMA_EDIT, "input")
     return edited
@@ -140,7 +144,7 @@ def assert_edited(values, grid: Grid, experiment, captured) -> None:
         seen.add(term)
     assert len(seen) == 6
     # the edit moved the checked cells of the edited unit away from the traced run
-    hpreact_top = _block_top(grid, "hpreact")
+    hpreact_top = block_top(grid, "hpreact")
     moved = values[(hpreact_top + EDIT_ROW, 2 + EDIT_UNIT)]
     assert abs(moved - float(hand.value("bn.hpreact")[EDIT_ROW, EDIT_UNIT])) > 1e-3
 

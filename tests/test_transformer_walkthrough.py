@@ -14,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_makemore_walkthrough import assert_cached_values_recompute
+from test_makemore_walkthrough import assert_cached_values_recompute, block_top, run_capturing
 from test_walkthrough import TOLERANCE, assert_checks, read_values, recalc, write_grids
 
-from handgrad import harness
 from handgrad.contract.spec import Optimizer, SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import Transformer
@@ -38,21 +37,9 @@ TERMS = {"block1.h1", "block1.attn.weights", "block1.a", "block1.dL_dh1", "emb.d
 
 @pytest.fixture(scope="module")
 def run() -> tuple[object, dict[int, tuple[StepTrace, StepTrace]]]:
-    experiment = transformer_experiment(MODEL, Optimizer("adamw", 0.05), steps=3, seed=5, batch_size=3)
-    captured: dict[int, tuple[StepTrace, StepTrace]] = {}
-    report = harness.run(
-        experiment, observers=[lambda k, hand, twin, checks: captured.update({k: (hand, twin)})]
+    return run_capturing(
+        transformer_experiment(MODEL, Optimizer("adamw", 0.05), steps=3, seed=5, batch_size=3)
     )
-    assert report.ok, report.verdict()
-    return experiment, captured
-
-
-def _block_top(grid: Grid, title_start: str) -> int:
-    """The first data row of the block whose title (column A) starts with ``title_start``."""
-    row = next(
-        r for (r, c), cell in sorted(grid.cells.items()) if c == 1 and str(cell.value).startswith(title_start)
-    )
-    return row + 2
 
 
 @pytest.mark.libreoffice
@@ -100,8 +87,8 @@ def copy_with_edits(grid: Grid) -> Grid:
     """Step 2's sheet with x[t=2, e=3] and W_out[1, 4] replaced (the formulas untouched)."""
     edited = Grid("Attention edited", dict(grid.cells), dict(grid.widths), dict(grid.defined_names))
     edited.checks = dict(grid.checks)
-    edited.set(_block_top(grid, "x (sequence 1") + 2, 2 + 3, X_EDIT, "input")
-    edited.set(_block_top(grid, "W_out") + 1, 2 + 4, WOUT_EDIT, "input")
+    edited.set(block_top(grid, "x (sequence 1") + 2, 2 + 3, X_EDIT, "input")
+    edited.set(block_top(grid, "W_out") + 1, 2 + 4, WOUT_EDIT, "input")
     return edited
 
 
@@ -135,7 +122,7 @@ def assert_edited(values, grid: Grid, captured) -> None:
         expected = float(np.ravel(fresh[term])[index])
         got = values[(row, col)]
         assert abs(got - expected) <= TOLERANCE * max(abs(expected), 1.0), (term, index, got, expected)
-    a_top = _block_top(grid, "a = MHA")
+    a_top = block_top(grid, "a = MHA")
     moved = values[(a_top + 1, 2 + 1)]
     assert abs(moved - float(np.asarray(hand.value("block1.a"))[0, 1, 1])) > 1e-3
 

@@ -188,7 +188,7 @@ LAYER_OPS[UserLayer] = _ops(UserLayer, forward=_user_forward, backward=_user_bac
 
 def _torch_names(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     names = {"gamma": "weight", "beta": "bias"}
-    return {names.get(short, short): value for short, value in params.items() if short != "mask"}
+    return {names.get(short, short): value for short, value in params.items()}
 
 
 def _hand_names(grads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -17,18 +17,12 @@ from typing import Any
 Patch = tuple[Any, str, Any]  # (module or dict, attribute or key, replacement)
 
 
-@dataclass(frozen=True)
-class Mutant:
-    """One planted bug: what it swaps, the run that must catch it, and where it must first show."""
+class _Planting:
+    """What every planted bug does with its ``patches`` (``id`` names it when a broken copy has no
+    docstring)."""
 
     id: str
-    family: str
     patches: tuple[Patch, ...]
-    scenario: str
-    argv: tuple[str, ...]
-    expected_term: str
-    expected_step: int = 1
-    build: Callable[[], Any] | None = field(default=None, compare=False)  # a custom experiment
 
     @property
     def bug(self) -> str:
@@ -55,6 +49,20 @@ class Mutant:
                 else:
                     setattr(target, name, original)
 
+
+@dataclass(frozen=True)
+class Mutant(_Planting):
+    """One planted bug: what it swaps, the run that must catch it, and where it must first show."""
+
+    id: str
+    family: str
+    patches: tuple[Patch, ...]
+    scenario: str
+    argv: tuple[str, ...]
+    expected_term: str
+    expected_step: int = 1
+    build: Callable[[], Any] | None = field(default=None, compare=False)  # a custom experiment
+
     def experiment(self) -> Any:
         if self.build is not None:
             return self.build()
@@ -66,7 +74,7 @@ class Mutant:
 
 
 @dataclass(frozen=True)
-class LayerMutant:
+class LayerMutant(_Planting):
     """One planted bug: what it swaps, the layer case that must catch it, and its first term."""
 
     id: str
@@ -75,24 +83,6 @@ class LayerMutant:
     case: str
     expected_term: str
     expected_step: int = 1
-
-    @property
-    def bug(self) -> str:
-        doc = (self.patches[0][2].__doc__ or "").strip()
-        return doc.splitlines()[0] if doc else self.id
-
-    @contextlib.contextmanager
-    def planted(self) -> Iterator[None]:
-        """Swap the broken copies in for the length of the block, then put the shipped code back."""
-        saved = []
-        try:
-            for target, name, replacement in self.patches:
-                saved.append((target, name, getattr(target, name)))
-                setattr(target, name, replacement)
-            yield
-        finally:
-            for target, name, original in reversed(saved):
-                setattr(target, name, original)
 
 
 # the arguments of the small runs the harness mutants use

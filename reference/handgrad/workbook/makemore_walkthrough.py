@@ -24,19 +24,18 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from handgrad.contract.makemore import Makemore
-from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.slice_blocks import (
     before,
     checked,
-    default_steps,
     float64_reason,
     helper,
     labels,
     scalar_input,
     section,
+    sliced_grids,
     start_sheet,
 )
 
@@ -61,11 +60,7 @@ def makemore_walkthrough_grids(
     steps: Iterable[int] | None = None,
 ) -> list[Grid]:
     """One Grid per walkthrough step; ``captured[k]`` is (hand trace, torch trace) of step k."""
-    reason = makemore_unsupported_reason(experiment)
-    if reason is not None:
-        raise SpecError("workbook", reason)
-    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
-    return [makemore_walkthrough_grid(experiment, step, captured) for step in chosen]
+    return sliced_grids(experiment, captured, steps, makemore_unsupported_reason, makemore_walkthrough_grid)
 
 
 def makemore_walkthrough_grid(

@@ -8,7 +8,7 @@ of the walkthrough step and the one before it), never from a re-run of hand/.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -17,7 +17,7 @@ from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid
-from handgrad.workbook.walkthrough import LEFT, LEGEND, LEGEND_TEXT, Block, _Sheet
+from handgrad.workbook.walkthrough import LEFT, LEGEND, LEGEND_TEXT, Block, _Sheet, default_steps
 
 Captured = Mapping[int, tuple[StepTrace, StepTrace]]
 Cells = Callable[[int, int], str]
@@ -121,9 +121,21 @@ def before(
     return np.asarray(captured[step - 1][0].value(name), dtype=float)
 
 
-def default_steps(captured: Mapping[int, object]) -> list[int]:
-    """Step 1, and every captured k whose k − 1 is captured too."""
-    return [k for k in sorted(captured) if k == 1 or k - 1 in captured]
+def sliced_grids(
+    experiment: Experiment,
+    captured: Mapping[int, tuple[StepTrace, StepTrace]],
+    steps: Iterable[int] | None,
+    reason: Callable[[Experiment], str | None],
+    grid: Callable[[Experiment, int, Mapping[int, tuple[StepTrace, StepTrace]]], Grid],
+) -> list[Grid]:
+    """One Grid per walkthrough step (``steps``, else the dense Walkthrough's default steps of
+    ``captured``), each ``grid(experiment, step, captured)``; ``reason(experiment)``, when it is
+    not None, refuses the run as a SpecError."""
+    why = reason(experiment)
+    if why is not None:
+        raise SpecError("workbook", why)
+    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
+    return [grid(experiment, step, captured) for step in chosen]
 
 
 def labels(prefix: str, count: int, start: int = 0) -> list[str]:

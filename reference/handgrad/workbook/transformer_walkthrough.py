@@ -30,7 +30,6 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import Transformer
 from handgrad.harness import Experiment
@@ -38,12 +37,12 @@ from handgrad.workbook.grid import Grid
 from handgrad.workbook.slice_blocks import (
     before,
     checked,
-    default_steps,
     float64_reason,
     helper,
     labels,
     scalar_input,
     section,
+    sliced_grids,
     start_sheet,
 )
 from handgrad.workbook.walkthrough import Block, _Sheet
@@ -75,11 +74,9 @@ def transformer_walkthrough_grids(
     steps: Iterable[int] | None = None,
 ) -> list[Grid]:
     """One Grid per walkthrough step; ``captured[k]`` is (hand trace, torch trace) of step k."""
-    reason = transformer_unsupported_reason(experiment)
-    if reason is not None:
-        raise SpecError("workbook", reason)
-    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
-    return [transformer_walkthrough_grid(experiment, step, captured) for step in chosen]
+    return sliced_grids(
+        experiment, captured, steps, transformer_unsupported_reason, transformer_walkthrough_grid
+    )
 
 
 def _row(block: Block, i: int, first: int = 0, count: int | None = None) -> str:
