@@ -219,7 +219,9 @@ def compare_xor() -> Row:
 def conv_step() -> Row:
     """A network of the conv alone (Conv2d(3, 16, 3, padding=1) → Flatten, mse, plain SGD, the
     whole batch every step): ``HandNetwork.step`` / ``TwinNetwork.step``, every term emitted."""
-    from handgrad.contract.spec import Conv2d, Data, Flatten, Loss, Network, Optimizer, Schedule
+    from handgrad.contract.conv_layers import Conv2d, Flatten
+    from handgrad.contract.spec import Data, Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.stack import stack_experiment
 
     timing = {"warmup": 3, "per_block": 10, "blocks": 7}
@@ -240,7 +242,8 @@ def lstm_step() -> Row:
     ``HandRecurrent.step`` / ``TwinRecurrent.step``, every term emitted (the twin's step includes
     its torch-ops reference for the gate terms and the check against the fused ``nn.LSTM``)."""
     from handgrad.contract.recurrent import RecurrentModel, SequenceData
-    from handgrad.contract.spec import Loss, Optimizer, Schedule
+    from handgrad.contract.spec import Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.recurrent import recurrent_experiment
 
     timing = {"warmup": 2, "per_block": 5, "blocks": 5}
@@ -350,7 +353,9 @@ def mlp_lockstep() -> Row:
 
 @benchmark("conv_lockstep", "lock-step run per step / plain torch step, Conv2d 3→16 3×3 on 8×3×32×32")
 def conv_lockstep() -> Row:
-    from handgrad.contract.spec import Conv2d, Data, Flatten, Loss, Network, Optimizer, Schedule
+    from handgrad.contract.conv_layers import Conv2d, Flatten
+    from handgrad.contract.spec import Data, Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.stack import stack_experiment
 
     rng = np.random.default_rng(0)
@@ -369,7 +374,8 @@ def lstm_lockstep() -> Row:
     import torch
 
     from handgrad.contract.recurrent import RecurrentModel, SequenceData
-    from handgrad.contract.spec import Loss, Optimizer, Schedule
+    from handgrad.contract.spec import Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.recurrent import recurrent_experiment
 
     rng = np.random.default_rng(0)

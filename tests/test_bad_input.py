@@ -16,7 +16,7 @@ from openpyxl import Workbook
 
 from handgrad import inputs
 from handgrad.cli import main
-from handgrad.contract import spec
+from handgrad.contract import spec, training
 from handgrad.contract.spec import SpecError
 
 GOOD_WEIGHTS = {
@@ -255,23 +255,25 @@ API_CATALOG = [
     ("mlp zero size", api(lambda: spec.Network.mlp([2, 0, 1])), "sizes"),
     ("mlp unknown activation", api(lambda: spec.Network.mlp([2, 3, 1], activation="swish")), "activation"),
     ("Network no layers", api(lambda: spec.Network(())), "layers"),
-    ("Loss unknown kind", api(lambda: spec.Loss("hinge")), "loss"),
-    ("Loss bad reduction", api(lambda: spec.Loss("mse", reduction="avg")), "reduction"),
-    ("Loss half not a bool", api(lambda: spec.Loss("mse", half=1)), "half"),
-    ("Loss option of another kind", api(lambda: spec.Loss("mse", beta=0.5)), "beta"),
-    ("Loss label smoothing above 1", api(lambda: spec.Loss("cross_entropy", label_smoothing=2.0)),
+    ("Loss unknown kind", api(lambda: training.Loss("hinge")), "loss"),
+    ("Loss bad reduction", api(lambda: training.Loss("mse", reduction="avg")), "reduction"),
+    ("Loss half not a bool", api(lambda: training.Loss("mse", half=1)), "half"),
+    ("Loss option of another kind", api(lambda: training.Loss("mse", beta=0.5)), "beta"),
+    ("Loss label smoothing above 1", api(lambda: training.Loss("cross_entropy", label_smoothing=2.0)),
      "label_smoothing"),
     ("Schedule batch size zero", api(lambda: spec.Schedule("online", batch_size=0)), "batch_size"),
     ("Schedule unknown mode", api(lambda: spec.Schedule("stochastic")), "mode"),
     ("Schedule negative seed", api(lambda: spec.Schedule(seed=-1)), "seed"),
-    ("Optimizer unknown kind", api(lambda: spec.Optimizer("lbfgs")), "optimizer"),
-    ("Optimizer lr inf", api(lambda: spec.Optimizer("sgd", lr=float("inf"))), "lr"),
-    ("Optimizer foreign option", api(lambda: spec.Optimizer("adam", options={"momentum": 0.9})), "momentum"),
+    ("Optimizer unknown kind", api(lambda: training.Optimizer("lbfgs")), "optimizer"),
+    ("Optimizer lr inf", api(lambda: training.Optimizer("sgd", lr=float("inf"))), "lr"),
+    ("Optimizer foreign option",
+     api(lambda: training.Optimizer("adam", options={"momentum": 0.9})), "momentum"),
     ("Optimizer nesterov with dampening",
-     api(lambda: spec.Optimizer("sgd", options={"momentum": 0.9, "dampening": 0.5, "nesterov": True})),
+     api(lambda: training.Optimizer("sgd", options={"momentum": 0.9, "dampening": 0.5, "nesterov": True})),
      "dampening"),
-    ("Optimizer betas not a pair", api(lambda: spec.Optimizer("adam", options={"betas": (0.9,)})), "betas"),
-    ("Clip neither norm nor value", api(lambda: spec.Clip()), "clip_norm"),
+    ("Optimizer betas not a pair",
+     api(lambda: training.Optimizer("adam", options={"betas": (0.9,)})), "betas"),
+    ("Clip neither norm nor value", api(lambda: training.Clip()), "clip_norm"),
     ("Data NaN in x", api(lambda: spec.Data(np.array([[np.nan]]), np.array([[0.0]]))), "data.x"),
     ("Data inf in y", api(lambda: spec.Data(np.array([[0.0]]), np.array([[-np.inf]]))), "data.y"),
     ("Data 1-D y", api(lambda: spec.Data(np.zeros((2, 1)), np.zeros(2))), "data.y"),

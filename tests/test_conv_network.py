@@ -15,22 +15,9 @@ import torch.nn.functional as F
 
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
-from handgrad.contract.spec import (
-    Activation,
-    AvgPool2d,
-    Conv2d,
-    Data,
-    Dense,
-    Dropout,
-    Flatten,
-    LocalResponseNorm,
-    Loss,
-    MaxPool2d,
-    Network,
-    Optimizer,
-    Schedule,
-    SpecError,
-)
+from handgrad.contract.conv_layers import AvgPool2d, Conv2d, Dropout, Flatten, LocalResponseNorm, MaxPool2d
+from handgrad.contract.spec import Activation, Data, Dense, Network, Schedule, SpecError
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import conv
 from handgrad.mutants.conv import (
     conv_backward_without_flip,

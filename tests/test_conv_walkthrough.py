@@ -21,20 +21,10 @@ import openpyxl
 import pytest
 
 from handgrad import harness
-from handgrad.contract.spec import (
-    Activation,
-    Conv2d,
-    Data,
-    Dense,
-    Flatten,
-    Loss,
-    MaxPool2d,
-    Network,
-    Optimizer,
-    Schedule,
-    SpecError,
-)
+from handgrad.contract.conv_layers import Conv2d, Flatten, MaxPool2d
+from handgrad.contract.spec import Activation, Data, Dense, Network, Schedule, SpecError
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import activations, conv
 from handgrad.harness import Experiment
 from handgrad.scenarios.conv import bars

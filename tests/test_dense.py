@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from handgrad import harness
-from handgrad.contract.spec import ACTIVATIONS, Data, Loss, Network, Optimizer, Schedule
+from handgrad.contract.spec import ACTIVATIONS, Data, Network, Schedule
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import activations
 from handgrad.hand.network import init_params
 from handgrad.mutants.stack import derivative_sigmoid_from_z

@@ -9,7 +9,8 @@ from openpyxl.utils import get_column_letter
 
 from handgrad import harness
 from handgrad.cli import main, scenario_parser
-from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
+from handgrad.contract.spec import Data, Network, Schedule
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import diagnostics
 from handgrad.hand.network import init_params
 from handgrad.scenarios import SCENARIOS

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_walkthrough import Case, assert_checks, dense_case, read_values, recalc, write_grids
 
-from handgrad.contract.spec import Clip
+from handgrad.contract.training import Clip
 from handgrad.workbook.training import training_grid
 from handgrad.workbook.walkthrough import walkthrough_grids
 

@@ -95,7 +95,8 @@ SCRIPT = textwrap.dedent(
     from handgrad.gradcheck import gradcheck_side
     from handgrad.hand.network import HandNetwork, init_params
     from handgrad.mutants import MUTANTS
-    from handgrad.contract.spec import Loss, Network, Optimizer, Schedule
+    from handgrad.contract.spec import Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer
 
     x = np.array([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     y = np.array([[0.0], [1.0], [1.0], [0.0]])

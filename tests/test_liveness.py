@@ -20,8 +20,8 @@ import pytest
 import test_walkthrough as tw
 
 from handgrad.cli import scenario_parser
-from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.hand.network import HandNetwork
 from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.grid import Grid

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from handgrad import cli, harness
-from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule, SpecError
+from handgrad.contract.spec import Data, Network, Schedule, SpecError
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import losses
 from handgrad.hand.network import HandNetwork, init_params
 from handgrad.harness import Experiment, compare_values, tolerance_for
@@ -329,7 +330,7 @@ def test_loss_in_training_every_term(name: str, network: Network, loss: Loss, y:
 def test_every_row_ignored_gives_nan_as_torch() -> None:
     """A mean over zero kept rows: torch's cross-entropy is 0/0 = NaN, its gradient exactly 0 (the
     ignored rows' gradient is zeroed); the hand side says the same, never a ZeroDivisionError."""
-    from handgrad.contract.spec import Loss
+    from handgrad.contract.training import Loss
     from handgrad.hand import losses as hand_losses
 
     logits = np.array([[0.3, -1.2, 0.5], [1.0, 0.2, -0.4]])

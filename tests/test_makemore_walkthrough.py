@@ -18,8 +18,9 @@ from test_walkthrough import TOLERANCE, assert_checks, read_values, recalc, writ
 
 from handgrad import harness
 from handgrad.contract.makemore import Makemore
-from handgrad.contract.spec import Optimizer, SpecError
+from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.hand import normalization
 from handgrad.scenarios.makemore import makemore_experiment
 from handgrad.workbook.grid import Grid

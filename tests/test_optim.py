@@ -14,7 +14,8 @@ import pytest
 
 from handgrad import cli, harness
 from handgrad.contract.names import state_keys
-from handgrad.contract.spec import Clip, Data, Loss, LRSchedule, Network, Optimizer, Schedule, SpecError
+from handgrad.contract.spec import Data, Network, Schedule, SpecError
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 from handgrad.hand import optim
 from handgrad.harness import compare_values, tolerance_for
 from handgrad.scenarios.dense import XOR_X, XOR_Y

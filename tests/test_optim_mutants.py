@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 
 from handgrad import harness
-from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
+from handgrad.contract.spec import Data, Network, Schedule
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import losses, optim
 from handgrad.mutants.optimizers import adam_rule, sgd_rule
 from handgrad.mutants.stack import loss_backward_mse_without_half, loss_forward_mse_without_half

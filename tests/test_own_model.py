@@ -14,7 +14,8 @@ from torch import nn
 
 from handgrad import check_model, harness
 from handgrad.cli import main, scenario_parser
-from handgrad.contract.spec import OPTIMIZERS, SpecError
+from handgrad.contract.spec import SpecError
+from handgrad.contract.training import OPTIMIZERS
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.own_model import build_experiment
 from handgrad.testing import assert_model_matches_torch

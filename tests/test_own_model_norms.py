@@ -20,7 +20,8 @@ from torch import nn
 
 from handgrad import check_model, harness
 from handgrad.cli import main
-from handgrad.contract.spec import OPTIMIZERS, SpecError
+from handgrad.contract.spec import SpecError
+from handgrad.contract.training import OPTIMIZERS
 from handgrad.scenarios.own_model import build_experiment
 
 LR = {"sgd": 0.1, "adam": 0.01, "adamw": 0.01, "rmsprop": 0.01, "adagrad": 0.1}

@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from handgrad import harness
 from handgrad.cli import scenario_parser
-from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
+from handgrad.contract.spec import Data, Network, Schedule
 from handgrad.contract.tolerance import tolerance_for
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import conv
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.stack import stack_experiment

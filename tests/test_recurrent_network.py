@@ -22,8 +22,9 @@ import pytest
 from handgrad import cli, harness
 from handgrad.contract import names
 from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_table
-from handgrad.contract.spec import Clip, Loss, LRSchedule, Optimizer, Schedule
+from handgrad.contract.spec import Schedule
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 from handgrad.hand import recurrent as hr
 from handgrad.mutants.recurrent import gru_step_paper_reset, lstm_back_no_carry, lstm_bias_i_f_swapped
 from handgrad.scenarios.recurrent import recurrent_experiment

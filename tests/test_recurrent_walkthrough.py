@@ -19,8 +19,9 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from handgrad import harness
 from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_table
-from handgrad.contract.spec import Clip, Loss, Optimizer, Schedule, SpecError
+from handgrad.contract.spec import Schedule, SpecError
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Clip, Loss, Optimizer
 from handgrad.scenarios.recurrent import recurrent_experiment
 from handgrad.workbook import recurrent_walkthrough as rw
 from handgrad.workbook.grid import Grid

@@ -22,20 +22,11 @@ import torch
 from handgrad import mutants
 from handgrad.cli import scenario_parser
 from handgrad.contract import layers
+from handgrad.contract.conv_layers import AvgPool2d, Conv2d, Dropout, Flatten, LocalResponseNorm, MaxPool2d
 from handgrad.contract.layers import LAYER_KINDS, USER_BROUGHT, LayerKind
 from handgrad.contract.names import CELLS, gate_grad_names
 from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.spec import (
-    Activation,
-    AvgPool2d,
-    Conv2d,
-    Dense,
-    Dropout,
-    Flatten,
-    LocalResponseNorm,
-    MaxPool2d,
-    Stage,
-)  # fmt: skip
+from handgrad.contract.spec import Activation, Dense, Stage  # fmt: skip
 from handgrad.contract.stack import LAYER_SHAPES, StageTerms
 from handgrad.hand.network import LAYER_OPS
 from handgrad.scenarios import SCENARIOS

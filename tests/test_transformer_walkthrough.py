@@ -17,8 +17,9 @@ import pytest
 from test_makemore_walkthrough import assert_cached_values_recompute, block_top, run_capturing
 from test_walkthrough import TOLERANCE, assert_checks, read_values, recalc, write_grids
 
-from handgrad.contract.spec import Optimizer, SpecError
+from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.contract.transformer import Transformer
 from handgrad.hand import attention
 from handgrad.hand import normalization as nm

@@ -31,19 +31,10 @@ import pytest
 import torch
 
 from handgrad import harness
-from handgrad.contract.spec import (
-    ACTIVATIONS,
-    Clip,
-    Data,
-    Loss,
-    LRSchedule,
-    Network,
-    Optimizer,
-    Schedule,
-    SpecError,
-)
+from handgrad.contract.spec import ACTIVATIONS, Data, Network, Schedule, SpecError
 from handgrad.contract.stack import param_table
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 from handgrad.harness import Experiment, Report
 from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook import formulas as fx

@@ -21,7 +21,8 @@ import numpy as np
 
 from handgrad.arguments import ArgumentParser
 from handgrad.atomic import check_outputs
-from handgrad.contract.spec import CLASS_LOSSES, SpecError
+from handgrad.contract.spec import SpecError
+from handgrad.contract.training import CLASS_LOSSES
 from handgrad.harness import Report
 from handgrad.scenarios.common import (
     add_training_arguments,

@@ -34,8 +34,8 @@ def check_model(
     (sequences, length, inputs) in that order whatever ``batch_first``);
     its current weights are the run's initial weights; it is never changed. ``inputs``,
     ``targets``: arrays (or tensors), one row per sample. Options (with their defaults): ``loss``
-    ``"mse"`` (a name or a :class:`~handgrad.contract.spec.Loss`), ``optimizer`` ``"sgd"`` (a name or an
-    :class:`~handgrad.contract.spec.Optimizer`), ``lr`` 0.5, ``optimizer_options`` (torch's names),
+    ``"mse"`` (a name or a :class:`~handgrad.contract.training.Loss`), ``optimizer`` ``"sgd"`` (a name or an
+    :class:`~handgrad.contract.training.Optimizer`), ``lr`` 0.5, ``optimizer_options`` (torch's names),
     ``steps`` 1000, ``mode`` ``"online"`` / ``"batch"`` / ``"minibatch"`` with ``batch_size``,
     ``seed`` 0 (the dropout masks), ``custom_layers`` ``{ModuleType: (forward, backward)}``,
     ``dtype`` ``"float64"``. ``xlsx`` / ``json``: write the workbook / the JSON report (atomically).

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from handgrad.contract.spec import (
-    ACTIVATIONS,
-    Loss,
-    SpecError,
-    require_choice,
-    require_float,
-    require_int,
-)
+from handgrad.contract.spec import ACTIVATIONS, SpecError, require_choice, require_float, require_int
+from handgrad.contract.training import Loss
 
 REGRESSION_LOSSES = ("mse", "l1", "smooth_l1", "huber")
 PARTS = ("trunk", "head1", "head2")

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from handgrad.contract.spec import Activation, Optimizer, Stage
+from handgrad.contract.spec import Activation, Stage
+from handgrad.contract.training import Optimizer
 
 SUB = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 SUP = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from handgrad.contract import names as naming
-from handgrad.contract.spec import ACTIVATIONS, Loss, SpecError, require_choice, require_int
+from handgrad.contract.spec import ACTIVATIONS, SpecError, require_choice, require_int
+from handgrad.contract.training import Loss
 
 HEADS = ("many-to-one", "many-to-many")
 # the command line's names for the cells -> handgrad.hand.recurrent's names (torch's modes)

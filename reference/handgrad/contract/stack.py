@@ -11,20 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.spec import (
-    Activation,
+from handgrad.contract.conv_layers import (
     AvgPool2d,
     Conv2d,
-    Dense,
     Dropout,
     Flatten,
     LocalResponseNorm,
     MaxPool2d,
-    Network,
-    Stage,
     UserLayer,
 )
+from handgrad.contract.normalization import BatchNorm, LayerNorm
+from handgrad.contract.spec import Activation, Dense, Network, Stage
 from handgrad.contract.trace import Reduction
 
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")

@@ -63,7 +63,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from handgrad.contract.spec import Loss
+from handgrad.contract.training import Loss
 
 BCE_LOG_FLOOR = -100.0
 # NOTE: torch's BCE backward clamps (1 − p)p at ``EPSILON = 1e-12`` written as a float32 constant,

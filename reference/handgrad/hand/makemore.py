@@ -49,8 +49,8 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad.contract.makemore import BUFFERS, Makemore, param_table
-from handgrad.contract.spec import Loss, Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import activations, dense, embedding, losses, normalization, optim
 
 CROSS_ENTROPY = Loss("cross_entropy")

@@ -48,10 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from handgrad.contract.multitask import Multitask, param_table
-from handgrad.contract.spec import (
-    Optimizer,
-)
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.hand import activations, dense, losses, optim
 
 

@@ -19,25 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.spec import (
-    Activation,
+from handgrad.contract.conv_layers import (
     AvgPool2d,
     Conv2d,
-    Dense,
     Dropout,
     Flatten,
     LocalResponseNorm,
-    Loss,
     MaxPool2d,
-    Network,
-    Optimizer,
-    SpecError,
-    Stage,
     UserLayer,
 )
+from handgrad.contract.normalization import BatchNorm, LayerNorm
+from handgrad.contract.spec import Activation, Dense, Network, SpecError, Stage
 from handgrad.contract.stack import LAYER_SHAPES, StageTerms, param_table, stage_terms
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import activations, conv, dense, diagnostics, losses, normalization, optim
 
 

@@ -64,8 +64,8 @@ from typing import Any
 import numpy as np
 
 from handgrad.contract.names import state_keys
-from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.hand import clip as clip_grad
 
 State = dict[str, Any]

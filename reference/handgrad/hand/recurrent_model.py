@@ -61,8 +61,8 @@ from handgrad.contract.recurrent import (
     param_table,
     recurrent_params,
 )
-from handgrad.contract.spec import Loss, Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import activations, dense, losses, optim, recurrent_sequence
 
 

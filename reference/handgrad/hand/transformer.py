@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from handgrad.contract.spec import Loss, Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.contract.transformer import BACKWARD_BLOCK, FORWARD_BLOCK, Transformer, param_table
 from handgrad.hand import attention, embedding, losses, optim
 from handgrad.hand import normalization as nm

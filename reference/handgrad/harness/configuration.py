@@ -25,20 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.conv_layers import AvgPool2d, Conv2d, Dropout, LocalResponseNorm, MaxPool2d
 from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.spec import (
-    Activation,
-    AvgPool2d,
-    Clip,
-    Conv2d,
-    Dense,
-    Dropout,
-    LocalResponseNorm,
-    Loss,
-    LRSchedule,
-    MaxPool2d,
-    Optimizer,
-)
+from handgrad.contract.spec import Activation, Dense
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 
 Configuration = dict[str, object]
 NOT_HELD = "(torch holds no such option)"

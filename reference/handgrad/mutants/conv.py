@@ -135,18 +135,9 @@ def flatten_forward_channels_last(x):  # noqa: ANN001, ANN201
 def pooled_stack() -> Any:
     """Conv2d(pad 1) → ReLU → AvgPool2d(2, pad 1, count_include_pad) → Flatten → Linear on 5×5
     images: the padding enters the average's divisor, and Flatten's order reaches the Linear."""
-    from handgrad.contract.spec import (
-        Activation,
-        AvgPool2d,
-        Conv2d,
-        Data,
-        Dense,
-        Flatten,
-        Loss,
-        Network,
-        Optimizer,
-        Schedule,
-    )  # fmt: skip
+    from handgrad.contract.conv_layers import AvgPool2d, Conv2d, Flatten
+    from handgrad.contract.spec import Activation, Data, Dense, Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer  # fmt: skip
     from handgrad.scenarios.stack import stack_experiment
 
     rng = np.random.default_rng(6)

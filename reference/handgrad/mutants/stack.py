@@ -126,7 +126,8 @@ def loss_backward_ce_without_softmax(spec, cache, upstream=None):  # noqa: ANN00
 
 def _relu_on_the_kink() -> Any:
     """A 2-3-2 ReLU net whose hidden pre-activations hit 0 exactly on some rows."""
-    from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
+    from handgrad.contract.spec import Data, Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.stack import stack_experiment
 
     x = np.array([[1.0, -1.0], [0.5, 0.25], [-2.0, 2.0], [0.75, -0.5]])
@@ -153,7 +154,8 @@ def _relu_on_the_kink() -> Any:
 
 def _huge_logits() -> Any:
     """A 2-3-3 net with logits of about ±1000 into cross-entropy."""
-    from handgrad.contract.spec import Data, Loss, Network, Optimizer, Schedule
+    from handgrad.contract.spec import Data, Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.stack import stack_experiment
 
     rng = np.random.default_rng(3)
@@ -183,7 +185,8 @@ def normed_stack(norm: str) -> Any:
     """A user-style stack with a norm layer (check_model's): Linear(bias=False) → BatchNorm1d or
     Linear → LayerNorm, tanh, Linear; distinct γ and β; minibatches of 4 from 8 rows."""
     from handgrad.contract.normalization import BatchNorm, LayerNorm
-    from handgrad.contract.spec import Activation, Data, Dense, Loss, Network, Optimizer, Schedule
+    from handgrad.contract.spec import Activation, Data, Dense, Network, Schedule
+    from handgrad.contract.training import Loss, Optimizer
     from handgrad.scenarios.stack import stack_experiment
 
     rng = np.random.default_rng(5)

@@ -9,23 +9,17 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from handgrad.arguments import DEFAULT_MAX_MEMORY_GIB, SIZE_LIMITS
-from handgrad.contract.spec import (
-    DTYPES,
+from handgrad.contract.spec import DTYPES, MODES, ORDERS, Schedule, SpecError, require_float, require_int
+from handgrad.contract.training import (
     LOSSES,
     LR_SCHEDULES,
-    MODES,
     OPTIMIZER_DEFAULTS,
     OPTIMIZERS,
-    ORDERS,
     REDUCTIONS,
     Clip,
     Loss,
     LRSchedule,
     Optimizer,
-    Schedule,
-    SpecError,
-    require_float,
-    require_int,
 )
 from handgrad.harness import Experiment
 

@@ -21,20 +21,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from handgrad.contract.spec import (
-    Activation,
-    Conv2d,
-    Data,
-    Dense,
-    Dropout,
-    Flatten,
-    LocalResponseNorm,
-    MaxPool2d,
-    Network,
-    SpecError,
-    require_float,
-    require_int,
-)
+from handgrad.contract.conv_layers import Conv2d, Dropout, Flatten, LocalResponseNorm, MaxPool2d
+from handgrad.contract.spec import Activation, Data, Dense, Network, SpecError, require_float, require_int
 from handgrad.contract.stack import param_table
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights

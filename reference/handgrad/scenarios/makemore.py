@@ -16,7 +16,8 @@ import argparse
 import numpy as np
 
 from handgrad.contract.makemore import DrawnBatches, Makemore, build_dataset, load_names, param_table
-from handgrad.contract.spec import Optimizer, Schedule, SpecError, require_int
+from handgrad.contract.spec import Schedule, SpecError, require_int
+from handgrad.contract.training import Optimizer
 from handgrad.hand.makemore import HandMakemore, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights

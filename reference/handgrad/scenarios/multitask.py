@@ -15,7 +15,8 @@ import argparse
 import numpy as np
 
 from handgrad.contract.multitask import Multitask, param_table
-from handgrad.contract.spec import ACTIVATIONS, Data, Optimizer, Schedule, SpecError, require_int
+from handgrad.contract.spec import ACTIVATIONS, Data, Schedule, SpecError, require_int
+from handgrad.contract.training import Optimizer
 from handgrad.hand.multitask import HandMultitask, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights

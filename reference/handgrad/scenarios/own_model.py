@@ -29,28 +29,21 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.contract.names import state_keys
-from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.recurrent import RecurrentModel, SequenceData
-from handgrad.contract.spec import (
-    Activation,
+from handgrad.contract.conv_layers import (
     AvgPool2d,
     Conv2d,
-    Data,
-    Dense,
     Dropout,
     Flatten,
     LocalResponseNorm,
-    Loss,
     MaxPool2d,
-    Network,
-    Optimizer,
-    Schedule,
-    SpecError,
     UserLayer,
-    require_int,
 )
+from handgrad.contract.names import state_keys
+from handgrad.contract.normalization import BatchNorm, LayerNorm
+from handgrad.contract.recurrent import RecurrentModel, SequenceData
+from handgrad.contract.spec import Activation, Data, Dense, Network, Schedule, SpecError, require_int
 from handgrad.contract.stack import cancelled_gradients
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.harness import Experiment
 from handgrad.scenarios.common import loss_config
 

@@ -25,15 +25,8 @@ from handgrad.contract.recurrent import (
     check_lengths,
     param_table,
 )
-from handgrad.contract.spec import (
-    ACTIVATIONS,
-    Loss,
-    Optimizer,
-    Schedule,
-    SpecError,
-    require_choice,
-    require_int,
-)
+from handgrad.contract.spec import ACTIVATIONS, Schedule, SpecError, require_choice, require_int
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand.recurrent_model import HandRecurrent, init_params
 from handgrad.harness import Experiment
 from handgrad.inputs import load_weights

@@ -17,7 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from handgrad.contract.spec import Activation, Data, Dropout, Loss, Network, Optimizer, Schedule, SpecError
+from handgrad.contract.conv_layers import Dropout
+from handgrad.contract.spec import Activation, Data, Network, Schedule, SpecError
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand.network import HandNetwork, init_params
 from handgrad.harness import Experiment
 

@@ -16,7 +16,8 @@ import argparse
 import numpy as np
 
 from handgrad.contract.makemore import DrawnBatches, load_names
-from handgrad.contract.spec import Optimizer, Schedule, SpecError, require_int
+from handgrad.contract.spec import Schedule, SpecError, require_int
+from handgrad.contract.training import Optimizer
 from handgrad.contract.transformer import Transformer, build_sequences, param_table
 from handgrad.hand.transformer import HandTransformer, init_params
 from handgrad.harness import Experiment

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from handgrad.contract.spec import Optimizer
+from handgrad.contract.training import Optimizer
 
 Configuration = dict[str, object]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from handgrad.contract.spec import Loss
+from handgrad.contract.training import Loss
 
 
 def build(
@@ -20,7 +20,7 @@ def build(
     device: torch.device | str = "cpu",
 ) -> torch.nn.Module:
     """The module for ``spec``; ``index_targets`` when ``y`` is a column of class ids
-    (:meth:`handgrad.contract.spec.Loss.target_form` says ``index``)."""
+    (:meth:`handgrad.contract.training.Loss.target_form` says ``index``)."""
     kind, reduction = spec.kind, spec.reduction
 
     def tensor(values: tuple[float, ...] | None) -> torch.Tensor | None:

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from handgrad.contract.makemore import BUFFERS, Makemore, param_table
-from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.twin import configuration, optim
 from handgrad.twin.device import tf32_of, threads_of, under_precision
 

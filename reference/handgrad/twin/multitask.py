@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from handgrad.contract.multitask import PARTS, Multitask, param_table
-from handgrad.contract.spec import Activation, Optimizer, Stage
+from handgrad.contract.spec import Activation, Stage
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.twin import configuration, losses, optim
 from handgrad.twin.device import tf32_of, threads_of, under_precision
 from handgrad.twin.network import _activation_module

@@ -15,24 +15,20 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.spec import (
-    Activation,
+from handgrad.contract.conv_layers import (
     AvgPool2d,
     Conv2d,
-    Dense,
     Dropout,
     Flatten,
     LocalResponseNorm,
-    Loss,
     MaxPool2d,
-    Network,
-    Optimizer,
-    Stage,
     UserLayer,
 )
+from handgrad.contract.normalization import BatchNorm, LayerNorm
+from handgrad.contract.spec import Activation, Dense, Network, Stage
 from handgrad.contract.stack import LAYER_SHAPES, param_table, shape_of, stage_terms
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.twin import configuration, diagnostics, losses, optim
 from handgrad.twin.device import tf32_of, threads_of, under_precision
 

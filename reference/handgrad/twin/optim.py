@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from handgrad.contract.names import state_keys
-from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.twin import eager
 
 

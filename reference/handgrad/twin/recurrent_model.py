@@ -37,9 +37,9 @@ from handgrad.contract.recurrent import (
     param_table,
     torch_names,
 )
-from handgrad.contract.spec import Loss, Optimizer
 from handgrad.contract.tolerance import tolerance_for
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.twin import configuration, losses, optim
 from handgrad.twin import recurrent as tw
 from handgrad.twin.device import tf32_of, threads_of, under_precision

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from handgrad.contract.spec import Optimizer
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Optimizer
 from handgrad.contract.transformer import BACKWARD_BLOCK, FORWARD_BLOCK, Transformer, param_table
 from handgrad.twin import configuration, optim
 from handgrad.twin.device import tf32_of, threads_of, under_precision

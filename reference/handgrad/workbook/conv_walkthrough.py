@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from handgrad.contract.spec import Activation, Conv2d, MaxPool2d, Network, SpecError, Stage
+from handgrad.contract.conv_layers import Conv2d, MaxPool2d
+from handgrad.contract.spec import Activation, Network, SpecError, Stage
 from handgrad.contract.stack import shape_of
 from handgrad.contract.trace import StepTrace
 from handgrad.hand.network import HandNetwork

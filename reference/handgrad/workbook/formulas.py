@@ -40,7 +40,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from handgrad.contract.spec import Clip, Loss, LRSchedule, Optimizer, SpecError
+from handgrad.contract.spec import SpecError
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 
 MAX_FORMULA_CHARS = 8192  # Excel's limit on the length of a formula's text
 BCE_LOG_FLOOR = -100  # nn.BCELoss clamps each log at −100

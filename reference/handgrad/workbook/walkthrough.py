@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import numpy as np
 from openpyxl.worksheet.formula import ArrayFormula
 
-from handgrad.contract.spec import Activation, Clip, Dense, Network, SpecError, Stage
+from handgrad.contract.spec import Activation, Dense, Network, SpecError, Stage
 from handgrad.contract.stack import param_table, sup
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Clip
 from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
