@@ -2,30 +2,15 @@ r"""Excel formula builders for the live sheets (Walkthrough, Training).
 
 Each builder takes cell references (``"C7"``, ``"$C$7"``, a range or a defined name such as
 ``W_1``) and returns the body of a formula without its leading ``=``; :func:`formula` adds the
-``=`` and enforces Excel's limit of 8,192 characters. The element-wise formulas are written in
-the operation order of the NumPy code they mirror (``handgrad.hand``), so a spreadsheet agrees with
-the hand side to the last bits or nearly so (sums and matrix products may add in another order):
-
-- activations (:func:`activation`) and their derivatives (:func:`times_derivative`), with torch's
-  choice at the kinks: relu′(0) = 0, leaky′(0) = s;
-- the sigmoid written so that a large negative z never asks for ``EXP`` of a large positive
-  number (no ``#NUM!``): ``IF(z>=0, 1/(1+EXP(-z)), EXP(z)/(1+EXP(z)))``;
-- losses (:func:`mse_loss`, :func:`bce_element`, :func:`bce_loss`) and their gradient
-  (:func:`loss_gradient`): the mean is over the N·out elements of ŷ, as ``nn.MSELoss``; binary
-  cross-entropy clamps each log at −100 and the gradient's denominator at 1e-12, as
-  ``nn.BCELoss``;
-- optimizer updates keyed by optimizer kind (:data:`UPDATE_RULES`, :func:`update_rule`): SGD
-  (momentum and dampening, Nesterov, weight decay, maximize), Adam and AdamW (amsgrad), RMSprop
-  (centered, momentum) and Adagrad (lr_decay, initial accumulator), each in the operation order
-  of the hand side's rule, their state read from the step before;
-- the learning rate in force under a schedule (:func:`scheduled_lr`: StepLR, ExponentialLR and
-  CosineAnnealingLR in torch's recursive form, each step's η from the step before's), and
-  gradient clipping (:func:`clip_norm`, :func:`clip_coefficient`, :func:`clipped`) between the
-  backward pass and the update.
-
-Only functions of the Excel 2007 era are used (``MMULT``, ``TRANSPOSE``, ``SUMXMY2``, ``INDEX``,
-``IF``, ``MAX``, ``MIN``, ``EXP``, ``LN``, ``TANH``, ``SUM``, ``ABS``,
-``SQRT``, ``MOD``, ``COS``, ``PI``).
+``=`` and enforces Excel's limit of 8,192 characters. The formulas follow the operation order of
+the NumPy code they mirror (``handgrad.hand``), so a sheet agrees with the hand side to the last
+bits or nearly so (sums and matrix products may add in another order): activations
+(:func:`activation`, :func:`times_derivative`; relu′(0) = 0, leaky′(0) = s, as torch; σ takes
+``EXP`` of −|z| only, so no z gives ``#NUM!``); optimizer updates by kind (:func:`update_rule`:
+SGD, Adam, AdamW, RMSprop, Adagrad with their options, state read from the step before); the lr
+in force under a schedule (:func:`scheduled_lr`) and gradient clipping (:func:`clip_norm`,
+:func:`clipped`). The losses are in :mod:`handgrad.workbook.loss_formulas`. Only functions of
+Excel 2007 are used (scripts/recalc.py checks it).
 
 NOTE: LibreOffice rounds a difference of two numbers that agree to about 15 digits to exactly 0
 (``rtl::math::approxSub``). Where NumPy keeps ~1e-16 the sheet shows 0; the absolute error stays
@@ -38,14 +23,11 @@ import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 from handgrad.contract.spec import SpecError
-from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
+from handgrad.contract.training import Clip, LRSchedule, Optimizer
 
 MAX_FORMULA_CHARS = 8192  # Excel's limit on the length of a formula's text
-BCE_LOG_FLOOR = -100  # nn.BCELoss clamps each log at −100
-BCE_GRAD_EPS = "1e-12"  # ... and the gradient's denominator p(1−p) at 1e-12
 CLIP_EPS = "1e-6"  # clip_grad_norm_: coef = max_norm / (‖g‖ + 1e-6)
 
 
@@ -156,82 +138,6 @@ ACTIVATION_EQUATIONS: dict[str, tuple[str, str]] = {
 }
 
 
-# --- losses -------------------------------------------------------------------------------------
-
-LIVE_LOSSES = ("mse", "bce")
-LIVE_REDUCTIONS = ("mean", "sum")
-
-
-def check_loss(spec: Loss) -> None:
-    """Refuse a loss the live sheets have no formulas for."""
-    if spec.kind not in LIVE_LOSSES:
-        raise SpecError("loss", f"no live spreadsheet formulas for loss {spec.kind!r} yet (have: mse, bce)")
-    if spec.reduction not in LIVE_REDUCTIONS:
-        raise SpecError(
-            "reduction", f"no live spreadsheet formulas for reduction {spec.reduction!r} (have: mean, sum)"
-        )
-
-
-def mse_loss(spec: Loss, pairs: Sequence[tuple[str, str]], count: int) -> str:
-    """L = Σ(ŷ − y)²/n (mean; n = N·out, the elements of ŷ) or Σ(ŷ − y)² (sum), ×½ with half,
-    over ``pairs`` of (ŷ range, y range) of equal shape. Written as the hand side: the reduction
-    first, then ½."""
-    squares = "+".join(f"SUMXMY2({yhat},{y})" for yhat, y in pairs)
-    if spec.reduction == "mean":
-        reduced = f"({squares})/{count}" if len(pairs) > 1 else f"{squares}/{count}"
-    else:
-        reduced = squares
-    if spec.half:
-        return f"0.5*({reduced})" if ("+" in reduced or "/" in reduced) else f"0.5*{reduced}"
-    return reduced
-
-
-def bce_element(y: str, p: str) -> str:
-    """ℓ = −[y·ln p + (1−y)·ln(1−p)] of one element, written as torch: (y−1)·ln(1−p) − y·ln p,
-    each log clamped at −100 (and ``LN(0)`` never asked)."""
-    floor = BCE_LOG_FLOOR
-    log_p = f"IF({p}>0,MAX(LN({p}),{floor}),{floor})"
-    log_1mp = f"IF(1-{p}>0,MAX(LN(1-{p}),{floor}),{floor})"
-    return f"({y}-1)*{log_1mp}-{y}*{log_p}"
-
-
-def bce_loss(spec: Loss, elements: Sequence[str], count: int) -> str:
-    """L = Σℓ/n (mean) or Σℓ (sum) from the cells or ranges holding ℓ (see :func:`bce_element`)."""
-    summed = f"SUM({','.join(elements)})"
-    return f"{summed}/{count}" if spec.reduction == "mean" else summed
-
-
-def loss_gradient(spec: Loss, yhat: str, y: str, count: int) -> str:
-    """∂L/∂ŷ of one element: (2/n)(ŷ − y) for mse (×½ with half; 2(ŷ − y) for sum), and
-    (ŷ − y)/max((1 − ŷ)ŷ, 1e-12) (/n for mean) for bce."""
-    if spec.kind == "mse":
-        if spec.reduction == "mean":
-            factor = f"1/{count}" if spec.half else f"2/{count}"  # (2/n)·½ = 1/n exactly
-        else:
-            factor = "" if spec.half else "2"
-        return f"{factor}*({yhat}-{y})" if factor else f"{yhat}-{y}"
-    if spec.kind == "bce":
-        ratio = f"({yhat}-{y})/MAX((1-{yhat})*{yhat},{BCE_GRAD_EPS})"
-        return f"{ratio}/{count}" if spec.reduction == "mean" else ratio
-    raise SpecError("loss", f"no live formula for loss {spec.kind!r}")
-
-
-def loss_equations(spec: Loss) -> tuple[str, str]:
-    """(L = ..., ∂L/∂ŷ = ...) as the sheets print them; n counts the elements of ŷ (N·out)."""
-    mean = spec.reduction == "mean"
-    if spec.kind == "bce":
-        return (
-            f"L = {'(1/n)·' if mean else ''}Σ ℓ,  ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)]  "
-            "(each ln clamped at −100, as nn.BCELoss)",
-            f"∂L/∂ŷ = (ŷ−y) / max((1−ŷ)ŷ, 10⁻¹²){' / n' if mean else ''}",
-        )
-    if mean:
-        c, g = ("½·(1/n)·", "(1/n)·") if spec.half else ("(1/n)·", "(2/n)·")
-    else:
-        c, g = ("½·", "") if spec.half else ("", "2·")
-    return f"L = {c}Σ(ŷ−y)²", f"∂L/∂ŷ = {g}(ŷ−y)"
-
-
 # --- optimizer updates ------------------------------------------------------------------------
 
 
@@ -255,16 +161,7 @@ class UpdateFormulas:
     next: str
 
 
-class UpdateBuild(Protocol):
-    def __call__(
-        self,
-        param: str,
-        grad: str,
-        hyper: Mapping[str, str],
-        previous: Mapping[str, str | None],
-        step: str,
-        state: Mapping[str, str] | None = None,
-    ) -> UpdateFormulas: ...
+UpdateBuild = Callable[..., UpdateFormulas]
 
 
 @dataclass(frozen=True)
@@ -283,10 +180,8 @@ class UpdateRule:
     formula out again). ``scalars(hyper, step)`` gives the optimizer's scalar state terms (the hand
     side's ``optim.scalar_state``: t, the lr in force) as (key, formula body), in its order.
 
-    An optimizer kind maps to a factory ``spec -> UpdateRule`` in :data:`UPDATE_RULES`; to add
-    Adam, AdamW or RMSprop write its factory in the operation order of the hand side's
-    ``optim`` rule (e.g. Adam: ``exp_avg``, ``exp_avg_sq``, then the update reading both and t),
-    and register it: the Walkthrough and Training sheets lay out whatever state it names.
+    An optimizer kind maps to a factory ``spec -> UpdateRule`` in :data:`UPDATE_RULES`, written in
+    the operation order of the hand side's ``optim`` rule; the sheets lay out whatever state it names.
     """
 
     kind: str
@@ -348,14 +243,9 @@ def _sgd(spec: Optimizer) -> UpdateRule:
         step_direction = f"({g}+{hyper['momentum']}*{b})" if nesterov else b
         return UpdateFormulas({"momentum_buffer": buffer}, f"{param}-{hyper['lr']}*{step_direction}")
 
-    if momentum:
-        equation = "b = μb + (1−τ)g (b = g at t = 1), θ′ = θ − η·" + ("(g + μb)" if nesterov else "b")
-    else:
-        equation = "θ′ = θ − η·g"
-    if decay or maximize:
-        equation += ", g = " + ("−" if maximize else "") + "∂L/∂θ" + (" + λθ" if decay else "")
-    else:
-        equation += ", g = ∂L/∂θ"
+    with_buffer = "b = μb + (1−τ)g (b = g at t = 1), θ′ = θ − η·" + ("(g + μb)" if nesterov else "b")
+    equation = with_buffer if momentum else "θ′ = θ − η·g"
+    equation += ", g = " + ("−" if maximize else "") + "∂L/∂θ" + (" + λθ" if decay else "")
     return UpdateRule(
         kind="sgd",
         hyper=hyper,
@@ -375,11 +265,8 @@ def _adam(spec: Optimizer) -> UpdateRule:
     """
     o = spec.options
     decoupled = spec.kind == "adamw"
-    decay, maximize, amsgrad = (
-        o.get("weight_decay", 0.0) != 0,
-        bool(o.get("maximize")),
-        bool(o.get("amsgrad")),
-    )
+    decay = o.get("weight_decay", 0.0) != 0
+    maximize, amsgrad = bool(o.get("maximize")), bool(o.get("amsgrad"))
     beta1, beta2 = (float(b) for b in o["betas"])
 
     def hyper(spec: Optimizer) -> list[Hyper]:

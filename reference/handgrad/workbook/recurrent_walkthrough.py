@@ -52,6 +52,7 @@ from handgrad.hand.recurrent_model import HandRecurrent
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
+from handgrad.workbook.loss_formulas import ElementLoss
 
 LEFT = 2  # everything starts in column B; column A holds titles and row labels
 LIMITS = {"hidden": 4, "length": 8, "batch": 8, "inputs": 4, "outputs": 4, "layers": 2}
@@ -102,9 +103,9 @@ def recurrent_unsupported_reason(experiment: Experiment) -> str | None:
     if clip is not None and clip.max_norm is not None and float(clip.norm_type) != 2.0:
         return f"live clipping by norm is written for the 2-norm only (this run: norm_type {clip.norm_type})"
     try:
-        fx.check_loss(spec["loss"])
-        if spec["loss"].kind not in ("mse", "bce"):
-            raise SpecError("loss", f"no live formulas for loss {spec['loss'].kind!r}")
+        if spec["loss"].kind not in ("mse", "bce") or spec["loss"].reduction == "none":
+            loss = spec["loss"]
+            raise SpecError("loss", f"no live formulas for loss {loss.kind!r} (reduction {loss.reduction})")
         fx.update_rule(dataclasses.replace(optimizer, clip=None))
     except SpecError as error:
         return error.message
@@ -979,7 +980,7 @@ class _Builder:
         for n in range(N):
             for o in range(O):
                 p, y = yb_hat.cell(n, o), yb.cell(n, o)
-                element = fx.bce_element(y, p) if self.loss.kind == "bce" else f"({p}-{y})^2"
+                element = ElementLoss(self.loss).element(p, y) if self.loss.kind == "bce" else f"({p}-{y})^2"
                 body = f"IF({self.mask(t, n)}=1,{element},0)" if self.many else element
                 self.set(ell.top + n, ell.left + o, body, "loss")
 
@@ -1063,7 +1064,7 @@ class _Builder:
         gcells, zcells = {}, {}
         for n in range(N):
             for o in range(O):
-                grad = fx.loss_gradient(self.loss, yhat.cell(n, o), y.cell(n, o), count)
+                grad = ElementLoss(self.loss).element_gradient(yhat.cell(n, o), y.cell(n, o), count)
                 gcells[(n, o)] = f"IF({self.mask(t, n)}=1,{grad},0)" if self.many else grad
                 zcells[(n, o)] = fx.times_derivative(
                     act, dyhat.cell(n, o), z.cell(n, o), yhat.cell(n, o), slope

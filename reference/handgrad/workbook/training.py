@@ -15,7 +15,8 @@ its missing samples blank):
 ``step`` · the data rows the step uses · the weights before the step (row 1: the initial input
 cells; row t: row t − 1's updated weights, with a fixed row such as ``DS$12``: see the NOTE in
 :meth:`_Row.weights_before`) · x and y (``INDEX`` into the data block by the row
-numbers) · every forward term (z⁽ˡ⁾ = Σᵢ xᵢ·Wⱼᵢ + bⱼ written out, a⁽ˡ⁾) · ℓ (bce only) · L ·
+numbers) · every forward term (z⁽ˡ⁾ = Σᵢ xᵢ·Wⱼᵢ + bⱼ written out, a⁽ˡ⁾) · the loss's helper
+columns (ℓ, log p, T: handgrad.workbook.loss_formulas) · L ·
 every backward term (∂L/∂ŷ, ∂L/∂z⁽ˡ⁾, ∂L/∂W⁽ˡ⁾ = Σ over samples, ∂L/∂b⁽ˡ⁾, ∂L/∂a⁽ˡ⁻¹⁾, ∂L/∂x) ·
 with clipping: ‖g‖ and the coefficient (by norm) and the clipped gradients ĝ · the optimizer's
 state (reading the row above) and the updated weights · its scalars (t; the lr in force, which
@@ -41,6 +42,7 @@ from handgrad.contract.stack import param_table, sup
 from handgrad.harness import Experiment, Report
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
+from handgrad.workbook.loss_formulas import LossCells, loss_formulas
 from handgrad.workbook.walkthrough import live_stages, output_suffix
 
 DEFAULT_LIVE_STEPS = 1000
@@ -118,7 +120,7 @@ class _Layout:
     x: Group | None = None
     y: Group | None = None
     outputs: list[Group] = field(default_factory=list)
-    ell: Group | None = None
+    loss_helpers: dict[str, Group] = field(default_factory=dict)  # ℓ, log p, T, ... by key
     loss: Group | None = None
     out_grads: dict[int, Group] = field(default_factory=dict)
     param_grads: dict[str, Group] = field(default_factory=dict)
@@ -266,10 +268,12 @@ def _columns(grid: Grid, layout: _Layout, experiment: Experiment, bmax: int) -> 
         term = f"{stage.name}.{output_suffix(stage)}"
         layout.outputs.append(cols.add(term, (bmax, units), title, "forward", _sample_labels(bmax, units)))
     out_units = layout.outputs[-1].shape[1]
-    if loss.kind == "bce":
-        title = "ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)]"
-        layout.ell = cols.add("ell", (bmax, out_units), title, "loss", _sample_labels(bmax, out_units))
-    loss_eq, grad_eq = fx.loss_equations(loss)
+    lf = loss_formulas(loss)
+    for helper in lf.helpers(out_units, n_out):
+        labels = _sample_labels(bmax, helper.width)
+        key = helper.term or f"loss.{helper.key}"
+        layout.loss_helpers[helper.key] = cols.add(key, (bmax, helper.width), helper.title, "loss", labels)
+    loss_eq, grad_eq = lf.equations()
     layout.loss = cols.add("loss.L", (1,), loss_eq, "loss", ["L"])
 
     for index in range(len(stages) - 1, -1, -1):
@@ -440,41 +444,42 @@ class _Row:
                         self.put(group, s * units + j, body, "forward", group.term)
 
     def loss_terms(self) -> None:
+        """The loss's helper columns (ℓ, log p, T, ...), then L; keeps the cells ∂L/∂ŷ reads."""
         layout = self.layout
         assert layout.loss is not None and layout.y is not None
         yhat, y = layout.outputs[-1], layout.y
-        units = yhat.shape[1]
-        count = self.n * units  # n: the elements of ŷ in this step
-        if layout.ell is not None:
+        units, n_y = yhat.shape[1], y.shape[1]
+        lf = loss_formulas(self.loss)
+        self.loss_cells = cells = LossCells(
+            [[self.sample(yhat, s, j) for j in range(units)] for s in range(self.n)],
+            [[self.sample(y, s, k) for k in range(n_y)] for s in range(self.n)],
+            [
+                (area(self.row, yhat.sample_col(s, 0), 1, units), area(self.row, y.sample_col(s, 0), 1, n_y))
+                for s in range(self.n)
+            ],
+        )
+        for helper in lf.helpers(units, n_y):
+            group, width = layout.loss_helpers[helper.key], helper.width
             for s in range(self.n):
-                for j in range(units):
-                    body = fx.bce_element(self.sample(y, s, j), self.sample(yhat, s, j))
-                    self.put(layout.ell, s * units + j, body, "loss")
-            ell = area(self.row, layout.ell.left, 1, count)
-            self.put(layout.loss, 0, fx.bce_loss(self.loss, [ell], count), "loss", "loss.L")
-            return
-        pairs = [
-            (area(self.row, yhat.sample_col(s, 0), 1, units), area(self.row, y.sample_col(s, 0), 1, units))
-            for s in range(self.n)
-        ]
-        self.put(layout.loss, 0, fx.mse_loss(self.loss, pairs, count), "loss", "loss.L")
+                for k, body in enumerate(lf.helper(helper.key, cells, s)):
+                    self.put(group, s * width + k, body, "loss", helper.term)
+            helper_cells = [[self.sample(group, s, k) for k in range(width)] for s in range(self.n)]
+            cells.add(helper.key, helper_cells, [area(self.row, group.left, 1, self.n * width)])
+        self.put(layout.loss, 0, lf.total(cells), "loss", "loss.L")
 
     def backward(self) -> None:
         layout = self.layout
         stages = layout.stages
         assert layout.y is not None and layout.x is not None and layout.dx is not None
-        yhat = layout.outputs[-1]
         for index in range(len(stages) - 1, -1, -1):
             stage = stages[index]
             group = layout.out_grads[index]
             units = group.shape[1]
             if index == len(stages) - 1:  # ∂L/∂ŷ
-                count = self.n * units
+                lf = loss_formulas(self.loss)
                 for s in range(self.n):
                     for j in range(units):
-                        body = fx.loss_gradient(
-                            self.loss, self.sample(yhat, s, j), self.sample(layout.y, s, j), count
-                        )
+                        body = lf.gradient(self.loss_cells, s, j)
                         self.put(group, s * units + j, body, "backward", group.term)
             elif isinstance(stages[index + 1].layer, Activation):  # ∂L/∂z = ∂L/∂a ⊙ f′(z)
                 act = stages[index + 1].layer

@@ -39,6 +39,7 @@ from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
+from handgrad.workbook.loss_formulas import LossCells, LossFormulas, loss_formulas
 
 LEFT = 2  # the hand blocks start in column B; column A holds titles and row labels
 LEGEND = ("input", "forward", "loss", "backward", "update", "torch", "delta")
@@ -67,7 +68,7 @@ def unsupported_reason(experiment: Experiment) -> str | None:
             return f"live formulas are written for dense networks only ({stage.name} is {kind})"
     try:
         fx.update_rule(spec["optimizer"])
-        fx.check_loss(spec["loss"])
+        loss_formulas(spec["loss"])
     except SpecError as error:
         return error.message
     if str(np.dtype(experiment.dtype)) != "float64":
@@ -498,16 +499,11 @@ def walkthrough_grid(
     grid.text(sheet.top, 1, "Loss", "title")
     sheet.top += 1
     yhat = outputs[-1]
-    count = yhat.rows * yhat.cols
-    loss_eq, grad_eq = fx.loss_equations(loss)
-    if loss.kind == "bce":
-        ell = sheet_ell(sheet, yhat, y_block, sample_labels)
-        body = fx.bce_loss(loss, [ell.range()], count)
-    else:
-        body = fx.mse_loss(loss, [(yhat.range(), "y_in")], count)
-    sheet.computed(
-        "loss.L", f"{loss_eq.split(' = ', 1)[1]}, n = {count}", "loss", {(0, 0): body}, (1, 1), ["L"], ["L"]
-    )
+    lf = loss_formulas(loss)
+    loss_cells = sheet_loss_helpers(sheet, lf, yhat, y_block, sample_labels)
+    loss_eq, grad_eq = lf.equations()
+    equation = f"{loss_eq.split(' = ', 1)[1]}, {lf.count_note(loss_cells)}"
+    sheet.computed("loss.L", equation, "loss", {(0, 0): lf.total(loss_cells)}, (1, 1), ["L"], ["L"])
     sheet.top += 1
 
     # --- backward -----------------------------------------------------------------------------------
@@ -535,11 +531,7 @@ def walkthrough_grid(
         shape = (out.rows, out.cols)
         labels = _unit_labels(out.cols)
         if index == last:
-            cells = {
-                (i, j): fx.loss_gradient(loss, out.cell(i, j), y_block.cell(i, j), count)
-                for i in range(out.rows)
-                for j in range(out.cols)
-            }
+            cells = {(i, j): lf.gradient(loss_cells, i, j) for i in range(out.rows) for j in range(out.cols)}
             block = sheet.computed(
                 term, f"{grad_eq}, ŷ = {out_symbols[index]}", "backward", cells, shape, labels, sample_labels
             )
@@ -796,23 +788,37 @@ def _update_blocks(
         )
 
 
-def sheet_ell(sheet: _Sheet, yhat: Block, y_block: Block, sample_labels: list[str]) -> Block:
-    """The per-element ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)] of binary cross-entropy (a helper block: no
-    torch term, so no torch values beside it)."""
+def sheet_loss_helpers(
+    sheet: _Sheet, lf: LossFormulas, yhat: Block, y_block: Block, sample_labels: list[str]
+) -> LossCells:
+    """The loss's helper blocks before L (ℓ, log p, T, ...: see handgrad.workbook.loss_formulas), a
+    row per sample; a block with no torch term (every one but ℓ under reduction none) has no torch
+    values beside it. Returns the cells the loss's L and ∂L/∂ŷ read."""
     grid = sheet.grid
-    grid.text(sheet.top, 1, "ℓ = −[y·ln ŷ + (1−y)·ln(1−ŷ)], each ln clamped at −100 (no torch term)", "loss")
-    sheet.labels(sheet.top + 1, _unit_labels(yhat.cols), sample_labels, yhat.rows, torch=False)
-    block = Block(sheet.top + 2, LEFT, yhat.rows, yhat.cols)
-    for i in range(yhat.rows):
-        for j in range(yhat.cols):
-            grid.set(
-                block.top + i,
-                block.left + j,
-                fx.formula(fx.bce_element(y_block.cell(i, j), yhat.cell(i, j))),
-                "loss",
-            )
-    sheet.top = block.top + block.rows + 1
-    return block
+    rows = range(yhat.rows)
+    cells = LossCells(
+        [[yhat.cell(i, j) for j in range(yhat.cols)] for i in rows],
+        [[y_block.cell(i, k) for k in range(y_block.cols)] for i in rows],
+        [(yhat.range(), "y_in")],
+    )
+    for helper in lf.helpers(yhat.cols, y_block.cols):
+        bodies = {(i, k): body for i in rows for k, body in enumerate(lf.helper(helper.key, cells, i))}
+        labels = _unit_labels(helper.width)
+        if helper.term is not None:
+            shape = (yhat.rows, helper.width)
+            equation = helper.title.split(" = ", 1)[-1]  # computed() writes "ℓ = " itself
+            block = sheet.computed(helper.term, equation, "loss", bodies, shape, labels, sample_labels)
+        else:
+            grid.text(sheet.top, 1, f"{helper.title} (no torch term)", "loss")
+            sheet.labels(sheet.top + 1, labels, sample_labels, yhat.rows, torch=False)
+            block = Block(sheet.top + 2, LEFT, yhat.rows, helper.width)
+            for (i, k), body in bodies.items():
+                grid.set(block.top + i, block.left + k, fx.formula(body), "loss")
+            sheet.top = block.top + block.rows + 1
+        cells.add(
+            helper.key, [[block.cell(i, k) for k in range(helper.width)] for i in rows], [block.range()]
+        )
+    return cells
 
 
 def _next_is_folded(stages: list[Stage], index: int) -> bool:
