@@ -20,11 +20,11 @@ test: $(BIN)/handgrad
 	$(BIN)/python -m pytest -q
 
 # make coverage-formulas: the LibreOffice recompute tests only, under coverage.py in branch mode,
-# measuring the formula builders (handgrad/workbook/formulas.py); fails below 100 % branch coverage.
+# measuring the formula builders (workbook/formulas.py, loss_formulas.py); fails below 100 % branch coverage.
 # See manual/harness.md, "What the lock-step cannot see".
 FORMULA_TESTS := tests/test_walkthrough.py tests/test_training_sheet.py tests/test_formula_branches.py \
 	tests/test_conv_walkthrough.py tests/test_recurrent_walkthrough.py tests/test_makemore_walkthrough.py \
-	tests/test_transformer_walkthrough.py
+	tests/test_transformer_walkthrough.py tests/test_loss_sheets.py
 
 coverage-formulas: $(BIN)/handgrad
 	$(BIN)/python -m coverage erase --rcfile=coverage-formulas.ini

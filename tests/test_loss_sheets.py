@@ -81,6 +81,8 @@ def loss_case(name: str, reduction: str, *, twin: bool = False, steps: int = 3) 
     if not classes:
         y[0, 0] = 0.5 - KINK.get(name, 0.0)  # d = ŷ₁ − y = δ or β exactly (ŷ₁ = ½ at step 1)
         y[1, 0] = 0.5  # d = 0
+    if loss.kind in ("l1", "smooth_l1", "huber"):  # and far outside the quadratic zone
+        y[2, 1], y[4, 1] = 2.5, -2.0
     output = "sigmoid" if loss.kind == "bce" else "identity"
     network = Network.mlp((3, 3, out), "tanh", output)
     rng = np.random.default_rng(sum(map(ord, name + reduction)))

@@ -666,8 +666,6 @@ def test_formulas_longer_than_excel_allows_are_refused() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        (dict(loss=Loss("l1")), "loss 'l1'"),
-        (dict(loss=Loss("mse", "none")), "reduction 'none'"),
         (dict(dtype="float32"), "float32"),
     ],
 )
