@@ -117,7 +117,7 @@ ELEMENT_TEXT = {  # kind: (ℓ, ∂ℓ/∂ŷ) in the printed symbols; d = ŷ −
     "smooth_l1": ("½d²/β if |d| < β, else |d| − ½β", "d/β if |d| < β, else sgn(d)"),
     "huber": ("½d² if |d| < δ, else δ(|d| − ½δ)", "d if |d| < δ, else δ·sgn(d)"),
     "bce": ("−[y·ln ŷ + (1−y)·ln(1−ŷ)]  (each ln clamped at −100)", "(ŷ−y) / max((1−ŷ)ŷ, ε₃₂)"),
-    "bce_logits": ("(1−y)x − w⁺·ln σ(x), w⁺ = 1 + (pw−1)y", "(pw·y + 1 − y)σ(x) − pw·y"),
+    "bce_logits": ("(1−y)ŷ − w⁺·ln σ(ŷ), w⁺ = 1 + (pw−1)y  (ŷ: logits)", "(pw·y + 1 − y)σ(ŷ) − pw·y"),
 }
 
 
@@ -267,7 +267,11 @@ class ClassLoss(_Reduced):
         found = []
         if self.spec.kind == "cross_entropy":
             found.append(
-                Helper("logp", "log p = (z − m) − ln Σₖ e^(zₖ − m), m = maxₖ zₖ (log-softmax)", units)
+                Helper(
+                    "logp",
+                    "log p = (ŷ − m) − ln Σₖ e^(ŷₖ − m), m = maxₖ ŷₖ (log-softmax of the logits ŷ)",
+                    units,
+                )
             )
         smoothing = f", ε = {number(self.spec.label_smoothing)}" if self.spec.label_smoothing else ""
         if form == "index":
@@ -355,7 +359,10 @@ class ClassLoss(_Reduced):
         ell = "ℓᵢ = −Σ_c T_ic·log p_ic"
         if self.spec.kind == "nll":
             return f"L = {reduce[self.spec.reduction]},  {ell}, log p = ŷ", f"∂L/∂ŷ = −c·T, {c}"
-        return f"L = {reduce[self.spec.reduction]},  {ell}", f"∂L/∂z = c·(p·Σₖ Tₖ − T), p = softmax(z), {c}"
+        return (
+            f"L = {reduce[self.spec.reduction]},  {ell}",
+            f"∂L/∂ŷ = c·(p·Σₖ Tₖ − T), p = e^(log p) = softmax(ŷ), {c}",
+        )
 
     def count_note(self, cells: LossCells) -> str:
         rows = len(cells.yhat)
