@@ -13,7 +13,8 @@ r"""Live formulas of every loss: ℓ, L and ∂L/∂ŷ as spreadsheet formulas, 
 ``cells`` (:class:`LossCells`) holds the references of one step as the sheet laid them out: ŷ
 and y per sample, the helper cells written so far and ranges covering each. Every formula is
 written in the operation order of ``handgrad.hand.losses`` and takes torch's branch at each
-kink (all within 1e-12 of the hand side, recomputed by LibreOffice in the tests):
+kink (all within 1e-12 of the hand side, recomputed by LibreOffice in the tests; ŷ is the
+logits for bce_logits and cross_entropy, log p for nll):
 
 ======================  ==============================================  ======================================
 loss                    ℓ  (d = ŷ − y)                                   ∂L/∂ŷ  (c = 1/n mean, 1 sum/none)
@@ -23,21 +24,21 @@ l1, smooth_l1 (β = 0)   |d|                                              c·sgn
 smooth_l1               ½d²/β if |d| < β, else |d| − ½β                  c·d/β if |d| < β, else c·sgn(d)
 huber                   ½d² if |d| < δ, else δ(|d| − ½δ)                 c·d if |d| < δ, else c·δ·sgn(d)
 bce                     −[y·max(ln ŷ, −100) + (1−y)·max(ln(1−ŷ), −100)]  c·d / max((1−ŷ)ŷ, ε₃₂)
-bce_logits              (1−y)x − w⁺·ln σ(x), w⁺ = 1 + (pw − 1)y          c·((pw·y + 1 − y)σ(x) − pw·y)
+bce_logits              (1−y)ŷ − w⁺·ln σ(ŷ), w⁺ = 1 + (pw − 1)y          c·((pw·y + 1 − y)σ(ŷ) − pw·y)
 cross_entropy, nll      ℓᵢ = −Σ_c T_ic·log p_ic (a row)                  see below
 ======================  ==============================================  ======================================
 
 At |d| = δ (β) the sheet, as the hand side, takes the outer branch (``<`` is strict); torch's
-kernel gives the same number there. ln σ(x) = min(x, 0) − ln(1 + e^(−|x|)) (Excel has no LOG1P:
+kernel gives the same number there. ln σ(ŷ) = min(ŷ, 0) − ln(1 + e^(−|ŷ|)) (Excel has no LOG1P:
 the difference is below 1.2e-16 absolute).
 
-The class losses (logits z of a row, C classes): log p_c = (z_c − m) − ln Σ_k e^(z_k − m) with
-m = max_k z_k (``MAX``: no overflow, a tie in the maximum is harmless); the target weights
+The class losses (a row of logits ŷ, C classes): log p_c = (ŷ_c − m) − ln Σ_k e^(ŷ_k − m) with
+m = max_k ŷ_k (``MAX``: no overflow, a tie in the maximum is harmless); the target weights
 T_ic = (1 − ε)·w_c·[c = t_i] + (ε/C)·w_c (class ids; T_i = 0 where t_i is ignore_index) or
 T_ic = w_c·((1 − ε)·q_ic + ε/C) (class probabilities q); L = Σᵢℓᵢ/D with D = Σᵢ w_{tᵢ} over the
 rows not ignored (class ids) or D = N (probabilities), and
 
-    ∂L/∂z_ic = −c·T_ic − p_ic·Σ_k(−c·T_ik),   p = e^(log p)   (= c·(p_ic·Σ_k T_ik − T_ic): softmax − T)
+    ∂L/∂ŷ_ic = −c·T_ic − p_ic·Σ_k(−c·T_ik),   p = e^(log p)   (= c·(p_ic·Σ_k T_ik − T_ic): softmax − T)
 
 with c = 1/D (mean) or 1 (sum, none); nll (log p given) stops at −c·T_ic.
 """
@@ -286,7 +287,8 @@ class ClassLoss(_Reduced):
             )
         else:
             found.append(Helper("T", f"T_c = w_c·((1−ε)·q_c + ε/C){smoothing}{self._weights_text()}", units))
-        found.append(Helper("ell", "ℓ = −Σ_c T_c·log p_c (a row)", 1, self.ell_term()))
+        log_p = "log p_c" if self.spec.kind == "cross_entropy" else "ŷ_c (nll: ŷ = log p)"
+        found.append(Helper("ell", f"ℓ = −Σ_c T_c·{log_p} (a row)", 1, self.ell_term()))
         return found
 
     def _weights_text(self) -> str:
