@@ -3,7 +3,7 @@
 
     python scripts/build_spreadsheets.py            # write spreadsheets/*.xlsx
     python scripts/build_spreadsheets.py --check    # exit 1 when a committed workbook is stale
-    python scripts/build_spreadsheets.py --png      # also render manual/img/walkthrough.png
+    python scripts/build_spreadsheets.py --png      # also render manual/img/*.png (each sheet)
 
 Each example is ``handgrad compare xor ... --xlsx`` with the options below; the output is
 byte-identical for identical input. ``--check`` builds into a temporary folder and compares: the
@@ -36,11 +36,20 @@ EXAMPLES: dict[str, list[str]] = {
     "xor_adam.xlsx": ["--optimizer", "adam", "--lr", "0.05"],
     "xor_momentum.xlsx": ["--momentum", "0.9", "--lr", "0.1"],
     "xor_rmsprop_cosine_clip.xlsx": [
-        "--optimizer", "rmsprop", "--lr", "0.01", "--centered", "--schedule", "cosine", "--clip-norm", "0.5",
+        "--optimizer",
+        "rmsprop",
+        "--lr",
+        "0.01",
+        "--centered",
+        "--schedule",
+        "cosine",
+        "--clip-norm",
+        "0.5",
     ],  # fmt: skip
 }
 OUT = ROOT / "spreadsheets"
 PNG = ROOT / "manual" / "img" / "walkthrough.png"
+IMG = ROOT / "manual" / "img"
 _VERSION = re.compile(r"^\d+(\.\d+)+([+.\-_a-zA-Z0-9]*)$")
 _NS = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
 
@@ -154,12 +163,80 @@ def render_walkthrough(target: Path = PNG, *, dpi: int = 170) -> Path:
     return target
 
 
+def render_sheets(folder: Path = IMG, *, dpi: int = 110, rows: int = 45, cols: int = 18) -> list[Path]:
+    """One PNG per sheet of the default xor workbook (manual/workbook.md shows them): the workbook
+    written by ``handgrad compare xor``, each sheet in turn the only visible one, its top-left
+    ``rows`` × ``cols`` cells printed to PDF by headless LibreOffice (which recomputes every
+    formula first) and the page rasterised by pdftoppm. Hidden sheets (Checks, chart data) are
+    skipped."""
+    import shutil
+    import subprocess
+
+    from openpyxl import load_workbook
+    from openpyxl.utils import get_column_letter
+    from openpyxl.worksheet.page import PageMargins
+    from openpyxl.worksheet.properties import PageSetupProperties
+
+    from handgrad.atomic import atomic_path
+    from handgrad.cli import main as cli_main
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from recalc import find_soffice, make_profile
+
+    soffice, pdftoppm = find_soffice(), shutil.which("pdftoppm")
+    if soffice is None or pdftoppm is None:
+        raise RuntimeError("rendering needs LibreOffice (soffice) and pdftoppm (poppler-utils)")
+    written: list[Path] = []
+    with tempfile.TemporaryDirectory(prefix="handgrad-png-") as scratch:
+        work = Path(scratch)
+        source = work / "xor.xlsx"
+        if cli_main(["compare", "xor", "--xlsx", str(source)]) != 0:
+            raise RuntimeError("handgrad compare xor failed")
+        profile = make_profile(work / "profile")
+        names = [ws.title for ws in load_workbook(source, read_only=True).worksheets]
+        for name in names:
+            book = load_workbook(source)
+            if book[name].sheet_state != "visible":
+                continue
+            for sheet in book.worksheets:
+                if sheet.title != name:
+                    sheet.sheet_state = "hidden"
+            sheet = book[name]
+            book.active = book.worksheets.index(sheet)
+            sheet.print_area = f"A1:{get_column_letter(cols)}{rows}"
+            sheet.page_setup.orientation = "landscape"
+            sheet.page_setup.paperSize = 9  # A4
+            sheet.page_setup.fitToWidth = 1
+            sheet.page_setup.fitToHeight = 1
+            sheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+            sheet.print_options.gridLines = True
+            sheet.page_margins = PageMargins(left=0.2, right=0.2, top=0.2, bottom=0.2, header=0, footer=0)
+            slug = name.lower().replace(" ", "-")
+            book.save(work / f"{slug}.xlsx")
+            command = [soffice, "--headless", "--norestore", f"-env:UserInstallation={profile}"]
+            command += ["--convert-to", "pdf", "--outdir", str(work), str(work / f"{slug}.xlsx")]
+            subprocess.run(command, capture_output=True, check=False, timeout=300)
+            pdf = work / f"{slug}.pdf"
+            if not pdf.is_file():
+                raise RuntimeError(f"LibreOffice did not print the {name} sheet to PDF")
+            pages = ["-f", "1", "-l", "1", "-singlefile"]
+            subprocess.run([pdftoppm, "-png", "-r", str(dpi), *pages, str(pdf), str(work / slug)], check=True)
+            target = folder / f"sheet-{slug}.png"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(target) as temporary:
+                temporary.write_bytes((work / f"{slug}.png").read_bytes())
+            written.append(target)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help="folder to write (default spreadsheets/)")
     parser.add_argument("--check", action="store_true", help="compare with the committed files instead")
     parser.add_argument(
-        "--png", action="store_true", help="also render the Walkthrough picture of the manual"
+        "--png",
+        action="store_true",
+        help="also render the manual's pictures (the Walkthrough, each sheet of xor's workbook)",
     )
     args = parser.parse_args(argv)
     if args.check:
@@ -173,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {shown} ({path.stat().st_size:,} bytes)")
     if args.png:
         print(f"wrote {render_walkthrough().relative_to(ROOT)}")
+        for picture in render_sheets():
+            print(f"wrote {picture.relative_to(ROOT)}")
     return 0
 
 
