@@ -312,6 +312,20 @@ class Sheet:
         cells = {(i, j): body(i * cols + j) for i in range(rows) for j in range(cols)}
         return self.computed(term, title, phase, cells, (rows, cols), col_labels, row_labels)
 
+    def total_norm(self, clip: Clip, cells: list[str]) -> str:
+        """The cell of ‖g‖ over every gradient (``cells``), before clipping, as a live formula."""
+        p = "∞" if math.isinf(clip.norm_type) else fx.number(clip.norm_type)
+        block = self.computed(
+            "clip.total_norm",
+            f"‖∂L/∂θ‖_{p} over every parameter (before clipping)",
+            "update",
+            {(0, 0): fx.clip_norm(clip, cells)},
+            (1, 1),
+            ["‖g‖"],
+            ["‖g‖"],
+        )
+        return block.cell(0, 0)
+
     def next_title(self, symbol: str, rule: fx.UpdateRule, stateless_sgd: bool) -> str:
         """The equation beside an updated parameter ``symbol``′."""
         return f"{symbol} − η·∂L/∂{symbol}" if stateless_sgd else f"{symbol} after the step ({rule.equation})"
@@ -362,19 +376,10 @@ def clip_blocks(
     sheet.top += 1
     coefficient = None
     if clip.max_norm is not None:
-        p = "∞" if math.isinf(clip.norm_type) else fx.number(clip.norm_type)
         cells = [param_grads[name].ref(flat) for name, _, _ in table for flat in range(_size(name, table))]
-        block = sheet.computed(
-            "clip.total_norm",
-            f"‖∂L/∂θ‖_{p} over every parameter (before clipping)",
-            "update",
-            {(0, 0): fx.clip_norm(clip, cells)},
-            (1, 1),
-            ["‖g‖"],
-            ["‖g‖"],
-        )
+        norm = sheet.total_norm(clip, cells)
         grid.text(sheet.top, 1, "coef = min(max_norm/(‖g‖ + 10⁻⁶), 1)  (no torch term)", "update")
-        body = fx.clip_coefficient(hyper_names, block.cell(0, 0))
+        body = fx.clip_coefficient(hyper_names, norm)
         grid.set(sheet.top + 1, LEFT, fx.formula(body), "update")
         coefficient = address(sheet.top + 1, LEFT)
         sheet.top += 3
