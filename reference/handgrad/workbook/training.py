@@ -37,7 +37,7 @@ import numpy as np
 from openpyxl.utils import get_column_letter
 
 from handgrad.contract.spec import Activation, Dense, SpecError, Stage
-from handgrad.contract.stack import param_table, sup
+from handgrad.contract.stack import param_table, shape_of, sup
 from handgrad.harness import Experiment, Report
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
@@ -281,7 +281,7 @@ def _columns(grid: Grid, layout: _Layout, experiment: Experiment, bmax: int) -> 
             term, (bmax, units), title, "backward", _sample_labels(bmax, units)
         )
         if isinstance(stage.layer, Dense):
-            for short, shape, symbol in _stage_params(table, stage.name):
+            for short, shape, symbol in shape_of(stage).params(stage):
                 layout.param_grads[f"{stage.name}.{short}"] = cols.add(
                     f"{stage.name}.dL_d{short}", shape, f"∂L/∂{symbol}", "backward", _param_labels(shape)
                 )
@@ -499,7 +499,7 @@ class _Row:
     def parameter_gradients(self, stage: Stage, g: Group, source: Group) -> None:
         """∂L/∂W = Σ over samples of ∂L/∂z ⊗ input (the folded column: Σ ∂L/∂z), ∂L/∂b = Σ ∂L/∂z."""
         n_src = source.shape[1]
-        for short, shape, _ in _stage_params(self.layout.table, stage.name):
+        for short, shape, _ in shape_of(stage).params(stage):
             group = self.layout.param_grads[f"{stage.name}.{short}"]
             term = f"{stage.name}.dL_d{short}"
             if short == "b":
@@ -592,10 +592,3 @@ class _Row:
 def _fixed_row(row: int, col: int) -> str:
     """``(12, 3) -> 'C$12'``: a reference whose row does not move when the formula is copied."""
     return f"{get_column_letter(col)}${row}"
-
-
-def _stage_params(
-    table: list[tuple[str, tuple[int, ...], str]], stage_name: str
-) -> list[tuple[str, tuple, str]]:
-    prefix = stage_name + "."
-    return [(name[len(prefix) :], shape, symbol) for name, shape, symbol in table if name.startswith(prefix)]
