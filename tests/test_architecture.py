@@ -52,9 +52,7 @@ ALLOWED: dict[str, set[str]] = {
 
 KNOWN_DEBT = {
     # the workbook re-runs the hand side for its live sheets
-    ("handgrad.workbook.conv_walkthrough", "handgrad.hand.network"),
     ("handgrad.workbook.recurrent_walkthrough", "handgrad.hand.recurrent_model"),
-    ("handgrad.workbook.walkthrough", "handgrad.hand.network"),
 }
 
 

@@ -6,7 +6,9 @@ the workbook writer, recomputed in headless LibreOffice by ``scripts/recalc.py``
 ``recalculate`` (a private profile with ``OOXMLRecalcMode`` = 0: always recalculate), and every
 formula cell named in ``grid.checks`` is compared with the hand side's element (rel ≤ 1e-12).
 A copy with an edited pixel, kernel tap and η must recompute to a fresh hand calculation with
-those inputs: pasted numbers would fail it.
+those inputs: pasted numbers would fail it. Under the stateful optimizers (momentum, Adam, AdamW,
+RMSprop, Adagrad), with clipping and a schedule, the sheets of steps 1 and 2 (the state before
+step 2 read from step 1's trace) recompute to the hand side's state and updated weights.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from handgrad import harness
 from handgrad.contract.conv_layers import Conv2d, Flatten, MaxPool2d
 from handgrad.contract.spec import Activation, Data, Dense, Network, Schedule, SpecError
 from handgrad.contract.trace import StepTrace
-from handgrad.contract.training import Loss, Optimizer
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 from handgrad.hand import activations, conv
 from handgrad.harness import Experiment
 from handgrad.scenarios.conv import bars
@@ -51,8 +53,9 @@ def _recalc_script():
 Captured = dict[int, tuple[StepTrace, StepTrace]]
 
 
-def small_run(name: str) -> tuple[Experiment, Captured]:
-    """Run a small conv net through the harness, keeping every step's two traces."""
+def small_run(name: str, optimizer: Optimizer | None = None) -> tuple[Experiment, Captured]:
+    """Run a small conv net through the harness (SGD with η = 0.3 unless ``optimizer``), keeping
+    every step's two traces."""
     if name == "6x6-two-filters":
         layers = (Conv2d(1, 2, 3, padding=1), Activation("relu"), MaxPool2d(2), Flatten(), Dense(18, 2))
         network, data, steps = Network(layers, (1, 6, 6)), bars(4, 6, seed=2), 2
@@ -71,7 +74,7 @@ def small_run(name: str) -> tuple[Experiment, Captured]:
         name,
         network,
         Loss("cross_entropy"),
-        Optimizer("sgd", 0.3),
+        optimizer or Optimizer("sgd", 0.3),
         data,
         Schedule("minibatch", 2 if steps == 2 else 3),
         steps=steps,
@@ -212,3 +215,75 @@ def test_larger_layers_get_the_trace_sheet(options, reason) -> None:
     with pytest.raises(SpecError) as info:
         conv_walkthrough_grids(experiment, {})
     assert info.value.field == "workbook"
+
+
+OPTIMIZERS = {
+    "momentum-nesterov-clip-norm": Optimizer(
+        "sgd", 0.3, {"momentum": 0.9, "nesterov": True}, clip=Clip(max_norm=0.05)
+    ),
+    "adam": Optimizer("adam", 0.05),
+    "adamw-amsgrad": Optimizer("adamw", 0.05, {"weight_decay": 0.1, "amsgrad": True}),
+    "rmsprop-centered-clip-value": Optimizer(
+        "rmsprop",
+        0.01,
+        {"momentum": 0.5, "centered": True},
+        schedule=LRSchedule("step", step_size=1, gamma=0.5),
+        clip=Clip(value=0.01),
+    ),
+    "adagrad-clip-inf": Optimizer(
+        "adagrad", 0.1, {"lr_decay": 0.1}, clip=Clip(max_norm=0.02, norm_type=np.inf)
+    ),
+}
+
+
+def _state_terms(optimizer: Optimizer) -> set[str]:
+    """The update's terms the sheet computes for the conv layer: state, clipped gradients, W′, b′."""
+    keys = {
+        "sgd": ["momentum_buffer"],
+        "adam": ["exp_avg", "exp_avg_sq"],
+        "adamw": ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"],
+        "rmsprop": ["square_avg", "grad_avg", "momentum_buffer"],
+        "adagrad": ["sum"],
+    }[optimizer.kind]
+    terms = {f"{optimizer.kind}.{key}.conv1.{p}" for key in keys for p in "Wb"}
+    if optimizer.clip is not None:
+        terms |= {"clip.grad.conv1.W", "clip.grad.conv1.b"}
+    return terms | {"conv1.W_next", "conv1.b_next"}
+
+
+@pytest.mark.libreoffice
+def test_libreoffice_recomputes_the_update_of_every_stateful_optimizer(
+    libreoffice: str, tmp_path: Path
+) -> None:
+    grids: list[Grid] = []
+    expected: dict[str, dict[tuple[int, str], np.ndarray]] = {}
+    for case, optimizer in OPTIMIZERS.items():
+        experiment, captured = small_run("6x6-two-filters", optimizer)
+        for grid in conv_walkthrough_grids(experiment, captured, steps=[1, 2]):
+            step = min(k for k, _, _ in grid.checks.values())
+            update = {term for _, term, _ in grid.checks.values()} - TERMS
+            assert update == _state_terms(optimizer) - {"conv1.W_next", "conv1.b_next"}, (case, step)
+            if step == 2:  # the state before step 2: step 1's numbers, as input cells
+                state = next(term for term in sorted(update) if term.startswith(f"{optimizer.kind}."))
+                before = captured[1][0].value(state)
+                inputs = [cell.value for cell in grid.cells.values() if cell.style == "input"]
+                assert all(any(v == float(b) for v in inputs) for b in np.ravel(before)), case
+            grid.title = f"{case[:20]} {step}"
+            expected[grid.title] = {(k, t): captured[k][0].value(t) for k, t, _ in grid.checks.values()}
+            grids.append(grid)
+    source = tmp_path / "conv-optimizers.xlsx"
+    write(grids, source)
+    results, _ = _recalc_script().recalculate([source], tmp_path / "recalculated", soffice=libreoffice)
+    book = openpyxl.load_workbook(results[source.resolve()], data_only=True)
+    for grid in grids:
+        worst = compare(book[grid.title], grid, expected[grid.title])
+        assert max(worst.values()) <= REL, (grid.title, worst)
+
+
+def test_a_step_without_the_step_before_it_is_refused() -> None:
+    """The weights before step k come from step k − 1's trace: without it, a one-line SpecError."""
+    experiment, captured = small_run("6x6-two-filters")
+    with pytest.raises(SpecError) as info:
+        conv_walkthrough_grids(experiment, {2: captured[2]}, steps=[2])
+    assert info.value.field == "walkthrough"
+    assert "step 1" in info.value.message

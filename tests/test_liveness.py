@@ -26,7 +26,7 @@ from handgrad.hand.network import HandNetwork
 from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.training import training_grid
-from handgrad.workbook.walkthrough import replay_hand, walkthrough_grids
+from handgrad.workbook.walkthrough import walkthrough_grids
 from handgrad.workbook.writer import run_with_workbook
 
 STEPS = 40
@@ -74,7 +74,7 @@ def test_editing_eta_and_a_weight_recomputes_every_step(tmp_path: Path, libreoff
     assert report.ok, report.verdict()
 
     # where each term sits: the same layout functions the writer used
-    before = {trace.step: trace for trace in replay_hand(experiment, STEPS)}
+    before = {trace.step: trace for trace in tw.replay_hand(experiment, STEPS)}
     grids: list[Grid] = [
         *walkthrough_grids(experiment, {1: (before[1], before[1])}, steps=[1]),
         training_grid(experiment, report, STEPS),

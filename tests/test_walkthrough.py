@@ -29,23 +29,42 @@ import numpy as np
 import openpyxl
 import pytest
 import torch
+from openpyxl.utils import range_boundaries
 
 from handgrad import harness
 from handgrad.contract.spec import ACTIVATIONS, Data, Network, Schedule, SpecError
 from handgrad.contract.stack import param_table
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
+from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment, Report
 from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.training import training_grid
-from handgrad.workbook.walkthrough import replay_hand, unsupported_reason, walkthrough_grids
+from handgrad.workbook.walkthrough import unsupported_reason, walkthrough_grids
 from handgrad.workbook.writer import Book, write_grid
 
 TOLERANCE = 1e-12  # |sheet − hand| ≤ TOLERANCE·max(|hand|, 1)
 
 Captured = dict[int, tuple[StepTrace, StepTrace]]
+
+
+def replay_hand(experiment: Experiment, steps: int) -> list[StepTrace]:
+    """The hand side's traces of steps 1..steps, from the run's initial weights (a fresh
+    HandNetwork): what the sheets are checked against, computed apart from the workbook."""
+    spec = experiment.spec
+    hand = HandNetwork(
+        spec["network"],
+        spec["loss"],
+        spec["optimizer"],
+        {name: np.array(value) for name, value in experiment.initial_params.items()},
+        spec["data"].x,
+        spec["data"].y,
+        spec["batches"],
+        experiment.dtype,
+    )
+    return [hand.step(step) for step in range(1, steps + 1)]
 
 
 # --- shared helpers --------------------------------------------------------------------------------
@@ -522,12 +541,8 @@ def _recompute(tmp: Path, libreoffice: str) -> Recomputed:
             grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
         for number, (case_id, kwargs) in enumerate(EXTRA):
             case = cases[case_id] = dense_case(**kwargs)
-            # step 3 reads the weights after step 2 from the capture, or (every other case) from a
-            # replay of the hand side
-            captured = dict(case.captured)
-            if number % 2:
-                captured.pop(2)
-            grids[case_id] = walkthrough_grids(case.experiment, captured, steps=[1, 3])
+            # step 3 reads the weights and state after step 2 from step 2's trace
+            grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=[1, 3])
             grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
             for grid in grids[case_id]:
                 grid.title = f"x{number} {grid.title}"
@@ -679,6 +694,21 @@ def test_what_has_no_live_formulas_is_named(change: dict, reason: str) -> None:
     assert reason in (unsupported_reason(case.experiment) or "")
     with pytest.raises(SpecError):
         walkthrough_grids(case.experiment, case.captured)
+
+
+def test_a_step_without_the_step_before_it_is_refused() -> None:
+    """The weights and state before step k are step k − 1's, read from its trace: without it, a
+    one-line SpecError naming the missing step (the workbook never re-runs a side)."""
+    case = dense_case("tanh", "mse", "online", False, steps=3, twin=False, optimizer="adam")
+    captured = {k: v for k, v in case.captured.items() if k != 2}
+    with pytest.raises(SpecError) as info:
+        walkthrough_grids(case.experiment, captured, steps=[3])
+    assert info.value.field == "walkthrough"
+    assert "step 2" in info.value.message
+    (grid,) = walkthrough_grids(case.experiment, case.captured, steps=[3])
+    left, top, right, bottom = range_boundaries(grid.defined_names["W_1"].replace("$", ""))
+    cells = [grid.cells[(row, col)].value for row in range(top, bottom + 1) for col in range(left, right + 1)]
+    assert cells == list(np.ravel(case.hand[2].value("dense1.W_next")))  # W⁽¹⁾ after step 2
 
 
 @pytest.mark.parametrize(

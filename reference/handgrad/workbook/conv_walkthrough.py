@@ -17,9 +17,14 @@ Excel outline that window.
   windows); ∂L/∂z = ∂L/∂a ⊙ f′(z); ∂L/∂W[o,c,u,v] = Σ_n SUMPRODUCT(δ[n,o], x̃[n,c] shifted by
   (u, v)): a sum over windows; ∂L/∂b[o] = Σ SUM(δ[n,o]); ∂L/∂x = the full correlation of δ̂ (δ
   dilated by the stride and zero-padded by k−1) with rot180(W), also laid out as blocks;
-- the update W′ = W − η·∂L/∂W (the optimizer's live rule, :mod:`handgrad.workbook.formulas`).
+- with clipping: ‖g‖ over every parameter of the network (the hand side's number: most of the
+  parameters are on the Trace sheet), the coefficient and the clipped ĝ by formula;
+- the update: the optimizer's state before the step (inputs, from step − 1's trace), its new state
+  and W′, b′, in the optimizer's live rule (:mod:`handgrad.workbook.formulas`), written by
+  :func:`handgrad.workbook.blocks.update_blocks` as on the dense Walkthrough.
 
-Beside each computed block: torch's values (plain numbers) and |Δ| by formula. ``grid.checks``
+The sheet is a :class:`handgrad.workbook.blocks.Sheet` laying out maps instead of 2-D blocks:
+beside each computed block torch's values (plain numbers) and |Δ| by formula. ``grid.checks``
 maps each formula cell that computes a hand term to (step, term, flat index).
 
 Larger layers (more than :data:`MAX_LIVE_ELEMENTS` elements in a block) get the Trace sheet
@@ -29,26 +34,29 @@ only: :func:`conv_unsupported_reason` says why, and :func:`conv_walkthrough_grid
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 from handgrad.contract.conv_layers import Conv2d, MaxPool2d
 from handgrad.contract.spec import Activation, Network, SpecError, Stage
 from handgrad.contract.stack import shape_of
-from handgrad.contract.trace import StepTrace
-from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
-from handgrad.workbook.grid import Grid, address, area
+from handgrad.workbook.blocks import (
+    Captured,
+    Cells,
+    clip_blocks,
+    hyper_inputs,
+    params_before,
+    step_grids,
+    update_blocks,
+)
+from handgrad.workbook.grid import Grid
+from handgrad.workbook.map_blocks import ConvSheet, Maps, Shape4
 
-LEFT = 2  # blocks start in column B; column A holds the titles
 MAX_LIVE_ELEMENTS = 2048  # the largest 4-D block (N·C·H·W) written as live formulas
 LIVE_ACTIVATIONS = tuple(fx.ACTIVATION_EQUATIONS)
-
-Shape4 = tuple[int, int, int, int]
-
 
 # --- what the conv walkthrough covers ------------------------------------------------------------
 
@@ -108,213 +116,16 @@ def conv_unsupported_reason(experiment: Experiment) -> str | None:
     return None
 
 
-def default_steps(captured: Mapping[int, object]) -> list[int]:
-    """Step 1, and every captured k whose k − 1 is captured too (its weights come from there)."""
-    return [k for k in sorted(captured) if k == 1 or k - 1 in captured]
-
-
 def sheet_name(step: int) -> str:
     return "Conv walkthrough" if step == 1 else f"Conv walkthrough {step}"
 
 
 def conv_walkthrough_grids(
-    experiment: Experiment,
-    captured: Mapping[int, tuple[StepTrace, StepTrace]],
-    steps: Iterable[int] | None = None,
+    experiment: Experiment, captured: Captured, steps: Iterable[int] | None = None
 ) -> list[Grid]:
     """One Grid per walkthrough step ("Conv walkthrough", "Conv walkthrough 50", ...);
-    ``captured[k]`` is (hand trace, torch trace) of step k."""
-    reason = conv_unsupported_reason(experiment)
-    if reason is not None:
-        raise SpecError("workbook", reason)
-    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
-    return [conv_walkthrough_grid(experiment, step, captured) for step in chosen]
-
-
-def _params_before(
-    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]], names: list[str]
-) -> dict[str, np.ndarray]:
-    """The hand side's weights before ``step``: initial ones, the ``*_next`` of step − 1 (from
-    ``captured``), or a replay of the hand side (with the run's dropout masks)."""
-    if step == 1:
-        return {name: np.asarray(experiment.initial_params[name], dtype=float) for name in names}
-    if step - 1 in captured:
-        trace = captured[step - 1][0]
-    else:
-        spec = experiment.spec
-        hand = HandNetwork(
-            spec["network"],
-            spec["loss"],
-            spec["optimizer"],
-            {name: np.array(value) for name, value in experiment.initial_params.items()},
-            spec["data"].x,
-            spec["data"].y,
-            spec["batches"],
-            experiment.dtype,
-            masks=spec.get("masks"),
-        )
-        for k in range(1, step):
-            trace = hand.step(k)
-    return {name: np.asarray(trace.value(f"{name}_next"), dtype=float) for name in names}
-
-
-# --- layout --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Maps:
-    """A 4-D array (A, B, H, W) laid out as A bands of B maps of H×W cells; each map has a label
-    row above it and one empty column after it."""
-
-    top: int
-    left: int
-    shape: Shape4
-
-    def origin(self, a: int, b: int) -> tuple[int, int]:
-        _, _, h, w = self.shape
-        return self.top + a * (h + 2) + 1, self.left + b * (w + 1)
-
-    def cell(self, a: int, b: int, h: int, w: int, absolute: bool = False) -> str:
-        row, col = self.origin(a, b)
-        return address(row + h, col + w, absolute=absolute)
-
-    def window(self, a: int, b: int, h: int, w: int, rows: int, cols: int) -> str:
-        row, col = self.origin(a, b)
-        return area(row + h, col + w, rows, cols)
-
-    @property
-    def height(self) -> int:
-        return self.shape[0] * (self.shape[2] + 2)
-
-    @property
-    def width(self) -> int:
-        return self.shape[1] * (self.shape[3] + 1)
-
-
-def _indices(shape: Shape4) -> Iterable[tuple[int, int, int, int]]:
-    return np.ndindex(*shape)  # type: ignore[return-value]
-
-
-class _Sheet:
-    """Builds one conv walkthrough Grid; ``top`` is the next free row."""
-
-    def __init__(self, grid: Grid, step: int, hand: StepTrace, torch: StepTrace | None, width: int) -> None:
-        self.grid = grid
-        self.step = step
-        self.hand = hand
-        self.torch = torch
-        self.torch_left = LEFT + width + 1
-        self.delta_left = self.torch_left + width + 1
-        self.top = 1
-
-    def heading(self, text: str, style: str, torch: bool = False) -> None:
-        self.grid.text(self.top, 1, text, style)
-        if torch:
-            self.grid.text(self.top, self.torch_left, "torch", "torch")
-            self.grid.text(self.top, self.delta_left, "|Δ| = |hand − torch|", "delta")
-        self.top += 1
-
-    def note(self, text: str) -> None:
-        self.grid.text(self.top, 1, text, "note")
-        self.top += 1
-
-    def _labels(self, maps: Maps, labels: tuple[str, str], lefts: Iterable[int]) -> None:
-        a_count, b_count, _, _ = maps.shape
-        for left in lefts:
-            shifted = Maps(maps.top, left, maps.shape)
-            for a in range(a_count):
-                for b in range(b_count):
-                    row, col = shifted.origin(a, b)
-                    if labels == ("", ""):  # one row of per-output-channel values (a bias)
-                        for w in range(maps.shape[3]):
-                            self.grid.text(row - 1, col + w, f"o{w + 1}", "header")
-                        continue
-                    parts = [f"{name}{index + 1}" for name, index in zip(labels, (a, b), strict=True) if name]
-                    self.grid.text(row - 1, col, " ".join(parts), "header")
-
-    def inputs(self, title: str, values: np.ndarray, shape: Shape4, labels: tuple[str, str]) -> Maps:
-        """Plain input cells (editable), laid out as maps."""
-        self.heading(title, "subtitle")
-        maps = Maps(self.top, LEFT, shape)
-        self._labels(maps, labels, [LEFT])
-        array = np.asarray(values, dtype=float).reshape(shape)
-        for a, b, h, w in _indices(shape):
-            row, col = maps.origin(a, b)
-            self.grid.set(row + h, col + w, float(array[a, b, h, w]), "input")
-        self.top += maps.height
-        return maps
-
-    def computed(
-        self,
-        term: str | None,
-        title: str,
-        phase: str,
-        shape: Shape4,
-        body: Callable[[int, int, int, int], str],
-        labels: tuple[str, str],
-    ) -> Maps:
-        """One formula per cell (``body(a, b, h, w)``, without its ``=``). With ``term``: each
-        cell is recorded in ``grid.checks`` (flat index = C order of ``shape``, a reshape of the
-        term's value), torch's values and |Δ| are laid out beside it."""
-        has_torch = False
-        if term is not None:
-            if term not in self.hand:
-                raise SpecError("workbook", f"the hand trace of step {self.step} has no term {term!r}")
-            size = self.hand.value(term).size
-            if size != int(np.prod(shape)):
-                raise SpecError("workbook", f"{term}: the sheet lays out {shape}, the hand term has {size}")
-            title = f"{self.hand[term].symbol}:  {title}"
-            has_torch = self.torch is not None and term in self.torch
-        self.heading(title, phase if term is not None else "subtitle", torch=has_torch)
-        maps = Maps(self.top, LEFT, shape)
-        lefts = [LEFT, self.torch_left, self.delta_left] if has_torch else [LEFT]
-        self._labels(maps, labels, lefts)
-        torch_maps = Maps(self.top, self.torch_left, shape)
-        delta_maps = Maps(self.top, self.delta_left, shape)
-        torch_values = np.asarray(self.torch.value(term), dtype=float).reshape(shape) if has_torch else None
-        for index, (a, b, h, w) in enumerate(_indices(shape)):
-            row, col = maps.origin(a, b)
-            self.grid.set(row + h, col + w, fx.formula(body(a, b, h, w)), phase)
-            if term is None:
-                continue
-            self.grid.check(row + h, col + w, self.step, term, index)
-            if torch_values is not None:
-                t_row, t_col = torch_maps.origin(a, b)
-                self.grid.set(t_row + h, t_col + w, float(torch_values[a, b, h, w]), "torch")
-                d_row, d_col = delta_maps.origin(a, b)
-                hand_cell, torch_cell = maps.cell(a, b, h, w), torch_maps.cell(a, b, h, w)
-                self.grid.set(
-                    d_row + h, d_col + w, fx.formula(fx.absolute_difference(hand_cell, torch_cell)), "delta"
-                )
-        self.top += maps.height
-        return maps
-
-    def given(self, term: str, title: str, shape: Shape4, labels: tuple[str, str]) -> Maps:
-        """A term from outside the sheet (the hand value as plain numbers), torch's beside it."""
-        has_torch = self.torch is not None and term in self.torch
-        self.heading(f"{self.hand[term].symbol}:  {title}", "backward", torch=has_torch)
-        maps = Maps(self.top, LEFT, shape)
-        lefts = [LEFT, self.torch_left, self.delta_left] if has_torch else [LEFT]
-        self._labels(maps, labels, lefts)
-        hand = np.asarray(self.hand.value(term), dtype=float).reshape(shape)
-        torch = np.asarray(self.torch.value(term), dtype=float).reshape(shape) if has_torch else None
-        torch_maps, delta_maps = (
-            Maps(self.top, self.torch_left, shape),
-            Maps(self.top, self.delta_left, shape),
-        )
-        for a, b, h, w in _indices(shape):
-            row, col = maps.origin(a, b)
-            self.grid.set(row + h, col + w, float(hand[a, b, h, w]), "backward")
-            if torch is not None:
-                t_row, t_col = torch_maps.origin(a, b)
-                self.grid.set(t_row + h, t_col + w, float(torch[a, b, h, w]), "torch")
-                d_row, d_col = delta_maps.origin(a, b)
-                hand_cell, torch_cell = maps.cell(a, b, h, w), torch_maps.cell(a, b, h, w)
-                self.grid.set(
-                    d_row + h, d_col + w, fx.formula(fx.absolute_difference(hand_cell, torch_cell)), "delta"
-                )
-        self.top += maps.height
-        return maps
+    ``captured[k]`` is (hand trace, torch trace) of step k, with step k − 1 beside every k > 1."""
+    return step_grids(experiment, captured, steps, conv_unsupported_reason, conv_walkthrough_grid)
 
 
 # --- the sheet -----------------------------------------------------------------------------------
@@ -324,9 +135,7 @@ def _sum(parts: list[str]) -> str:
     return "+".join(parts) if parts else "0"
 
 
-def conv_walkthrough_grid(
-    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
-) -> Grid:
+def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured) -> Grid:
     """The live conv walkthrough of one step (``captured[step]`` = (hand trace, torch trace))."""
     reason = conv_unsupported_reason(experiment)
     if reason is not None:
@@ -351,21 +160,19 @@ def conv_walkthrough_grid(
     _, _, ho, wo = shapes["z"]
     (sh, sw), (ph, pw), groups = conv.stride, conv.padding, conv.groups  # type: ignore[misc]
     o_g = c_out // groups
-    param_names = [f"{name}.{short}" for short, _, _ in shape_of(conv_stage).params(conv_stage)]
-    params = _params_before(experiment, step, captured, param_names)
-    try:
-        rule: fx.UpdateRule | None = fx.update_rule(spec["optimizer"])
-        if rule is not None and rule.state_keys(spec["optimizer"]):
-            rule = None  # a stateful optimizer's state lives on the Trace sheet
-    except SpecError:
-        rule = None
+    table = [
+        (f"{name}.{short}", shape, symbol) for short, shape, symbol in shape_of(conv_stage).params(conv_stage)
+    ]
+    params = params_before(experiment, step, captured, [param for param, _, _ in table])
+    optimizer = spec["optimizer"]
+    rule = fx.update_rule(optimizer)
 
     pool_shape: Shape4 | None = None
     if pool is not None:
         pool_shape = (n, *pool.layer.output_shape(shapes["z"][1:]))  # type: ignore[assignment]
     widths = [Maps(0, 0, s).width for s in (*shapes.values(), *([pool_shape] if pool_shape else []))]
     grid = Grid(sheet_name(step))
-    sheet = _Sheet(grid, step, hand, torch, max(widths))
+    sheet = ConvSheet(grid, step, max(widths), hand, torch)
     grid.widths[1] = 14.0
 
     chain = " → ".join([name, *([f"{act.layer.kind}"] if act else []), *([pool.name] if pool else [])])
@@ -381,20 +188,14 @@ def conv_walkthrough_grid(
     sheet.top += 1
 
     # --- inputs ---
-    hyper: dict[str, str] = {}
-    if rule is not None:
-        sheet.heading("Hyper-parameters (inputs)", "subtitle")
-        for item in rule.hyper(spec["optimizer"]):
-            grid.text(sheet.top, 1, item.symbol, "header")
-            grid.set(sheet.top, LEFT, float(item.value), "input")
-            hyper[item.key] = address(sheet.top, LEFT, absolute=True)
-            sheet.top += 1
-        sheet.top += 1
-    x_maps = sheet.inputs(
+    sheet.heading("Hyper-parameters (inputs)", "subtitle")
+    hyper = hyper_inputs(sheet, rule, optimizer, named=False)
+    sheet.top += 1
+    x_maps = sheet.map_inputs(
         f"x: the step's {n} image(s), (N, C_in, H, W) = {shapes['x']}", x, shapes["x"], ("n", "c")
     )
     sheet.top += 1
-    w_maps = sheet.inputs(
+    w_maps = sheet.map_inputs(
         f"W⁽{name}⁾: the kernel before the step, (C_out, C_in/G, kH, kW) = {shapes['W']}",
         params[f"{name}.W"],
         shapes["W"],
@@ -403,14 +204,14 @@ def conv_walkthrough_grid(
     b_maps: Maps | None = None
     if conv.bias:
         sheet.top += 1
-        b_maps = sheet.inputs(
+        b_maps = sheet.map_inputs(
             f"b⁽{name}⁾: one bias per output channel", params[f"{name}.b"], (1, 1, 1, c_out), ("", "")
         )
     sheet.top += 1
 
     # --- forward ---
     if ph or pw:
-        xp_maps = sheet.computed(
+        xp_maps = sheet.map_computed(
             None,
             f"x̃ = x zero-padded by p = ({ph}, {pw}) on each side (not a term: the windows read it)",
             "forward",
@@ -435,7 +236,7 @@ def conv_walkthrough_grid(
             parts.append(b_maps.cell(0, 0, 0, o))
         return _sum(parts)
 
-    z_maps = sheet.computed(
+    z_maps = sheet.map_computed(
         f"{name}.z",
         f"z[n,o,i,j] = Σ_c SUMPRODUCT(x̃[n,c] window at ({sh}·i, {sw}·j), W[o,c]) + b[o]  "
         "(a cross-correlation: the kernel is not flipped)",
@@ -449,7 +250,7 @@ def conv_walkthrough_grid(
     a_maps: Maps | None = None
     if act is not None:
         kind, slope = act.layer.kind, act.layer.slope  # type: ignore[attr-defined]
-        a_maps = sheet.computed(
+        a_maps = sheet.map_computed(
             f"{name}.a",
             f"a = {fx.ACTIVATION_EQUATIONS[kind][0]}",
             "forward",
@@ -475,7 +276,7 @@ def conv_walkthrough_grid(
                     if 0 <= i * ps[0] - pp[0] + u < ho and 0 <= j * ps[1] - pp[1] + v < wo
                 ]  # (tap u·kW + v, h, w) of the real pixels of window (i, j), row-major
         src = out_maps
-        pool_maps = sheet.computed(
+        pool_maps = sheet.map_computed(
             f"{pool.name}.out",
             f"out[n,c,i,j] = MAX of the {pk[0]}×{pk[1]} window at ({ps[0]}·i − {pp[0]}, {ps[1]}·j − {pp[1]})",
             "forward",
@@ -495,7 +296,7 @@ def conv_walkthrough_grid(
                 text = f"IF({src.cell(a, c, hh, ww)}={pooled.cell(a, c, i, j)},{tap},{text})"
             return text
 
-        win_maps = sheet.computed(
+        win_maps = sheet.map_computed(
             None,
             f"winner of each window, as tap u·{pk[1]} + v: the FIRST maximum in row-major order "
             "(torch's tie rule; ties are common here)",
@@ -511,10 +312,12 @@ def conv_walkthrough_grid(
     suffix, _ = shape_of(last).output(last)
     upstream_term = f"{last.name}.dL_d{suffix}"
     up_shape = pool_shape if pool is not None and pool_shape is not None else shapes["z"]
-    up_maps = sheet.given(
+    up_maps = sheet.map_computed(
         upstream_term,
         "from the layers after (the hand side's numbers; their terms are on the Trace sheet)",
+        "backward",
         up_shape,
+        None,
         ("n", "c"),
     )
     sheet.top += 1
@@ -535,7 +338,7 @@ def conv_walkthrough_grid(
             )
 
         target = f"{name}.dL_da" if act is not None else f"{name}.dL_dz"
-        grad_out = sheet.computed(
+        grad_out = sheet.map_computed(
             target,
             "each window's gradient goes to its winner only: Σ over the windows holding the pixel of "
             "IF(winner = this tap, ∂L/∂out, 0)",
@@ -548,7 +351,7 @@ def conv_walkthrough_grid(
     if act is not None and a_maps is not None:
         kind, slope = act.layer.kind, act.layer.slope  # type: ignore[attr-defined]
         upstream_a, a_cells = grad_out, a_maps
-        grad_out = sheet.computed(
+        grad_out = sheet.map_computed(
             f"{name}.dL_dz",
             f"∂L/∂z = ∂L/∂a ⊙ f′(z), {fx.ACTIVATION_EQUATIONS[kind][1]}",
             "backward",
@@ -570,7 +373,7 @@ def conv_walkthrough_grid(
             return dz_maps.cell(a, o, i, j)
         return "0"
 
-    dhat = sheet.computed(
+    dhat = sheet.map_computed(
         None,
         f"δ̂ = ∂L/∂z dilated by s = ({sh}, {sw}) and zero-padded by k − 1 = ({kh - 1}, {kw - 1}): "
         "what the full correlation slides over (not a term)",
@@ -600,7 +403,7 @@ def conv_walkthrough_grid(
             ]
         )
 
-    dw_maps = sheet.computed(
+    dw_maps = sheet.map_computed(
         f"{name}.dL_dW",
         "∂L/∂W[o,c,u,v] = Σ_n SUMPRODUCT(∂L/∂z[n,o], x̃[n,c] shifted by (u, v)): a sum over the "
         "windows of δ × the pixel tap (u, v) saw",
@@ -612,7 +415,7 @@ def conv_walkthrough_grid(
     sheet.top += 1
     db_maps: Maps | None = None
     if conv.bias:
-        db_maps = sheet.computed(
+        db_maps = sheet.map_computed(
             f"{name}.dL_db",
             "∂L/∂b[o] = Σ_n SUM(∂L/∂z[n,o])",
             "backward",
@@ -622,7 +425,7 @@ def conv_walkthrough_grid(
         )
         sheet.top += 1
 
-    rot = sheet.computed(
+    rot = sheet.map_computed(
         None,
         "rot180(W)[o,c,u,v] = W[o,c,kH−1−u,kW−1−v]: the flipped kernel (not a term)",
         "backward",
@@ -642,7 +445,7 @@ def conv_walkthrough_grid(
             ]
         )
 
-    sheet.computed(
+    sheet.map_computed(
         "input.dL_dx",
         "∂L/∂x[n,c,h,w] = Σ_o SUMPRODUCT(δ̂[n,o] window at (h + p, w + p), rot180(W)[o,c]): the full "
         "correlation with the flipped kernel, padding cropped",
@@ -653,31 +456,12 @@ def conv_walkthrough_grid(
     )
     sheet.top += 1
 
-    # --- update ---
-    if rule is not None:
-        sheet.computed(
-            f"{name}.W_next",
-            rule.equation,
-            "update",
-            shapes["W"],
-            lambda o, c, u, v: (
-                rule.build(w_maps.cell(o, c, u, v), dw_maps.cell(o, c, u, v), hyper, {}, str(step)).next
-            ),
-            ("o", "c"),
-        )
-        sheet.top += 1
-        if b_maps is not None and db_maps is not None:
-            bias_maps, grad_b = b_maps, db_maps
-            sheet.computed(
-                f"{name}.b_next",
-                rule.equation,
-                "update",
-                (1, 1, 1, c_out),
-                lambda _a, _b, _h, o: (
-                    rule.build(bias_maps.cell(0, 0, 0, o), grad_b.cell(0, 0, 0, o), hyper, {}, str(step)).next
-                ),
-                ("", ""),
-            )
-    else:
-        sheet.note("The update of this optimizer is on the Trace sheet (no live formula for it here).")
+    # --- clipping and the update ---
+    params_cells: dict[str, Cells] = {f"{name}.W": w_maps}
+    grads: dict[str, Cells] = {f"{name}.W": dw_maps}
+    if b_maps is not None and db_maps is not None:
+        params_cells[f"{name}.b"], grads[f"{name}.b"] = b_maps, db_maps
+    if rule.clip is not None:
+        grads = clip_blocks(sheet, rule.clip, table, grads, hyper)
+    update_blocks(sheet, captured, optimizer, rule, table, params_cells, grads, hyper, scalars=False)
     return grid

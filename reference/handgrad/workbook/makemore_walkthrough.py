@@ -26,6 +26,7 @@ import numpy as np
 from handgrad.contract.makemore import Makemore
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment
+from handgrad.workbook.blocks import step_grids
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.slice_blocks import (
     before,
@@ -35,7 +36,6 @@ from handgrad.workbook.slice_blocks import (
     labels,
     scalar_input,
     section,
-    sliced_grids,
     start_sheet,
 )
 
@@ -60,7 +60,7 @@ def makemore_walkthrough_grids(
     steps: Iterable[int] | None = None,
 ) -> list[Grid]:
     """One Grid per walkthrough step; ``captured[k]`` is (hand trace, torch trace) of step k."""
-    return sliced_grids(experiment, captured, steps, makemore_unsupported_reason, makemore_walkthrough_grid)
+    return step_grids(experiment, captured, steps, makemore_unsupported_reason, makemore_walkthrough_grid)
 
 
 def makemore_walkthrough_grid(

@@ -1,5 +1,5 @@
 """Helpers of the sliced live sheets (the makemore and transformer walkthroughs): a slice of a run
-too large for live formulas, laid out with the dense Walkthrough's :class:`_Sheet` (its blocks,
+too large for live formulas, laid out with :class:`handgrad.workbook.blocks.Sheet` (its blocks,
 legend and torch/|Δ| columns), plus the intermediate blocks no side traces (μ, σ², x̂, Q, K, …).
 
 The hand side's numbers come from the run's recorded traces (``captured``: hand and torch traces
@@ -8,18 +8,16 @@ of the walkthrough step and the one before it), never from a re-run of hand/.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 
 import numpy as np
 
 from handgrad.contract.spec import SpecError
-from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
+from handgrad.workbook.blocks import LEFT, Block, Captured, Sheet, trace_before, write_legend
 from handgrad.workbook.grid import Grid
-from handgrad.workbook.walkthrough import LEFT, LEGEND, LEGEND_TEXT, Block, _Sheet, default_steps
 
-Captured = Mapping[int, tuple[StepTrace, StepTrace]]
 Cells = Callable[[int, int], str]
 
 
@@ -32,33 +30,31 @@ def float64_reason(experiment: Experiment) -> str | None:
 
 def start_sheet(
     title: str, step: int, width: int, captured: Captured, lines: list[str]
-) -> tuple[Grid, _Sheet]:
-    """A Grid with the title, the note lines and the legend, and its :class:`_Sheet` (blocks are
+) -> tuple[Grid, Sheet]:
+    """A Grid with the title, the note lines and the legend, and its :class:`Sheet` (blocks are
     ``width`` columns wide; torch's values and |Δ| to their right)."""
     if step not in captured:
         raise SpecError("walkthrough", f"step {step} was not captured")
     hand, torch = captured[step]
     grid = Grid(title)
     grid.widths[1] = 44
-    sheet = _Sheet(grid, step, width, hand, torch)
+    sheet = Sheet(grid, step, width, hand, torch)
     for col in range(LEFT, sheet.delta_left + width):
         grid.widths[col] = 13
     for row, line in enumerate(lines, start=1):
         grid.text(row, 1, line, "title" if row == 1 else "note")
     legend = len(lines) + 1
-    grid.text(legend, 1, "Legend", "header")
-    for j, key in enumerate(LEGEND):
-        grid.text(legend, LEFT + j, LEGEND_TEXT[key], key)
+    write_legend(grid, legend)
     sheet.top = legend + 2
     return grid, sheet
 
 
-def section(sheet: _Sheet, text: str) -> None:
+def section(sheet: Sheet, text: str) -> None:
     sheet.grid.text(sheet.top, 1, text, "title")
     sheet.top += 1
 
 
-def scalar_input(sheet: _Sheet, label: str, value: float, name: str) -> str:
+def scalar_input(sheet: Sheet, label: str, value: float, name: str) -> str:
     """A named input cell (``name``: a defined name that never reads as an address)."""
     sheet.grid.text(sheet.top, 1, label, "header")
     sheet.grid.set(sheet.top, LEFT, float(value), "input")
@@ -68,7 +64,7 @@ def scalar_input(sheet: _Sheet, label: str, value: float, name: str) -> str:
 
 
 def helper(
-    sheet: _Sheet,
+    sheet: Sheet,
     title: str,
     phase: str,
     cell: Cells,
@@ -94,7 +90,7 @@ def helper(
 
 
 def checked(
-    sheet: _Sheet,
+    sheet: Sheet,
     term: str,
     title: str,
     phase: str,
@@ -114,28 +110,10 @@ def before(
 ) -> np.ndarray:
     """A traced value as it stood before ``step``: ``initial`` at step 1, else the term ``name`` of
     step − 1's hand trace (the writer captures k − 1 with every walkthrough step k)."""
-    if step == 1:
+    previous = trace_before(step, captured)
+    if previous is None:
         return np.asarray(initial, dtype=float)
-    if step - 1 not in captured:
-        raise SpecError("walkthrough", f"step {step - 1} (the state before step {step}) was not captured")
-    return np.asarray(captured[step - 1][0].value(name), dtype=float)
-
-
-def sliced_grids(
-    experiment: Experiment,
-    captured: Mapping[int, tuple[StepTrace, StepTrace]],
-    steps: Iterable[int] | None,
-    reason: Callable[[Experiment], str | None],
-    grid: Callable[[Experiment, int, Mapping[int, tuple[StepTrace, StepTrace]]], Grid],
-) -> list[Grid]:
-    """One Grid per walkthrough step (``steps``, else the dense Walkthrough's default steps of
-    ``captured``), each ``grid(experiment, step, captured)``; ``reason(experiment)``, when it is
-    not None, refuses the run as a SpecError."""
-    why = reason(experiment)
-    if why is not None:
-        raise SpecError("workbook", why)
-    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
-    return [grid(experiment, step, captured) for step in chosen]
+    return np.asarray(previous.value(name), dtype=float)
 
 
 def labels(prefix: str, count: int, start: int = 0) -> list[str]:

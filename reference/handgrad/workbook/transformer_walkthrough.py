@@ -33,6 +33,7 @@ import numpy as np
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import Transformer
 from handgrad.harness import Experiment
+from handgrad.workbook.blocks import Block, Sheet, step_grids
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.slice_blocks import (
     before,
@@ -42,10 +43,8 @@ from handgrad.workbook.slice_blocks import (
     labels,
     scalar_input,
     section,
-    sliced_grids,
     start_sheet,
 )
-from handgrad.workbook.walkthrough import Block, _Sheet
 
 MAX_HEADS = 4  # more heads: the sheet would hold more bands than a reader follows
 
@@ -74,7 +73,7 @@ def transformer_walkthrough_grids(
     steps: Iterable[int] | None = None,
 ) -> list[Grid]:
     """One Grid per walkthrough step; ``captured[k]`` is (hand trace, torch trace) of step k."""
-    return sliced_grids(
+    return step_grids(
         experiment, captured, steps, transformer_unsupported_reason, transformer_walkthrough_grid
     )
 
@@ -458,7 +457,7 @@ def _pv(p: Block, v: Block, i: int, j: int) -> str:
 
 
 def _causal(
-    sheet: _Sheet,
+    sheet: Sheet,
     title: str,
     phase: str,
     cell,  # noqa: ANN001 (a Cells)

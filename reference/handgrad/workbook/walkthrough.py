@@ -24,35 +24,31 @@ Every formula reads from the input cells, so editing one recomputes the whole st
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
-from openpyxl.worksheet.formula import ArrayFormula
 
 from handgrad.contract.spec import Activation, Dense, Network, SpecError, Stage
 from handgrad.contract.stack import param_table, sup
 from handgrad.contract.trace import StepTrace
-from handgrad.contract.training import Clip
-from handgrad.hand.network import HandNetwork
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
-from handgrad.workbook.grid import Grid, address, area
+from handgrad.workbook.blocks import (
+    LEFT,
+    Block,
+    Captured,
+    Cells,
+    Sheet,
+    clip_blocks,
+    hyper_inputs,
+    params_before,
+    step_grids,
+    unit_labels,
+    update_blocks,
+    write_legend,
+)
+from handgrad.workbook.grid import Grid, area
 from handgrad.workbook.loss_formulas import LossCells, LossFormulas, loss_formulas
-
-LEFT = 2  # the hand blocks start in column B; column A holds titles and row labels
-LEGEND = ("input", "forward", "loss", "backward", "update", "torch", "delta")
-LEGEND_TEXT = {
-    "input": "input (edit me)",
-    "forward": "forward",
-    "loss": "loss",
-    "backward": "backward",
-    "update": "update",
-    "torch": "torch's value",
-    "delta": "|Δ| by formula",
-}
-
 
 # --- what a live sheet supports -----------------------------------------------------------------
 
@@ -93,223 +89,26 @@ def output_suffix(stage: Stage) -> str:
     return "a" if isinstance(stage.layer, Activation) else "z"
 
 
-def replay_hand(experiment: Experiment, steps: int) -> Iterable[StepTrace]:
-    """The hand side's traces of steps 1..steps again, from the run's initial weights (a fresh
-    :class:`HandNetwork`; the experiment's own sides are not touched)."""
-    spec = experiment.spec
-    data = spec["data"]
-    hand = HandNetwork(
-        spec["network"],
-        spec["loss"],
-        spec["optimizer"],
-        {name: np.array(value) for name, value in experiment.initial_params.items()},
-        data.x,
-        data.y,
-        spec["batches"],
-        experiment.dtype,
-    )
-    for step in range(1, steps + 1):
-        yield hand.step(step)
-
-
-def trace_before(
-    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
-) -> StepTrace | None:
-    """The hand trace of step − 1 (from ``captured``, else by replaying the hand side); None at
-    step 1."""
-    if step == 1:
-        return None
-    if step - 1 in captured:
-        return captured[step - 1][0]
-    trace = None
-    for trace in replay_hand(experiment, step - 1):  # noqa: B007 (the last one is wanted)
-        pass
-    return trace
-
-
-def params_before(
-    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
-) -> dict[str, np.ndarray]:
-    """The hand side's weights before ``step``: the initial ones, or the ``*_next`` of step − 1."""
-    names = [name for name, _, _ in param_table(experiment.spec["network"])]
-    previous = trace_before(experiment, step, captured)
-    if previous is None:
-        return {name: np.asarray(experiment.initial_params[name], dtype=float) for name in names}
-    return {name: np.asarray(previous.value(f"{name}_next"), dtype=float) for name in names}
-
-
-def default_steps(captured: Mapping[int, object]) -> list[int]:
-    """Walkthrough steps when none are named: step 1, and every captured k whose k − 1 is captured
-    too (the writer captures k − 1 for the weights before step k)."""
-    return [k for k in sorted(captured) if k == 1 or k - 1 in captured]
-
-
 def sheet_name(step: int) -> str:
     return "Walkthrough" if step == 1 else f"Walkthrough {step}"
 
 
 def walkthrough_grids(
-    experiment: Experiment,
-    captured: Mapping[int, tuple[StepTrace, StepTrace]],
-    steps: Iterable[int] | None = None,
+    experiment: Experiment, captured: Captured, steps: Iterable[int] | None = None
 ) -> list[Grid]:
     """One Grid per walkthrough step ("Walkthrough" for step 1, "Walkthrough 50", ...).
 
-    ``captured[k]`` is (hand trace, torch trace) of step k; ``steps`` defaults to
-    :func:`default_steps` of ``captured``.
+    ``captured[k]`` is (hand trace, torch trace) of step k, with step k − 1 beside every step k > 1
+    (the weights and optimizer state before step k); ``steps`` defaults to
+    :func:`~handgrad.workbook.blocks.default_steps` of ``captured``.
     """
-    live_stages(experiment)
-    chosen = sorted(set(steps)) if steps is not None else default_steps(captured)
-    return [walkthrough_grid(experiment, step, captured) for step in chosen]
+    return step_grids(experiment, captured, steps, unsupported_reason, walkthrough_grid)
 
 
 # --- one sheet --------------------------------------------------------------------------------
 
 
-@dataclass
-class Block:
-    """A laid-out block of hand cells: its top-left cell and its shape."""
-
-    top: int
-    left: int
-    rows: int
-    cols: int
-
-    def cell(self, i: int, j: int, absolute: bool = False) -> str:
-        return address(self.top + i, self.left + j, absolute=absolute)
-
-    def range(self, cols: int | None = None, extra: int = 0) -> str:
-        """The block's range (``cols`` first columns only; ``extra`` more columns to the right)."""
-        width = (self.cols if cols is None else cols) + extra
-        return area(self.top, self.left, self.rows, width)
-
-
-def _as_matrix(value: np.ndarray) -> np.ndarray:
-    """A term's value as the 2-D block the sheet shows: a vector (a bias) becomes a column."""
-    array = np.asarray(value, dtype=float)
-    if array.ndim == 0:
-        return array.reshape(1, 1)
-    if array.ndim == 1:
-        return array.reshape(-1, 1)
-    return array
-
-
-class _Sheet:
-    """Builds one walkthrough Grid; ``top`` is the next free row."""
-
-    def __init__(self, grid: Grid, step: int, width: int, hand: StepTrace, torch: StepTrace | None) -> None:
-        self.grid = grid
-        self.step = step
-        self.width = width
-        self.torch_left = LEFT + width + 1
-        self.delta_left = self.torch_left + width + 1
-        self.hand = hand
-        self.torch = torch
-        self.top = 1
-
-    def title(self, text: str, style: str, torch: bool) -> None:
-        self.grid.text(self.top, 1, text, style)
-        if torch:
-            self.grid.text(self.top, self.torch_left, "torch", "torch")
-            self.grid.text(self.top, self.delta_left, "|Δ| = |hand − torch|", "delta")
-
-    def labels(self, row: int, col_labels: list[str], row_labels: list[str], rows: int, torch: bool) -> None:
-        lefts = [LEFT, self.torch_left, self.delta_left] if torch else [LEFT]
-        for left in lefts:
-            for j, label in enumerate(col_labels):
-                self.grid.text(row, left + j, label, "header")
-        for i, label in enumerate(row_labels[:rows]):
-            self.grid.text(row + 1 + i, 1, label, "header")
-
-    def inputs(self, title: str, values: np.ndarray, col_labels: list[str], row_labels: list[str]) -> Block:
-        """A block of plain input cells (editable)."""
-        matrix = _as_matrix(values)
-        self.title(title, "header", torch=False)
-        self.labels(self.top + 1, col_labels, row_labels, matrix.shape[0], torch=False)
-        block = Block(self.top + 2, LEFT, *matrix.shape)
-        self.grid.block(block.top, block.left, matrix, "input")
-        self.top = block.top + block.rows + 1
-        return block
-
-    def computed(
-        self,
-        term: str,
-        title: str,
-        phase: str,
-        cells: dict[tuple[int, int], object],
-        shape: tuple[int, int],
-        col_labels: list[str],
-        row_labels: list[str],
-        *,
-        array: str | None = None,
-        ones_column: bool = False,
-        indices: np.ndarray | None = None,
-    ) -> Block:
-        """A block of formulas computing ``term`` (per cell in ``cells``, or one array formula
-        ``array`` over the block), with torch's values and |Δ| beside it. ``indices`` (rows × cols
-        flat indices into the term) lays out a slice of a larger term."""
-        if term not in self.hand:
-            raise SpecError("workbook", f"the hand trace of step {self.step} has no term {term!r}")
-        expected = _as_matrix(self.hand.value(term)).shape
-        if indices is None:
-            if expected != shape:
-                raise SpecError(
-                    "workbook", f"{term}: the sheet lays out {shape}, the hand term is {expected}"
-                )
-            indices = np.arange(shape[0] * shape[1]).reshape(shape)
-        elif indices.shape != shape or int(indices.max()) >= int(np.prod(expected)):
-            raise SpecError(
-                "workbook", f"{term}: a slice {indices.shape} of the hand term {expected} does not fit"
-            )
-        symbol = self.hand[term].symbol
-        has_torch = self.torch is not None and term in self.torch
-        self.title(f"{symbol} = {title}", phase, torch=has_torch)
-        labels = [*col_labels, "1"] if ones_column else col_labels
-        self.labels(self.top + 1, labels, row_labels, shape[0], torch=False)
-        if has_torch:
-            for left in (self.torch_left, self.delta_left):
-                for j, label in enumerate(col_labels):
-                    self.grid.text(self.top + 1, left + j, label, "header")
-        block = Block(self.top + 2, LEFT, *shape)
-        rows, cols = shape
-        if array is not None:
-            self.grid.set(block.top, block.left, ArrayFormula(block.range(), fx.formula(array)), phase)
-        for i in range(rows):
-            for j in range(cols):
-                row, col = block.top + i, block.left + j
-                if array is None:
-                    self.grid.set(row, col, fx.formula(str(cells[(i, j)])), phase)
-                elif (i, j) != (0, 0):
-                    self.grid.set(row, col, None, phase)
-                self.grid.check(row, col, self.step, term, int(indices[i, j]))
-        if ones_column:
-            for i in range(rows):
-                self.grid.set(block.top + i, block.left + cols, 1.0, "note")
-        if has_torch:
-            assert self.torch is not None
-            torch_values = np.ravel(self.torch.value(term)).astype(float)[indices]
-            self.grid.block(block.top, self.torch_left, torch_values, "torch")
-            for i in range(rows):
-                for j in range(cols):
-                    hand_cell = block.cell(i, j)
-                    torch_cell = address(block.top + i, self.torch_left + j)
-                    self.grid.set(
-                        block.top + i,
-                        self.delta_left + j,
-                        fx.formula(fx.absolute_difference(hand_cell, torch_cell)),
-                        "delta",
-                    )
-        self.top = block.top + rows + 1
-        return block
-
-
-def _unit_labels(count: int, prefix: str = "unit") -> list[str]:
-    return [f"{prefix} {j + 1}" for j in range(count)]
-
-
-def walkthrough_grid(
-    experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
-) -> Grid:
+def walkthrough_grid(experiment: Experiment, step: int, captured: Captured) -> Grid:
     """The live walkthrough of one step (``captured[step]`` = (hand trace, torch trace))."""
     stages = live_stages(experiment)
     if step not in captured:
@@ -325,8 +124,8 @@ def walkthrough_grid(
     x = np.asarray(data.x[rows_used], dtype=float)
     y = np.asarray(data.y[rows_used], dtype=float)
     n_samples = x.shape[0]
-    params = params_before(experiment, step, captured)
     table = param_table(network)
+    params = params_before(experiment, step, captured, [name for name, _, _ in table])
     symbols = {name: symbol for name, _, symbol in table}
     folded = any(isinstance(s.layer, Dense) and s.layer.fold_bias for s in stages)
     x_ones = _next_is_folded(stages, -1)
@@ -345,7 +144,7 @@ def walkthrough_grid(
 
     grid = Grid(sheet_name(step))
     grid.widths[1] = 40
-    sheet = _Sheet(grid, step, width, hand, torch)
+    sheet = Sheet(grid, step, width, hand, torch)
     for col in range(LEFT, sheet.delta_left + width):
         grid.widths[col] = 13
 
@@ -369,39 +168,24 @@ def walkthrough_grid(
         f"rows are samples (N × features), weights are (out × in), as torch",
         "note",
     )
-    grid.text(4, 1, "Legend", "header")
-    for j, key in enumerate(LEGEND):
-        grid.text(4, LEFT + j, LEGEND_TEXT[key], key)
+    write_legend(grid, 4)
     sheet.top = 6
 
     # --- inputs ---------------------------------------------------------------------------------
     grid.text(sheet.top, 1, "Inputs (plain cells: edit them)", "title")
     sheet.top += 1
-    hyper_names: dict[str, str] = {}
-    schedule_keys = {hyper.key for hyper in fx.schedule_hyper(rule.schedule)}  # Training sheet only
-    for hyper in rule.hyper(optimizer):
-        label, value = f"{hyper.symbol} ({hyper.key}, name {hyper.name})", hyper.value
-        if hyper.key in schedule_keys:  # the schedule moves η after this step; this step reads η only
-            continue
-        if hyper.key == "lr" and rule.schedule is not None:
-            value = float(np.asarray(hand.value(f"{optimizer.kind}.lr")).reshape(-1)[0])
-            label += f": the lr in force at step {step} ({fx.schedule_equation(rule.schedule)})"
-        grid.text(sheet.top, 1, label, "header")
-        grid.set(sheet.top, LEFT, value, "input")
-        grid.name(hyper.name, sheet.top, LEFT)
-        hyper_names[hyper.key] = hyper.name
-        sheet.top += 1
+    hyper_names = hyper_inputs(sheet, rule, optimizer)
     sheet.top += 1
 
     x_title = "x: the step's input rows (N × in)" + ("; [x | 1] is the augmented input" if x_ones else "")
-    x_block = sheet.inputs(x_title, x, _unit_labels(x.shape[1], "in"), sample_labels)
+    x_block = sheet.inputs(x_title, x, unit_labels(x.shape[1], "in"), sample_labels)
     grid.name("x_in", x_block.top, x_block.left, x_block.rows, x_block.cols)
     if x_ones:
         grid.text(x_block.top - 1, x_block.left + x_block.cols, "1", "header")
         for i in range(n_samples):
             grid.set(x_block.top + i, x_block.left + x_block.cols, 1.0, "note")
     y_block = sheet.inputs(
-        "y: the step's targets (N × out)", y, _unit_labels(y.shape[1], "out"), sample_labels
+        "y: the step's targets (N × out)", y, unit_labels(y.shape[1], "out"), sample_labels
     )
     grid.name("y_in", y_block.top, y_block.left, y_block.rows, y_block.cols)
 
@@ -410,8 +194,8 @@ def walkthrough_grid(
         if not isinstance(stage.layer, Dense):
             continue
         layer, k = stage.layer, stage.k
-        weight_rows = _unit_labels(layer.out_features, "unit")
-        in_labels = _unit_labels(layer.in_features, "in")
+        weight_rows = unit_labels(layer.out_features, "unit")
+        in_labels = unit_labels(layer.in_features, "in")
         when = "the initial weights" if step == 1 else f"the weights after step {step - 1}"
         if layer.fold_bias:
             name = f"{stage.name}.Wt"
@@ -465,7 +249,7 @@ def walkthrough_grid(
                 "forward",
                 {},
                 (n_samples, layer.out_features),
-                _unit_labels(layer.out_features),
+                unit_labels(layer.out_features),
                 sample_labels,
                 array=body,
                 ones_column=_next_is_folded(stages, index),
@@ -486,7 +270,7 @@ def walkthrough_grid(
                 "forward",
                 cells,
                 (z_block.rows, z_block.cols),
-                _unit_labels(z_block.cols),
+                unit_labels(z_block.cols),
                 sample_labels,
                 ones_column=_next_is_folded(stages, index),
             )
@@ -529,7 +313,7 @@ def walkthrough_grid(
         term = f"{stage.name}.dL_d{suffix}"
         out = outputs[index]
         shape = (out.rows, out.cols)
-        labels = _unit_labels(out.cols)
+        labels = unit_labels(out.cols)
         if index == last:
             cells = {(i, j): lf.gradient(loss_cells, i, j) for i in range(out.rows) for j in range(out.cols)}
             block = sheet.computed(
@@ -558,8 +342,8 @@ def walkthrough_grid(
         source = x_block if index == 0 else outputs[index - 1]
         source_symbol = "x" if index == 0 else out_symbols[index - 1]
         g = block.range()
-        in_labels = _unit_labels(layer.in_features, "in")
-        weight_rows = _unit_labels(layer.out_features, "unit")
+        in_labels = unit_labels(layer.in_features, "in")
+        weight_rows = unit_labels(layer.out_features, "unit")
         if layer.fold_bias:
             name = f"{stage.name}.Wt"
             body = fx.mmult(fx.transpose(g), source.range(extra=1))
@@ -607,189 +391,26 @@ def walkthrough_grid(
         "backward",
         {},
         (n_samples, x.shape[1]),
-        _unit_labels(x.shape[1], "in"),
+        unit_labels(x.shape[1], "in"),
         sample_labels,
         array=body,
     )
     sheet.top += 1
 
+    grads: Mapping[str, Cells] = param_grads
     if rule.clip is not None:
-        param_grads = _clip_blocks(sheet, rule.clip, table, param_grads, hyper_names)
+        grads = clip_blocks(sheet, rule.clip, table, param_grads, hyper_names)
 
     # --- update ---------------------------------------------------------------------------------------
     grid.text(sheet.top, 1, f"Update ({optimizer.kind}: {rule.equation})", "title")
     sheet.top += 1
-    _update_blocks(sheet, experiment, captured, rule, table, param_blocks, param_grads, hyper_names)
+    update_blocks(sheet, captured, optimizer, rule, table, param_blocks, grads, hyper_names)
     _check_complete(grid, hand, step)
     return grid
 
 
-def _param_labels(short: str, rows: int, cols: int) -> tuple[list[str], list[str]]:
-    """(column labels, row labels) of a parameter-shaped block."""
-    if short == "b":
-        col_labels = ["b"]
-    elif short == "Wt":
-        col_labels = [*_unit_labels(cols - 1, "in"), "bias"]
-    else:
-        col_labels = _unit_labels(cols, "in")
-    return col_labels, _unit_labels(rows, "unit")
-
-
-def _clip_blocks(
-    sheet: _Sheet,
-    clip: Clip,
-    table: list[tuple[str, tuple[int, ...], str]],
-    param_grads: dict[str, Block],
-    hyper_names: dict[str, str],
-) -> dict[str, Block]:
-    """Gradient clipping between the backward pass and the update: ‖g‖ over every gradient and
-    the coefficient (by norm), then each clipped gradient ĝ, the blocks the update reads."""
-    grid = sheet.grid
-    grid.text(sheet.top, 1, f"Gradient clipping ({fx.clip_equation(clip)})", "title")
-    sheet.top += 1
-    coefficient = None
-    if clip.max_norm is not None:
-        p = "∞" if math.isinf(clip.norm_type) else fx.number(clip.norm_type)
-        cells = [
-            block.cell(i, j)
-            for block in (param_grads[name] for name, _, _ in table)
-            for i in range(block.rows)
-            for j in range(block.cols)
-        ]
-        norm = fx.clip_norm(clip, cells)
-        block = sheet.computed(
-            "clip.total_norm",
-            f"‖∂L/∂θ‖_{p} over every parameter (before clipping)",
-            "update",
-            {(0, 0): norm},
-            (1, 1),
-            ["‖g‖"],
-            ["‖g‖"],
-        )
-        grid.text(sheet.top, 1, "coef = min(max_norm/(‖g‖ + 10⁻⁶), 1)  (no torch term)", "update")
-        body = fx.clip_coefficient(hyper_names, block.cell(0, 0))
-        grid.set(sheet.top + 1, LEFT, fx.formula(body), "update")
-        coefficient = address(sheet.top + 1, LEFT)
-        sheet.top += 3
-    clipped: dict[str, Block] = {}
-    for name, _, symbol in table:
-        g_block = param_grads[name]
-        cells = {
-            (i, j): fx.clipped(clip, hyper_names, g_block.cell(i, j), coefficient)
-            for i in range(g_block.rows)
-            for j in range(g_block.cols)
-        }
-        col_labels, row_labels = _param_labels(name.split(".", 1)[1], g_block.rows, g_block.cols)
-        clipped[name] = sheet.computed(
-            f"clip.grad.{name}",
-            f"∂L/∂{symbol} clipped",
-            "update",
-            cells,
-            (g_block.rows, g_block.cols),
-            col_labels,
-            row_labels,
-        )
-    sheet.top += 1
-    return clipped
-
-
-def _update_blocks(
-    sheet: _Sheet,
-    experiment: Experiment,
-    captured: Mapping[int, tuple[StepTrace, StepTrace]],
-    rule: fx.UpdateRule,
-    table: list[tuple[str, tuple[int, ...], str]],
-    param_blocks: dict[str, Block],
-    param_grads: dict[str, Block],
-    hyper_names: dict[str, str],
-) -> None:
-    """The optimizer's blocks in computation order: its state (reading the state before the step,
-    shown as input cells), the updated parameters, then its scalars (the lr in force, ...)."""
-    step, optimizer = sheet.step, experiment.spec["optimizer"]
-    kind = optimizer.kind
-    state_keys = rule.state_keys(optimizer)
-    before = trace_before(experiment, step, captured) if state_keys else None
-    previous: dict[tuple[str, str], Block] = {}
-    if before is not None:
-        for key, state_symbol in state_keys:
-            for name, _, symbol in table:
-                value = _as_matrix(before.value(f"{kind}.{key}.{name}"))
-                col_labels, row_labels = _param_labels(name.split(".", 1)[1], *value.shape)
-                previous[(key, name)] = sheet.inputs(
-                    f"{state_symbol}[{symbol}] after step {step - 1} (state before this step)",
-                    value,
-                    col_labels,
-                    row_labels,
-                )
-    # every element's formulas first, then the blocks: the new state is laid out before the update
-    # that reads it, so the positions of the state blocks are known when the update is written
-    state_tops: dict[tuple[str, str], Block] = {}
-    top = sheet.top
-    for key, _ in state_keys:
-        for name, _, _ in table:
-            p_block = param_blocks[name]
-            state_tops[(key, name)] = Block(top + 2, LEFT, p_block.rows, p_block.cols)
-            top += 2 + p_block.rows + 1
-    state_cells: dict[tuple[str, str], dict[tuple[int, int], object]] = {k: {} for k in state_tops}
-    next_cells: dict[str, dict[tuple[int, int], object]] = {}
-    for name, _, _ in table:
-        p_block, g_block = param_blocks[name], param_grads[name]
-        next_cells[name] = {}
-        for i in range(p_block.rows):
-            for j in range(p_block.cols):
-                before_refs = {
-                    key: (previous[(key, name)].cell(i, j) if (key, name) in previous else None)
-                    for key, _ in state_keys
-                }
-                new_state = {key: state_tops[(key, name)].cell(i, j) for key, _ in state_keys}
-                update = rule.build(
-                    p_block.cell(i, j), g_block.cell(i, j), hyper_names, before_refs, str(step), new_state
-                )
-                for key, body in update.state.items():
-                    state_cells[(key, name)][(i, j)] = body
-                next_cells[name][(i, j)] = update.next
-    for key, _ in state_keys:
-        for name, _, _ in table:
-            p_block = param_blocks[name]
-            col_labels, row_labels = _param_labels(name.split(".", 1)[1], p_block.rows, p_block.cols)
-            block = sheet.computed(
-                f"{kind}.{key}.{name}",
-                f"{kind}'s {key} after this step",
-                "state",
-                state_cells[(key, name)],
-                (p_block.rows, p_block.cols),
-                col_labels,
-                row_labels,
-            )
-            assert block.top == state_tops[(key, name)].top
-    for name, _, symbol in table:
-        p_block = param_blocks[name]
-        col_labels, row_labels = _param_labels(name.split(".", 1)[1], p_block.rows, p_block.cols)
-        sheet.computed(
-            f"{name}_next",
-            f"{symbol} − η·∂L/∂{symbol}"
-            if not state_keys and kind == "sgd"
-            else f"{symbol} after the step ({rule.equation})",
-            "update",
-            next_cells[name],
-            (p_block.rows, p_block.cols),
-            col_labels,
-            row_labels,
-        )
-    for key, body in rule.scalars(hyper_names, str(step)):
-        sheet.computed(
-            f"{kind}.{key}",
-            f"{body}  ({kind}'s {key} at this step)",
-            "state",
-            {(0, 0): body},
-            (1, 1),
-            [key],
-            [key],
-        )
-
-
 def sheet_loss_helpers(
-    sheet: _Sheet, lf: LossFormulas, yhat: Block, y_block: Block, sample_labels: list[str]
+    sheet: Sheet, lf: LossFormulas, yhat: Block, y_block: Block, sample_labels: list[str]
 ) -> LossCells:
     """The loss's helper blocks before L (ℓ, log p, T, ...: see handgrad.workbook.loss_formulas), a
     row per sample; a block with no torch term (every one but ℓ under reduction none) has no torch
@@ -803,7 +424,7 @@ def sheet_loss_helpers(
     )
     for helper in lf.helpers(yhat.cols, y_block.cols):
         bodies = {(i, k): body for i in rows for k, body in enumerate(lf.helper(helper.key, cells, i))}
-        labels = _unit_labels(helper.width)
+        labels = unit_labels(helper.width)
         if helper.term is not None:
             shape = (yhat.rows, helper.width)
             equation = helper.title.split(" = ", 1)[-1]  # computed() writes "ℓ = " itself
