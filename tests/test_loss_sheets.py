@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 from openpyxl import load_workbook
-from test_walkthrough import Case, assert_checks, read_values, recalc, stack, write_grids
+from test_walkthrough import Case, assert_checks, read_values, recalc, replay_hand, stack, write_grids
 
 from handgrad import cli, harness
 from handgrad.contract.spec import Data, Network, Schedule
@@ -31,7 +31,7 @@ from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.loss_formulas import ClassLoss, ElementLoss, loss_formulas
 from handgrad.workbook.training import training_grid
-from handgrad.workbook.walkthrough import replay_hand, unsupported_reason, walkthrough_grids
+from handgrad.workbook.walkthrough import unsupported_reason, walkthrough_grids
 
 X = np.array([[0.0, 0.0, 0.0], [0.5, -1.0, 2.0], [-1.5, 0.25, 1.0], [1.0, 1.0, -0.5], [0.2, -0.7, -1.2]])
 Y_VALUE = np.array([[0.0, 1.0], [0.5, 0.0], [0.25, 0.75], [1.0, 1.0], [0.0, 0.3]])  # column 1: see KINK
