@@ -69,7 +69,7 @@ def test_alexnet_mini_term_list_and_training() -> None:
 def test_alexnet_mini_pools_see_exact_ties() -> None:
     """The bar images make most max-pool windows tie exactly: the tie rule is exercised every step."""
     experiment = alexnet(1)
-    x = experiment.spec["data"].x[experiment.spec["batches"][0]]
+    x = experiment.spec.data.x[experiment.spec.batches[0]]
     trace = experiment.hand.step(1)
     for source, pooled in (("lrn1.out", "pool1.out"), ("lrn2.out", "pool2.out")):
         a, out = trace.value(source), trace.value(pooled)
@@ -164,7 +164,7 @@ def test_masks_are_the_draw_of_torchs_own_dropout() -> None:
     """With the global generator seeded as the run's, F.dropout (what nn.Dropout runs) drops
     exactly the elements of the pre-drawn masks, step after step."""
     experiment = alexnet(3, "--seed", "11")
-    masks = experiment.spec["masks"]["dropout1"]
+    masks = experiment.spec.masks["dropout1"]
     torch.manual_seed(11)
     for mask in masks:
         dropped = F.dropout(torch.ones(mask.shape, dtype=torch.float64), 0.5, training=True)
@@ -174,7 +174,7 @@ def test_masks_are_the_draw_of_torchs_own_dropout() -> None:
 
 def test_a_different_twin_mask_is_caught_at_the_dropout_output() -> None:
     experiment = alexnet(1)
-    network, batches = experiment.spec["network"], experiment.spec["batches"]
+    network, batches = experiment.spec.network, experiment.spec.batches
     other = dropout_masks(network, batches, seed=99)["dropout1"]
     experiment.twin.masks["dropout1"] = [torch.as_tensor(m) for m in other]
     report = harness.run(experiment)

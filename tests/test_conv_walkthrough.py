@@ -129,7 +129,7 @@ def _edited(grid: Grid, x_size: int) -> tuple[Grid, dict[str, tuple[tuple[int, i
 
 def _fresh_hand(experiment: Experiment, captured: Captured, x: np.ndarray, params: dict, lr: float):
     """The first layer's step by the hand functions, with the sheet's upstream ∂L/∂out⁽pool1⁾."""
-    layer = experiment.spec["network"].layers[0]
+    layer = experiment.spec.network.layers[0]
     z, c_conv = conv.conv2d_forward(
         x, params, stride=layer.stride, padding=layer.padding, dilation=layer.dilation, groups=layer.groups
     )
@@ -168,7 +168,7 @@ def test_libreoffice_recomputes_the_conv_walkthrough(libreoffice: str, tmp_path:
         assert counts == {term: hand.value(term).size for term in TERMS}  # every element, once
         expected[grid.title] = {(k, t): captured[k][0].value(t) for k, t, _ in grid.checks.values()}
 
-    x = first.spec["data"].x[first.spec["batches"][0]].copy()
+    x = first.spec.data.x[first.spec.batches[0]].copy()
     edited, changes = _edited(grids[0], x.size)
     edited.title = "Conv edited"
     params = {name: value.copy() for name, value in first.initial_params.items() if name.startswith("conv1")}
@@ -191,7 +191,7 @@ def test_edited_cells_are_the_inputs_the_test_means() -> None:
     """The liveness test edits η, x[0,0,0,0] and W[0,0,0,0]: check it finds those cells."""
     experiment, captured = small_run("6x6-two-filters")
     grid = conv_walkthrough_grids(experiment, captured, steps=[1])[0]
-    x = experiment.spec["data"].x[experiment.spec["batches"][0]]
+    x = experiment.spec.data.x[experiment.spec.batches[0]]
     _, changes = _edited(grid, x.size)
     assert grid.cells[changes["eta"][0]].value == 0.3
     assert grid.cells[changes["x"][0]].value == x[0, 0, 0, 0]

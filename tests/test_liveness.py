@@ -51,16 +51,16 @@ def _fresh_hand(experiment) -> dict[int, StepTrace]:
     """The hand side from scratch with the edited η and W⁽¹⁾[1,1]."""
     spec = experiment.spec
     params = {name: np.array(value, dtype=float) for name, value in experiment.initial_params.items()}
-    assert params["dense1.W"][0, 0] != NEW_W11 and spec["optimizer"].lr != NEW_LR
+    assert params["dense1.W"][0, 0] != NEW_W11 and spec.optimizer.lr != NEW_LR
     params["dense1.W"][0, 0] = NEW_W11
     hand = HandNetwork(
-        spec["network"],
-        spec["loss"],
+        spec.network,
+        spec.loss,
         Optimizer("sgd", NEW_LR),
         params,
-        spec["data"].x,
-        spec["data"].y,
-        spec["batches"],
+        spec.data.x,
+        spec.data.y,
+        spec.batches,
     )
     return {step: hand.step(step) for step in range(1, STEPS + 1)}
 

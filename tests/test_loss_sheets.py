@@ -216,7 +216,7 @@ def test_the_kinks_are_where_the_cases_say() -> None:
     for name, kink in [("huber", 1.0), ("smooth_l1", 0.5), ("l1", 0.0)]:
         case = loss_case(name, "mean", steps=1)
         yhat = np.asarray(case.hand[1].value("dense2.z"))
-        y = case.experiment.spec["data"].y
+        y = case.experiment.spec.data.y
         assert abs(yhat[0, 0] - y[0, 0]) == kink or (kink == 0 and yhat[1, 0] - y[1, 0] == 0)
     z = np.asarray(loss_case("cross_entropy", "mean", steps=1).hand[1].value("dense2.z"))
     assert (z[:, 0] == z[:, 1]).all() and (z[:, 2] < z[:, 0]).all()

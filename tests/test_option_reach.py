@@ -396,9 +396,9 @@ def _files(name: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str
         weights = folder / "weights.npz"
         np.savez(weights, **{key: value / 2 for key, value in experiment.initial_params.items()})
         files = {"weights": str(weights)}
-        data = getattr(experiment.spec.get("data"), "x", None)
+        data = getattr(getattr(experiment.spec, "data", None), "x", None)
         if data is not None and data.ndim == 2:
-            y = experiment.spec["data"].y
+            y = experiment.spec.data.y
             rng = np.random.default_rng(7)
             columns = data.shape[1] + y.shape[1]
             rows = rng.uniform(0.1, 0.9, size=(6, columns))

@@ -98,7 +98,7 @@ def test_other_recurrent_cells_agree(cell: type[nn.RNNBase]) -> None:
 def test_dropout_masks_are_drawn_and_used() -> None:
     model, x, y = dense_model()
     experiment = build_experiment(model, x, y, steps=3, mode="batch")
-    masks = experiment.spec["masks"]["dropout1"]
+    masks = experiment.spec.masks["dropout1"]
     assert len(masks) == 3 and 0 < np.mean(masks[0]) < 1  # some kept, some dropped
 
 

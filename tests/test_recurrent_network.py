@@ -160,7 +160,7 @@ def test_the_loss_mean_counts_real_steps_only() -> None:
     """many-to-many, ragged: L = Σ over the valid (t, b) of (ŷ − y)² / (O · Σ lengths)."""
     run = experiment("gru", ragged=True, head="many-to-many", steps=1)
     hand = run.hand.step(1)
-    y = run.spec["data"].y  # S,T,1
+    y = run.spec.data.y  # S,T,1
     total = 0.0
     for t in range(1, T + 1):
         active = np.flatnonzero(RAGGED >= t)

@@ -17,6 +17,7 @@ are shared with test_training_sheet.py and test_liveness.py.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import sys
@@ -55,13 +56,13 @@ def replay_hand(experiment: Experiment, steps: int) -> list[StepTrace]:
     HandNetwork): what the sheets are checked against, computed apart from the workbook."""
     spec = experiment.spec
     hand = HandNetwork(
-        spec["network"],
-        spec["loss"],
-        spec["optimizer"],
+        spec.network,
+        spec.loss,
+        spec.optimizer,
         {name: np.array(value) for name, value in experiment.initial_params.items()},
-        spec["data"].x,
-        spec["data"].y,
-        spec["batches"],
+        spec.data.x,
+        spec.data.y,
+        spec.batches,
         experiment.dtype,
     )
     return [hand.step(step) for step in range(1, steps + 1)]
@@ -688,7 +689,7 @@ def test_what_has_no_live_formulas_is_named(change: dict, reason: str) -> None:
     case = dense_case("sigmoid", "mse", "online", False, steps=1, twin=False)
     change = dict(change)
     dtype = change.pop("dtype", None)
-    case.experiment.spec = {**case.experiment.spec, **change}
+    case.experiment.spec = dataclasses.replace(case.experiment.spec, **change)
     if dtype is not None:
         case.experiment.dtype = dtype
     assert reason in (unsupported_reason(case.experiment) or "")

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from handgrad.contract.runs import StackRun
 from handgrad.contract.spec import SpecError
 from handgrad.oracle import FD_ATOL, FD_RTOL, OracleCheck, check_gradients
 
@@ -174,7 +175,7 @@ def check_scenario(name: str, args: Any) -> tuple[bool, str, dict[str, object], 
     lines = [("ok   " if check.ok else "FAIL ") + check.message() for check in checks]
     if reason is not None and not args.no_input:
         lines.append(f"input.x not checked: {reason}")
-    if isinstance(experiment.spec, dict) and experiment.spec.get("masks"):
+    if isinstance(experiment.spec, StackRun) and experiment.spec.masks:
         lines.append(f"dropout masks: {experiment.config.get('dropout_masks', 'drawn with NumPy')}")
     failing = [check for check in checks if not check.ok]
     verdict = (

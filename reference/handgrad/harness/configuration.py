@@ -27,6 +27,7 @@ import numpy as np
 
 from handgrad.contract.conv_layers import AvgPool2d, Conv2d, Dropout, LocalResponseNorm, MaxPool2d
 from handgrad.contract.normalization import BatchNorm, LayerNorm
+from handgrad.contract.runs import MultitaskRun, RecurrentRun, StackRun
 from handgrad.contract.spec import Activation, Dense
 from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 
@@ -190,18 +191,17 @@ def multitask_asked(model: Any) -> Configuration:
 
 def asked_from_spec(spec: Any, dtype: str, device: str) -> Configuration:
     """What the run's spec asks torch for, in the keys torch's configuration is read back in."""
-    spec = spec if isinstance(spec, dict) else {}
     result: Configuration = {"dtype": dtype, "device": device}
-    if spec.get("network") is not None:
-        result.update(network_asked(spec["network"]))
-    if spec.get("model") is not None:
-        result.update(recurrent_asked(spec["model"]))
-    if spec.get("multitask") is not None:
-        result.update(multitask_asked(spec["multitask"]))
-    elif isinstance(spec.get("loss"), Loss):
-        result.update(loss_asked(spec["loss"]))
-    if isinstance(spec.get("optimizer"), Optimizer):
-        result.update(optimizer_asked(spec["optimizer"]))
+    if isinstance(spec, StackRun):
+        result.update(network_asked(spec.network))
+    if isinstance(spec, RecurrentRun):
+        result.update(recurrent_asked(spec.model))
+    if isinstance(spec, MultitaskRun):
+        result.update(multitask_asked(spec.model))
+    elif isinstance(spec, (StackRun, RecurrentRun)):
+        result.update(loss_asked(spec.loss))
+    if spec is not None:
+        result.update(optimizer_asked(spec.optimizer))
     return result
 
 

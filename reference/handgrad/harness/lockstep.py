@@ -10,10 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from handgrad.contract.runs import RunSpec
 from handgrad.contract.tolerance import RecentScale, Tolerance, tolerance_for
 from handgrad.contract.trace import StepTrace, Term
 from handgrad.harness.compare import TermCheck, compare_traces, first_divergence
@@ -43,12 +44,12 @@ class Experiment:
     """A runnable comparison: the two sides plus what the report and the workbook print."""
 
     scenario: str
-    hand: Any
-    twin: Any
+    hand: Side
+    twin: Side | None  # None: a hand-only run (gradcheck)
     steps: int
     dtype: str = "float64"
     config: dict[str, object] = field(default_factory=dict)
-    spec: Any = None  # the family's spec (network, loss, optimizer, data, batches), for the workbook
+    spec: RunSpec | None = None  # what trains, typed by family: the configuration check and workbook read it
     initial_params: dict[str, np.ndarray] = field(default_factory=dict)
     # options as the command line gave them, in the configuration's keys (over what the spec asks:
     # harness/configuration.py); compared with the configuration torch reports it ran with
@@ -150,7 +151,7 @@ def run(
 def final_predictions(experiment: Experiment) -> Predictions | None:
     """Each side's ŷ for every row of the data at its last parameters, for a data set of vectors
     of at most :data:`PREDICTION_ROWS` rows whose sides can predict (the layer stacks); else None."""
-    data = (experiment.spec or {}).get("data") if isinstance(experiment.spec, dict) else None
+    data = getattr(experiment.spec, "data", None)  # makemore and transformer carry their data in the model
     hand_predict = getattr(experiment.hand, "predict", None)
     twin_predict = getattr(experiment.twin, "predict", None)
     if data is None or hand_predict is None or twin_predict is None:

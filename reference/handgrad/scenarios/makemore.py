@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 
 from handgrad.contract.makemore import DrawnBatches, Makemore, build_dataset, load_names, param_table
+from handgrad.contract.runs import MakemoreRun
 from handgrad.contract.spec import Schedule, SpecError, require_int
 from handgrad.contract.training import Optimizer
 from handgrad.hand.makemore import HandMakemore, init_params
@@ -78,12 +79,7 @@ def makemore_experiment(
         steps=steps,
         dtype=dtype,
         config=config or {},
-        spec={
-            "makemore": model,
-            "optimizer": optimizer,
-            "schedule": Schedule("minibatch", model.batch_size, "fixed", seed),
-            "batches": batches,
-        },
+        spec=MakemoreRun(model, optimizer, Schedule("minibatch", model.batch_size, "fixed", seed), batches),
         initial_params=initial,
     )
 

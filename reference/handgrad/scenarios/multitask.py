@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 
 from handgrad.contract.multitask import Multitask, param_table
+from handgrad.contract.runs import MultitaskRun
 from handgrad.contract.spec import ACTIVATIONS, Data, Schedule, SpecError, require_int
 from handgrad.contract.training import Optimizer
 from handgrad.hand.multitask import HandMultitask, init_params
@@ -89,16 +90,7 @@ def multitask_experiment(
         steps=steps,
         dtype=dtype,
         config=config or {},
-        spec={
-            "multitask": model,
-            "loss": model.loss1,
-            "loss2": model.loss2,
-            "loss_weights": model.weights,
-            "optimizer": optimizer,
-            "data": data,
-            "schedule": schedule,
-            "batches": batches,
-        },
+        spec=MultitaskRun(model, optimizer, data, schedule, batches),
         initial_params=initial,
     )
 

@@ -25,6 +25,7 @@ from handgrad.contract.recurrent import (
     check_lengths,
     param_table,
 )
+from handgrad.contract.runs import RecurrentRun
 from handgrad.contract.spec import ACTIVATIONS, Schedule, SpecError, require_choice, require_int
 from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand.recurrent_model import HandRecurrent, init_params
@@ -104,17 +105,7 @@ def recurrent_experiment(
         steps=steps,
         dtype=dtype,
         config=config or {},
-        spec={
-            "family": "recurrent",
-            "model": model,
-            "loss": loss,
-            "optimizer": optimizer,
-            "data": data,
-            "schedule": schedule,
-            "batches": batches,
-            "h0": h0,
-            "c0": c0,
-        },
+        spec=RecurrentRun(model, loss, optimizer, data, schedule, batches, h0, c0),
         initial_params=initial,
     )
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from handgrad.contract.conv_layers import Dropout
+from handgrad.contract.runs import StackRun
 from handgrad.contract.spec import Activation, Data, Network, Schedule, SpecError
 from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand.network import HandNetwork, init_params
@@ -172,14 +173,6 @@ def stack_experiment(
         steps=steps,
         dtype=dtype,
         config=config or {},
-        spec={
-            "network": network,
-            "loss": loss,
-            "optimizer": optimizer,
-            "data": data,
-            "schedule": schedule,
-            "batches": batches,
-            "masks": masks,
-        },
+        spec=StackRun(network, loss, optimizer, data, schedule, batches, masks),
         initial_params=initial,
     )

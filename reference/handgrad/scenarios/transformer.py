@@ -16,6 +16,7 @@ import argparse
 import numpy as np
 
 from handgrad.contract.makemore import DrawnBatches, load_names
+from handgrad.contract.runs import TransformerRun
 from handgrad.contract.spec import Schedule, SpecError, require_int
 from handgrad.contract.training import Optimizer
 from handgrad.contract.transformer import Transformer, build_sequences, param_table
@@ -64,12 +65,7 @@ def transformer_experiment(
         steps=steps,
         dtype=dtype,
         config=config or {},
-        spec={
-            "transformer": model,
-            "optimizer": optimizer,
-            "schedule": Schedule("minibatch", batch_size, "fixed", seed),
-            "batches": batches,
-        },
+        spec=TransformerRun(model, optimizer, Schedule("minibatch", batch_size, "fixed", seed), batches),
         initial_params=initial,
     )
 

@@ -34,11 +34,12 @@ only: :func:`conv_unsupported_reason` says why, and :func:`conv_walkthrough_grid
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 import numpy as np
 
 from handgrad.contract.conv_layers import Conv2d, MaxPool2d
+from handgrad.contract.runs import StackRun
 from handgrad.contract.spec import Activation, Network, SpecError, Stage
 from handgrad.contract.stack import shape_of
 from handgrad.harness import Experiment
@@ -95,9 +96,9 @@ def _shapes(network: Network, batch: int) -> dict[str, Shape4]:
 def conv_unsupported_reason(experiment: Experiment) -> str | None:
     """``None`` when the conv walkthrough can be written for this run, else why not (one line)."""
     spec = experiment.spec
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("network"), Network):
+    if not isinstance(spec, StackRun):
         return "the conv walkthrough needs a network spec"
-    network: Network = spec["network"]
+    network: Network = spec.network
     covered = covered_stages(network)
     if not covered:
         return "the conv walkthrough covers networks whose first layer is Conv2d"
@@ -106,7 +107,7 @@ def conv_unsupported_reason(experiment: Experiment) -> str | None:
         return f"{covered[0].name} has dilation {conv.dilation}: its windows are not contiguous (see Trace)"
     if len(covered) > 2 and covered[-1].layer.dilation != (1, 1):  # type: ignore[attr-defined]
         return f"{covered[-1].name} has dilation > 1 (see Trace)"
-    batch = max(len(rows) for rows in itertools.islice(spec["batches"], 2_000_000))  # sizes repeat each epoch
+    batch = max(len(rows) for rows in itertools.islice(spec.batches, 2_000_000))  # sizes repeat each epoch
     largest = max(int(np.prod(shape)) for shape in _shapes(network, batch).values())
     if largest > MAX_LIVE_ELEMENTS:
         return (
@@ -144,15 +145,15 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
         raise SpecError("walkthrough", f"step {step} was not captured (the run has {experiment.steps} steps)")
     hand, torch = captured[step]
     spec = experiment.spec
-    network: Network = spec["network"]
+    network: Network = spec.network
     stages = covered_stages(network)
     conv_stage = stages[0]
     conv: Conv2d = conv_stage.layer  # type: ignore[assignment]
     act = next((s for s in stages if isinstance(s.layer, Activation)), None)
     pool = next((s for s in stages if isinstance(s.layer, MaxPool2d)), None)
     name = conv_stage.name
-    rows_used = np.asarray(spec["batches"][step - 1])
-    x = np.asarray(spec["data"].x[rows_used], dtype=float)
+    rows_used = np.asarray(spec.batches[step - 1])
+    x = np.asarray(spec.data.x[rows_used], dtype=float)
     n = x.shape[0]
     shapes = _shapes(network, n)
     c_out, c_g, kh, kw = shapes["W"]
@@ -164,7 +165,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
         (f"{name}.{short}", shape, symbol) for short, shape, symbol in shape_of(conv_stage).params(conv_stage)
     ]
     params = params_before(experiment, step, captured, [param for param, _, _ in table])
-    optimizer = spec["optimizer"]
+    optimizer = spec.optimizer
     rule = fx.update_rule(optimizer)
 
     pool_shape: Shape4 | None = None

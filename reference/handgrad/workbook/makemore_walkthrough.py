@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 
 from handgrad.contract.makemore import Makemore
+from handgrad.contract.runs import MakemoreRun
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment
 from handgrad.workbook.blocks import step_grids
@@ -45,7 +46,7 @@ SLICE_UNITS = 4  # U: the hidden units laid out (all N rows of the batch each)
 def makemore_unsupported_reason(experiment: Experiment) -> str | None:
     """``None`` when the makemore walkthrough can be written for this run, else why not."""
     spec = experiment.spec
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("makemore"), Makemore):
+    if not isinstance(spec, MakemoreRun):
         return "the makemore walkthrough needs a makemore run"
     return float64_reason(experiment)
 
@@ -67,7 +68,7 @@ def makemore_walkthrough_grid(
     experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
 ) -> Grid:
     """BatchNorm1d of units 1..U over the whole batch at ``step``, forward and backward."""
-    model: Makemore = experiment.spec["makemore"]
+    model: Makemore = experiment.spec.model
     n, h = model.batch_size, model.hidden
     u = min(SLICE_UNITS, h)
     grid, sheet = start_sheet(
@@ -84,7 +85,7 @@ def makemore_walkthrough_grid(
         ],
     )
     hand = captured[step][0]
-    drawn = np.asarray(experiment.spec["batches"][step - 1])
+    drawn = np.asarray(experiment.spec.batches[step - 1])
     rows = [f"sample {i + 1} · data row {int(r) + 1}" for i, r in enumerate(drawn)]
     units = labels("unit", u)
     grid_index = np.arange(n)[:, None] * h + np.arange(u)[None, :]  # (n, j) of an (N, H) term

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from handgrad.contract.runs import StackRun
 from handgrad.harness import Experiment, Report
 from handgrad.workbook.configuration_table import add_configuration_table
 from handgrad.workbook.grid import Grid
@@ -26,7 +27,7 @@ def torch_keys(experiment: Experiment) -> dict[str, list[str]]:
 
 def _symbols(experiment: Experiment) -> dict[str, str]:
     spec = experiment.spec
-    network = spec.get("network") if isinstance(spec, dict) else None
+    network = spec.network if isinstance(spec, StackRun) else None
     if network is None:
         return {}
     from handgrad.contract.stack import param_table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from handgrad.contract.runs import MakemoreRun, TransformerRun
 from handgrad.harness import Experiment, Report
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import COLOURS
@@ -135,8 +136,7 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
         "error over the run against its tolerance, the first divergence, and three charts (loss per step, "
         "gradient norm per layer, step size: the η in force and the effective step ‖θ′ − θ‖/‖∂L/∂θ‖).",
     )
-    spec = experiment.spec if isinstance(experiment.spec, dict) else {}
-    if facts.walkthrough_sheets and ("makemore" in spec or "transformer" in spec):
+    if facts.walkthrough_sheets and isinstance(experiment.spec, (MakemoreRun, TransformerRun)):
         line(
             "Walkthrough",
             f"Sheets {', '.join(facts.walkthrough_sheets)}: a slice of one training step (named in the "

@@ -46,6 +46,7 @@ import numpy as np
 
 from handgrad.contract import names as naming
 from handgrad.contract.recurrent import HEAD, RecurrentModel, param_table
+from handgrad.contract.runs import RecurrentRun
 from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 from handgrad.hand.recurrent_model import HandRecurrent
@@ -76,15 +77,15 @@ GATE_FUNCTIONS = {"lstm": ("σ", "σ", "tanh", "σ"), "gru": ("σ", "σ", "tanh"
 def recurrent_unsupported_reason(experiment: Experiment) -> str | None:
     """``None`` when the recurrent walkthrough can be written for this run, else why not."""
     spec = experiment.spec
-    if not isinstance(spec, Mapping) or spec.get("family") != "recurrent":
+    if not isinstance(spec, RecurrentRun):
         return "the recurrent walkthrough needs a recurrent run (handgrad.scenarios.recurrent)"
     if experiment.dtype != "float64":
         return "the live sheets recompute in double precision: run in float64"
-    model: RecurrentModel = spec["model"]
-    batch = max(len(rows) for rows in itertools.islice(spec["batches"], 2_000_000))  # sizes repeat each epoch
+    model: RecurrentModel = spec.model
+    batch = max(len(rows) for rows in itertools.islice(spec.batches, 2_000_000))  # sizes repeat each epoch
     sizes = {
         "hidden": model.hidden_size,
-        "length": spec["data"].steps,
+        "length": spec.data.steps,
         "batch": batch,
         "inputs": model.input_size,
         "outputs": model.output_size,
@@ -98,13 +99,13 @@ def recurrent_unsupported_reason(experiment: Experiment) -> str | None:
             )
     if model.output_activation not in fx.ACTIVATION_EQUATIONS:
         return f"no live formula for the output activation {model.output_activation!r}"
-    optimizer = spec["optimizer"]
+    optimizer = spec.optimizer
     clip = optimizer.clip
     if clip is not None and clip.max_norm is not None and float(clip.norm_type) != 2.0:
         return f"live clipping by norm is written for the 2-norm only (this run: norm_type {clip.norm_type})"
     try:
-        if spec["loss"].kind not in ("mse", "bce") or spec["loss"].reduction == "none":
-            loss = spec["loss"]
+        if spec.loss.kind not in ("mse", "bce") or spec.loss.reduction == "none":
+            loss = spec.loss
             raise SpecError("loss", f"no live formulas for loss {loss.kind!r} (reduction {loss.reduction})")
         fx.update_rule(dataclasses.replace(optimizer, clip=None))
     except SpecError as error:
@@ -139,14 +140,14 @@ def replay_hand(experiment: Experiment, steps: int) -> StepTrace | None:
     """The hand trace of step ``steps`` again, from the run's initial weights (a fresh side)."""
     spec = experiment.spec
     hand = HandRecurrent(
-        spec["model"],
-        spec["loss"],
-        spec["optimizer"],
+        spec.model,
+        spec.loss,
+        spec.optimizer,
         {name: np.array(value) for name, value in experiment.initial_params.items()},
-        spec["data"],
-        spec["batches"],
-        h0=spec["h0"],
-        c0=spec["c0"],
+        spec.data,
+        spec.batches,
+        h0=spec.h0,
+        c0=spec.c0,
     )
     trace = None
     for step in range(1, steps + 1):
@@ -158,7 +159,7 @@ def params_before(
     experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
 ) -> dict[str, np.ndarray]:
     """The hand side's parameters before ``step``: the initial ones, or step − 1's ``*_next``."""
-    names = [name for name, _, _ in param_table(experiment.spec["model"])]
+    names = [name for name, _, _ in param_table(experiment.spec.model)]
     if step == 1:
         return {name: np.asarray(experiment.initial_params[name], dtype=float) for name in names}
     previous = captured[step - 1][0] if step - 1 in captured else replay_hand(experiment, step - 1)
@@ -194,7 +195,7 @@ def gradient_through_time_grid(
 ) -> Grid:
     """A table: one row per time step t, one column per (training step, layer) of ‖∂L/∂h_t‖,
     hand and torch side by side. :func:`gradient_through_time_chart` draws it."""
-    model: RecurrentModel = experiment.spec["model"]
+    model: RecurrentModel = experiment.spec.model
     grid = Grid(GRADIENT_TITLE)
     grid.text(1, 1, "‖∂L/∂h_t‖ through time: the gradient that reaches each time step", "title")
     grid.text(
@@ -206,7 +207,7 @@ def gradient_through_time_grid(
     )
     grid.set(4, 1, "t", "header")
     col = 2
-    steps_t = experiment.spec["data"].steps
+    steps_t = experiment.spec.data.steps
     for t in range(1, steps_t + 1):
         grid.set(4 + t, 1, t, "header")
     for step in sorted(captured):
@@ -307,13 +308,13 @@ class _Builder:
         self.experiment = experiment
         self.step = step
         self.hand, self.torch = captured[step]
-        self.model: RecurrentModel = spec["model"]
-        self.loss = spec["loss"]
-        self.optimizer = spec["optimizer"]
+        self.model: RecurrentModel = spec.model
+        self.loss = spec.loss
+        self.optimizer = spec.optimizer
         self.clip = self.optimizer.clip
         self.rule = fx.update_rule(dataclasses.replace(self.optimizer, clip=None))
-        data = spec["data"]
-        rows = np.asarray(spec["batches"][step - 1])
+        data = spec.data
+        rows = np.asarray(spec.batches[step - 1])
         self.rows = rows
         self.x = data.x[rows]  # N,T,I
         self.y = data.y[rows]  # N,O or N,T,O
@@ -326,10 +327,10 @@ class _Builder:
         self.cell_kind = m.cell
         self.lstm, self.gru = m.cell == "lstm", m.cell == "gru"
         self.many = m.head == "many-to-many"
-        self.initial_given = spec["h0"] is not None
+        self.initial_given = spec.h0 is not None
         shape = (self.L, self.N, self.H)
-        self.h0 = spec["h0"][:, rows] if self.initial_given else np.zeros(shape)
-        self.c0 = spec["c0"][:, rows] if (self.initial_given and self.lstm) else np.zeros(shape)
+        self.h0 = spec.h0[:, rows] if self.initial_given else np.zeros(shape)
+        self.c0 = spec.c0[:, rows] if (self.initial_given and self.lstm) else np.zeros(shape)
         self.params = params_before(experiment, step, captured)
         self.symbols = {name: symbol for name, _, symbol in param_table(m)}
         self.grid = Grid(sheet_name(step))

@@ -65,7 +65,7 @@ def training_grid(experiment: Experiment, report: Report, live_steps: int = DEFA
     stages = live_stages(experiment)
     if isinstance(live_steps, bool) or not isinstance(live_steps, (int, np.integer)) or live_steps < 0:
         raise SpecError("live_steps", f"expected an integer >= 0, got {live_steps!r}")
-    batches = experiment.spec["batches"]
+    batches = experiment.spec.batches
     steps_run = min(report.steps_run, len(report.loss_history), len(batches))
     rows = min(int(live_steps), steps_run)
     try:
@@ -87,7 +87,7 @@ def _live_training(
     experiment: Experiment, report: Report, stages: list[Stage], live_steps: int, rows: int, steps_run: int
 ) -> Grid:
     spec = experiment.spec
-    optimizer, data, batches = spec["optimizer"], spec["data"], spec["batches"]
+    optimizer, data, batches = spec.optimizer, spec.data, spec.batches
     rule = fx.update_rule(optimizer)
     grid = Grid(SHEET_NAME)
     grid.widths[1] = 12
@@ -129,10 +129,10 @@ class _Row:
     def __init__(self, grid: Grid, layout: Layout, experiment: Experiment, t: int) -> None:
         self.grid, self.layout, self.t = grid, layout, t
         self.row = layout.first + t - 1
-        self.batch = np.asarray(experiment.spec["batches"][t - 1])
+        self.batch = np.asarray(experiment.spec.batches[t - 1])
         self.n = len(self.batch)
-        self.loss = experiment.spec["loss"]
-        self.optimizer = experiment.spec["optimizer"]
+        self.loss = experiment.spec.loss
+        self.optimizer = experiment.spec.optimizer
 
     def cell(self, group: Group, flat: int, row: int | None = None) -> str:
         return address(self.row if row is None else row, group.col(flat))

@@ -113,7 +113,7 @@ def layout_inputs(
     grid: Grid, experiment: Experiment, stages: list[Stage], rule: fx.UpdateRule, top: int
 ) -> Layout:
     """η (and any other hyper-parameter) and the initial weights as input cells, from row ``top``."""
-    optimizer = experiment.spec["optimizer"]
+    optimizer = experiment.spec.optimizer
     hyper_names: dict[str, str] = {}
     for hyper in rule.hyper(optimizer):
         grid.text(top, 1, f"{hyper.symbol} ({hyper.name})", "header")
@@ -122,7 +122,7 @@ def layout_inputs(
         hyper_names[hyper.key] = hyper.name
         top += 1
     top += 1
-    table = param_table(experiment.spec["network"])
+    table = param_table(experiment.spec.network)
     k_of = {stage.name: stage.k for stage in stages if isinstance(stage.layer, Dense)}
     initial: dict[str, tuple[int, int]] = {}
     left, height = 2, 0
@@ -146,7 +146,7 @@ def layout_inputs(
 def layout_columns(grid: Grid, layout: Layout, experiment: Experiment, bmax: int) -> None:
     """Every column group of a step row, with its two header rows."""
     spec = experiment.spec
-    loss, optimizer, data = spec["loss"], spec["optimizer"], spec["data"]
+    loss, optimizer, data = spec.loss, spec.optimizer, spec.data
     stages, table, rule = layout.stages, layout.table, layout.rule
     n_in, n_out = data.x.shape[1], data.y.shape[1]
     cols = Columns(grid, layout.first - 2, 1)

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from handgrad.contract.runs import TransformerRun
 from handgrad.contract.trace import StepTrace
 from handgrad.contract.transformer import Transformer
 from handgrad.harness import Experiment
@@ -52,9 +53,9 @@ MAX_HEADS = 4  # more heads: the sheet would hold more bands than a reader follo
 def transformer_unsupported_reason(experiment: Experiment) -> str | None:
     """``None`` when the transformer walkthrough can be written for this run, else why not."""
     spec = experiment.spec
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("transformer"), Transformer):
+    if not isinstance(spec, TransformerRun):
         return "the transformer walkthrough needs a transformer run"
-    model: Transformer = spec["transformer"]
+    model: Transformer = spec.model
     if model.heads > MAX_HEADS:
         return (
             f"the attention walkthrough lays out every head of one sequence; {model.heads} heads are more "
@@ -92,7 +93,7 @@ def transformer_walkthrough_grid(
     experiment: Experiment, step: int, captured: Mapping[int, tuple[StepTrace, StepTrace]]
 ) -> Grid:
     """LN₁ and the causal attention of block 1, sequence 1, at ``step``: forward and backward."""
-    model: Transformer = experiment.spec["transformer"]
+    model: Transformer = experiment.spec.model
     length, width, heads = model.context, model.n_embd, model.heads
     d = width // heads
     grid, sheet = start_sheet(

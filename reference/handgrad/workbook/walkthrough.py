@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from handgrad.contract.runs import StackRun
 from handgrad.contract.spec import Activation, Dense, Network, SpecError, Stage
 from handgrad.contract.stack import param_table, sup
 from handgrad.contract.trace import StepTrace
@@ -56,22 +57,22 @@ from handgrad.workbook.loss_formulas import LossCells, LossFormulas, loss_formul
 def unsupported_reason(experiment: Experiment) -> str | None:
     """``None`` when the live sheets can be written for this run, else why not (one line)."""
     spec = experiment.spec
-    if not isinstance(spec, Mapping) or not isinstance(spec.get("network"), Network):
+    if not isinstance(spec, StackRun):
         return "live formulas are written for dense networks only (this run has no dense network spec)"
-    for stage in spec["network"].stages():
+    for stage in spec.network.stages():
         if not isinstance(stage.layer, (Dense, Activation)):
             kind = type(stage.layer).__name__
             return f"live formulas are written for dense networks only ({stage.name} is {kind})"
     try:
-        fx.update_rule(spec["optimizer"])
-        loss_formulas(spec["loss"])
+        fx.update_rule(spec.optimizer)
+        loss_formulas(spec.loss)
     except SpecError as error:
         return error.message
     if str(np.dtype(experiment.dtype)) != "float64":
         # a spreadsheet computes in float64: its cells would differ from a float32 run's terms by
         # float32's rounding, far above the 1e-12 every live cell is checked to
         return f"a spreadsheet computes in float64 and this run is {experiment.dtype} (see the Trace)"
-    data = spec.get("data")
+    data = spec.data
     if data is None or np.asarray(data.x).ndim != 2:
         return "live formulas need the run's data as rows of features"
     return None
@@ -82,7 +83,7 @@ def live_stages(experiment: Experiment) -> list[Stage]:
     reason = unsupported_reason(experiment)
     if reason is not None:
         raise SpecError("workbook", reason)
-    return experiment.spec["network"].stages()
+    return experiment.spec.network.stages()
 
 
 def output_suffix(stage: Stage) -> str:
@@ -115,12 +116,12 @@ def walkthrough_grid(experiment: Experiment, step: int, captured: Captured) -> G
         raise SpecError("walkthrough", f"step {step} was not captured (the run has {experiment.steps} steps)")
     hand, torch = captured[step]
     spec = experiment.spec
-    network: Network = spec["network"]
-    loss = spec["loss"]
-    optimizer = spec["optimizer"]
+    network: Network = spec.network
+    loss = spec.loss
+    optimizer = spec.optimizer
     rule = fx.update_rule(optimizer)
-    data = spec["data"]
-    rows_used = np.asarray(spec["batches"][step - 1])
+    data = spec.data
+    rows_used = np.asarray(spec.batches[step - 1])
     x = np.asarray(data.x[rows_used], dtype=float)
     y = np.asarray(data.y[rows_used], dtype=float)
     n_samples = x.shape[0]

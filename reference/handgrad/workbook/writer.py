@@ -36,6 +36,7 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from handgrad import harness
 from handgrad.atomic import atomic_path
+from handgrad.contract.runs import MakemoreRun, RecurrentRun, StackRun, TransformerRun
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.tracebudget import TraceBudget, TraceSteps
@@ -355,7 +356,7 @@ class WorkbookWriter:
                 )
 
             extra_grids.append((grid, diagnostics_charts))
-        if "model" in (self.experiment.spec or {}) and self.captured:  # recurrent: ‖∂L/∂h_t‖ through time
+        if isinstance(self.experiment.spec, RecurrentRun) and self.captured:  # ‖∂L/∂h_t‖ through time
             from handgrad.workbook.recurrent_walkthrough import (
                 gradient_through_time_chart,
                 gradient_through_time_grid,
@@ -504,13 +505,13 @@ class WorkbookWriter:
 
 def _family_reason(experiment: Experiment, reasons: Mapping[str, str]) -> str:
     """Why the run has no live sheets: the reason its own family's provider gives."""
-    spec = experiment.spec if isinstance(experiment.spec, Mapping) else {}
-    if "model" in spec:
+    spec = experiment.spec
+    if isinstance(spec, RecurrentRun):
         module = "recurrent_walkthrough"
-    elif "makemore" in spec or "transformer" in spec:
-        module = "makemore_walkthrough" if "makemore" in spec else "transformer_walkthrough"
-    elif "network" in spec:
-        stages = spec["network"].stages()
+    elif isinstance(spec, (MakemoreRun, TransformerRun)):
+        module = "makemore_walkthrough" if isinstance(spec, MakemoreRun) else "transformer_walkthrough"
+    elif isinstance(spec, StackRun):
+        stages = spec.network.stages()
         module = (
             "conv_walkthrough" if stages and type(stages[0].layer).__name__ == "Conv2d" else "walkthrough"
         )
