@@ -9,7 +9,6 @@ with the hand side by test_walkthrough's comparison (1e-12)."""
 from __future__ import annotations
 
 import pytest
-import torch
 from test_walkthrough import Case, assert_checks, dense_case, read_values, recalc, write_grids
 
 from handgrad.contract.training import Clip
@@ -45,18 +44,13 @@ def recomputed(tmp_path_factory: pytest.TempPathFactory, libreoffice: str):
     """Every case's sheets in one workbook, recomputed by one LibreOffice run."""
     if not _RECOMPUTED:
         tmp = tmp_path_factory.mktemp("branches")
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         cases, grids = {}, {}
-        try:
-            for number, (case_id, kwargs) in enumerate(BRANCH_CASES):
-                case = cases[case_id] = dense_case(**kwargs)
-                grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=[1, 2])
-                grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
-                for grid in grids[case_id]:
-                    grid.title = f"b{number} {grid.title}"
-        finally:
-            torch.set_num_threads(threads)
+        for number, (case_id, kwargs) in enumerate(BRANCH_CASES):
+            case = cases[case_id] = dense_case(**kwargs)
+            grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=[1, 2])
+            grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
+            for grid in grids[case_id]:
+                grid.title = f"b{number} {grid.title}"
         source = tmp / "branches.xlsx"
         write_grids(source, [grid for case_id in grids for grid in grids[case_id]])
         (result,) = recalc([source], tmp, libreoffice)

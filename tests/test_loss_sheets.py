@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from openpyxl import load_workbook
 from test_walkthrough import Case, assert_checks, read_values, recalc, replay_hand, stack, write_grids
 
@@ -132,28 +131,23 @@ def recomputed(tmp_path_factory: pytest.TempPathFactory, libreoffice: str):
     """Every case's sheets in one workbook, one LibreOffice run: the matrix stacked, lean; the
     runs against torch as they are (torch's numbers and |Δ| included)."""
     if not _RECOMPUTED:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         cases, grids, views = {}, {}, {}
-        try:
-            for params in MATRIX:
-                case = cases[_id(params)] = loss_case(*params)
-                grids[_id(params)] = [
-                    *walkthrough_grids(case.experiment, case.captured, steps=[1, 2]),
-                    training_grid(case.experiment, case.report, live_steps=100),
-                ]
-            for number, params in enumerate(TWIN):
-                case_id = "torch-" + _id(params)
-                case = cases[case_id] = loss_case(*params, twin=True)
-                grids[case_id] = [
-                    *walkthrough_grids(case.experiment, case.captured, steps=[1, 3]),
-                    training_grid(case.experiment, case.report, live_steps=100),
-                ]
-                for grid in grids[case_id]:
-                    grid.title = f"t{number} {grid.title}"
-                views[case_id] = grids[case_id]
-        finally:
-            torch.set_num_threads(threads)
+        for params in MATRIX:
+            case = cases[_id(params)] = loss_case(*params)
+            grids[_id(params)] = [
+                *walkthrough_grids(case.experiment, case.captured, steps=[1, 2]),
+                training_grid(case.experiment, case.report, live_steps=100),
+            ]
+        for number, params in enumerate(TWIN):
+            case_id = "torch-" + _id(params)
+            case = cases[case_id] = loss_case(*params, twin=True)
+            grids[case_id] = [
+                *walkthrough_grids(case.experiment, case.captured, steps=[1, 3]),
+                training_grid(case.experiment, case.report, live_steps=100),
+            ]
+            for grid in grids[case_id]:
+                grid.title = f"t{number} {grid.title}"
+            views[case_id] = grids[case_id]
         sheets = [grid for params in TWIN for grid in grids["torch-" + _id(params)]]
         ids = [_id(params) for params in MATRIX]
         for first in range(0, len(ids), PER_SHEET):

@@ -29,7 +29,6 @@ from types import ModuleType
 import numpy as np
 import openpyxl
 import pytest
-import torch
 from openpyxl.utils import range_boundaries
 
 from handgrad import harness
@@ -528,27 +527,22 @@ _RECOMPUTED: list[Recomputed] = []
 
 
 def _recompute(tmp: Path, libreoffice: str) -> Recomputed:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     cases: dict[str, Case] = {}
     grids: dict[str, list[Grid]] = {}
-    try:
-        for number, params in enumerate(MATRIX):
-            case_id = _case_id(params)
-            case = cases[case_id] = dense_case(**_matrix_kwargs(params))
-            # every third case also walks through step 2 (its weights come from step 1's trace)
-            steps = [1, 2] if number % 3 == 0 else [1]
-            grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=steps)
-            grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
-        for number, (case_id, kwargs) in enumerate(EXTRA):
-            case = cases[case_id] = dense_case(**kwargs)
-            # step 3 reads the weights and state after step 2 from step 2's trace
-            grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=[1, 3])
-            grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
-            for grid in grids[case_id]:
-                grid.title = f"x{number} {grid.title}"
-    finally:
-        torch.set_num_threads(threads)
+    for number, params in enumerate(MATRIX):
+        case_id = _case_id(params)
+        case = cases[case_id] = dense_case(**_matrix_kwargs(params))
+        # every third case also walks through step 2 (its weights come from step 1's trace)
+        steps = [1, 2] if number % 3 == 0 else [1]
+        grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=steps)
+        grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
+    for number, (case_id, kwargs) in enumerate(EXTRA):
+        case = cases[case_id] = dense_case(**kwargs)
+        # step 3 reads the weights and state after step 2 from step 2's trace
+        grids[case_id] = walkthrough_grids(case.experiment, case.captured, steps=[1, 3])
+        grids[case_id].append(training_grid(case.experiment, case.report, live_steps=100))
+        for grid in grids[case_id]:
+            grid.title = f"x{number} {grid.title}"
     sheets: list[Grid] = []
     views: dict[str, list[Grid]] = {case_id: [] for case_id in grids}
     matrix_ids = [_case_id(params) for params in MATRIX]
