@@ -71,6 +71,7 @@ LIVE_SHEETS = (
     ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
     ("makemore_walkthrough", "makemore_unsupported_reason", "makemore_walkthrough_grids", False),
     ("transformer_walkthrough", "transformer_unsupported_reason", "transformer_walkthrough_grids", False),
+    ("multitask_walkthrough", "multitask_unsupported_reason", "multitask_walkthrough_grids", False),
 )
 HAND_VALUES_KEPT = 2_000_000  # hand numbers kept for the Training sheet's cached values (16 MB)
 AUTO_CANDIDATES = 8  # without --walkthrough, the Walkthrough shows the first of these steps that teaches
@@ -509,6 +510,8 @@ def _family_reason(experiment: Experiment, reasons: Mapping[str, str]) -> str:
         module = "recurrent_walkthrough"
     elif "makemore" in spec or "transformer" in spec:
         module = "makemore_walkthrough" if "makemore" in spec else "transformer_walkthrough"
+    elif "multitask" in spec:
+        module = "multitask_walkthrough"
     elif "network" in spec:
         stages = spec["network"].stages()
         module = (
