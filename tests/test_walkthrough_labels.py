@@ -21,6 +21,7 @@ from handgrad.cli import scenario_parser
 from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.writer import WorkbookWriter
 
+LIVE_PREFIXES = ("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough", "Multitask walkthrough")
 ORDINAL = re.compile(r"^(seq|sample|unit|out|[a-z])\s?(\d+)\b")  # seq 3, sample 1 · data row 2, i2
 
 CASES = [(name, ()) for name in SCENARIOS if name not in ("parity", "echo")] + [
@@ -34,7 +35,7 @@ def _label_problems(path: Path) -> tuple[list[str], int]:
     checks = list(book["Checks"].iter_rows(min_row=2, values_only=True))
     cells: dict[str, dict[tuple[int, int], tuple[int, str]]] = {}
     for sheet, column, first, last, step, term, _, step_plus, _ in checks:
-        if not str(sheet).startswith(("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough")):
+        if not str(sheet).startswith(LIVE_PREFIXES):
             continue
         col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
         for k, row in enumerate(range(first, last + 1)):
