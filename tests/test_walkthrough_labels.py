@@ -10,6 +10,7 @@ block (a title beside a data row, ``|Δ|`` beside a sequence) breaks the run and
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from itertools import groupby
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from handgrad.cli import scenario_parser
 from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.writer import WorkbookWriter
 
+LIVE_PREFIXES = ("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough", "Multitask walkthrough")
 ORDINAL = re.compile(r"^(seq|sample|unit|out|[a-z])\s?(\d+)\b")  # seq 3, sample 1 · data row 2, i2
 
 CASES = [(name, ()) for name in SCENARIOS if name not in ("parity", "echo")] + [
@@ -28,13 +30,14 @@ CASES = [(name, ()) for name in SCENARIOS if name not in ("parity", "echo")] + [
 ]
 
 
-def _label_problems(path: Path) -> tuple[list[str], int]:
-    """(every label that does not belong to its row, the number of checked cells seen)."""
+def _label_problems(path: Path, sheets: Collection[str] | None = None) -> tuple[list[str], int]:
+    """(every label that does not belong to its row, the number of checked cells seen) on the
+    sheets named (default: those whose titles start with one of :data:`LIVE_PREFIXES`)."""
     book = load_workbook(path, read_only=True)
     checks = list(book["Checks"].iter_rows(min_row=2, values_only=True))
     cells: dict[str, dict[tuple[int, int], tuple[int, str]]] = {}
     for sheet, column, first, last, step, term, _, step_plus, _ in checks:
-        if not str(sheet).startswith(("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough")):
+        if not (str(sheet) in sheets if sheets is not None else str(sheet).startswith(LIVE_PREFIXES)):
             continue
         col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
         for k, row in enumerate(range(first, last + 1)):

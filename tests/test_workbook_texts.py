@@ -11,7 +11,11 @@ from handgrad import cli
 
 CASES = [
     ("alexnet-mini", ["--steps", "1"], "too large for a live walkthrough"),
-    ("multitask", ["--steps", "2"], "a multitask run has none yet"),
+    (
+        "multitask",
+        ["--steps", "2", "--loss", "huber"],
+        "no live spreadsheet formulas for head 1's loss 'huber'",
+    ),
     ("xor", ["--steps", "2", "--dtype", "float32"], "a spreadsheet computes in float64"),
 ]
 INTERNAL = ("handgrad.", "_walkthrough", ".py", "Conv2d is")

@@ -480,3 +480,14 @@ def update_blocks(
             [key],
             [key],
         )
+
+
+def check_complete(grid: Grid, hand: StepTrace, step: int) -> None:
+    """Every term of the hand trace has its block (a term the sheet cannot compute is an error,
+    not a silent gap); the diagnostics (norms, fractions) live on the Trace sheet only."""
+    laid_out = {term for (_, term, _) in grid.checks.values()}
+    missing = [term.name for term in hand if term.phase != "diagnostic" and term.name not in laid_out]
+    if missing:
+        raise SpecError(
+            "workbook", f"the live walkthrough of step {step} has no formulas for {', '.join(missing)}"
+        )

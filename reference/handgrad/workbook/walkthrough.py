@@ -31,7 +31,6 @@ import numpy as np
 from handgrad.contract.runs import StackRun
 from handgrad.contract.spec import Activation, Dense, Network, SpecError, Stage
 from handgrad.contract.stack import param_table, sup
-from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.blocks import (
@@ -40,6 +39,7 @@ from handgrad.workbook.blocks import (
     Captured,
     Cells,
     Sheet,
+    check_complete,
     clip_blocks,
     hyper_inputs,
     params_before,
@@ -406,7 +406,7 @@ def walkthrough_grid(experiment: Experiment, step: int, captured: Captured) -> G
     grid.text(sheet.top, 1, f"Update ({optimizer.kind}: {rule.equation})", "title")
     sheet.top += 1
     update_blocks(sheet, captured, optimizer, rule, table, param_blocks, grads, hyper_names)
-    _check_complete(grid, hand, step)
+    check_complete(grid, hand, step)
     return grid
 
 
@@ -450,14 +450,3 @@ def _next_is_folded(stages: list[Stage], index: int) -> bool:
         and isinstance(stages[index + 1].layer, Dense)
         and stages[index + 1].layer.fold_bias
     )
-
-
-def _check_complete(grid: Grid, hand: StepTrace, step: int) -> None:
-    """Every term of the hand trace has its block (a term the sheet cannot compute is an error,
-    not a silent gap); the diagnostics (norms, fractions) live on the Trace sheet only."""
-    laid_out = {term for (_, term, _) in grid.checks.values()}
-    missing = [term.name for term in hand if term.phase != "diagnostic" and term.name not in laid_out]
-    if missing:
-        raise SpecError(
-            "workbook", f"the live walkthrough of step {step} has no formulas for {', '.join(missing)}"
-        )

@@ -36,7 +36,7 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from handgrad import harness
 from handgrad.atomic import atomic_path
-from handgrad.contract.runs import MakemoreRun, RecurrentRun, StackRun, TransformerRun
+from handgrad.contract.runs import MakemoreRun, MultitaskRun, RecurrentRun, StackRun, TransformerRun
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.tracebudget import TraceBudget, TraceSteps
@@ -72,6 +72,7 @@ LIVE_SHEETS = (
     ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
     ("makemore_walkthrough", "makemore_unsupported_reason", "makemore_walkthrough_grids", False),
     ("transformer_walkthrough", "transformer_unsupported_reason", "transformer_walkthrough_grids", False),
+    ("multitask_walkthrough", "multitask_unsupported_reason", "multitask_walkthrough_grids", False),
 )
 HAND_VALUES_KEPT = 2_000_000  # hand numbers kept for the Training sheet's cached values (16 MB)
 AUTO_CANDIDATES = 8  # without --walkthrough, the Walkthrough shows the first of these steps that teaches
@@ -510,6 +511,8 @@ def _family_reason(experiment: Experiment, reasons: Mapping[str, str]) -> str:
         module = "recurrent_walkthrough"
     elif isinstance(spec, (MakemoreRun, TransformerRun)):
         module = "makemore_walkthrough" if isinstance(spec, MakemoreRun) else "transformer_walkthrough"
+    elif isinstance(spec, MultitaskRun):
+        module = "multitask_walkthrough"
     elif isinstance(spec, StackRun):
         stages = spec.network.stages()
         module = (
