@@ -60,9 +60,12 @@ class Tolerance:
         self, diff: np.ndarray, magnitude: np.ndarray, scale: float | np.ndarray
     ) -> np.ndarray:
         """eᵢ = |Δᵢ| / ((atol/rtol)·s + |tᵢ|): each element's relative error; it agrees iff eᵢ ≤ rtol."""
-        denominator = self.scale_weight * scale + magnitude
+        floor = self.scale_weight * scale
+        denominator = floor + magnitude
         with np.errstate(divide="ignore", invalid="ignore"):
             errors = diff / denominator
+        if np.ndim(floor) == 0 and floor > 0:  # every denominator > 0: 0/d is already 0, no 0/0
+            return errors
         return np.where(diff == 0, 0.0, errors)  # x/0 = inf for x > 0; 0/0 = 0
 
     def measure(
