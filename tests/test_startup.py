@@ -85,3 +85,9 @@ def test_compare_xor_loads_no_other_family_no_optional_check_and_no_extra_librar
     assert [m for m in loaded if m.startswith(NOT_FOR_XOR)] == []
     family = [m for m in loaded if any(word in m.rsplit(".", 1)[-1] for word in OTHER_FAMILIES)]
     assert family == []
+
+
+def test_compare_all_starts_only_registered_scenarios_longest_first() -> None:
+    from handgrad.cli import LONGEST_FIRST
+
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST) and set(LONGEST_FIRST) <= set(SCENARIOS)
