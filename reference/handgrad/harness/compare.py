@@ -359,6 +359,9 @@ def compare_traces(
 # batch of its own): each temporary array of a batch stays in cache (256 kB). Measured on deep's
 # 123,000 elements a step: 2¹⁵ per batch 3.8 ms, one batch of all 12 ms, term by term 8 ms.
 LARGE_BATCH_ELEMENTS = 1 << 15
+# _NO_ELISION: a divisor that is a temporary array (``x / np.repeat(...)``) lets numpy divide into
+# that temporary in place, which on this machine's numpy 2.4 takes a scalar loop: 1.05 ms instead
+# of 0.065 ms for 131,072 doubles. Divisors are bound to a name first (same quotients, exactly).
 
 
 @dataclass(frozen=True)
@@ -420,7 +423,8 @@ class _LargeTerms:
             kept = [i for i, ok in zip(group, finite.tolist(), strict=True) if ok]
             return cls._of(kept, torch, tol) if kept else None
         unit = np.where(peaks > 0, peaks, 1.0)
-        squares = np.square(magnitude / np.repeat(unit, sizes))
+        units = np.repeat(unit, sizes)  # named: see _NO_ELISION
+        squares = np.square(magnitude / units)
         norms = _segment_norms(squares, starts, sizes, peaks.tolist())
         return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
 
@@ -443,7 +447,8 @@ class _LargeTerms:
         with np.errstate(invalid="ignore", over="ignore"):
             scale = np.repeat(np.array([scales[i] for i in self.indices]), sizes)
             errors = tol.element_errors(diff, self.magnitude, scale)
-            squares = np.square(diff / np.repeat(unit, sizes))
+            units = np.repeat(unit, sizes)  # named: see _NO_ELISION
+            squares = np.square(diff / units)
         max_abs_list = max_abs.tolist()
         diff_norms = _segment_norms(squares, self.starts, sizes, max_abs_list)
         for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
