@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import ast
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from handgrad.scenarios import SCENARIOS
 
@@ -91,3 +94,13 @@ def test_compare_all_starts_only_registered_scenarios_longest_first() -> None:
     from handgrad.cli import LONGEST_FIRST
 
     assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST) and set(LONGEST_FIRST) <= set(SCENARIOS)
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or not platform.libc_ver()[0] == "glibc", reason="glibc only"
+)
+def test_the_command_line_keeps_freed_memory_for_the_next_step() -> None:
+    """harness/allocator.py: glibc accepts the three mallopt settings, once and for all."""
+    from handgrad.harness.allocator import keep_freed_memory
+
+    assert keep_freed_memory() and keep_freed_memory()

@@ -27,6 +27,7 @@ from handgrad.arguments import ArgumentParser, all_parser
 from handgrad.atomic import atomic_write_bytes, check_outputs
 from handgrad.contract.spec import SpecError, require_int
 from handgrad.harness import Report, all_document
+from handgrad.harness.allocator import keep_freed_memory
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.tracebudget import HELP as TRACE_HELP
@@ -415,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in arguments
     arguments = [argument for argument in arguments if argument != "--debug"]
+    keep_freed_memory()  # this process's arrays: reused, not remapped every step (harness/allocator.py)
     try:
         status = dispatch(arguments)
         sys.stdout.flush()
