@@ -359,9 +359,10 @@ def compare_traces(
 # batch of its own): each temporary array of a batch stays in cache (256 kB). Measured on deep's
 # 123,000 elements a step: 2¹⁵ per batch 3.8 ms, one batch of all 12 ms, term by term 8 ms.
 LARGE_BATCH_ELEMENTS = 1 << 15
-# _NO_ELISION: a divisor that is a temporary array (``x / np.repeat(...)``) lets numpy divide into
-# that temporary in place, which on this machine's numpy 2.4 takes a scalar loop: 1.05 ms instead
-# of 0.065 ms for 131,072 doubles. Divisors are bound to a name first (same quotients, exactly).
+# Every array of this size that has to be mapped afresh costs page faults (harness/allocator.py):
+# x / np.repeat(...) over 131,072 doubles took 1.15 ms with a fresh array, 0.09 ms with reused
+# memory. So a batch of one term divides by its figure itself (_per_element), and squares and |Δ|
+# are taken in place: fewer arrays, the same doubles.
 
 
 @dataclass(frozen=True)
@@ -423,8 +424,8 @@ class _LargeTerms:
             kept = [i for i, ok in zip(group, finite.tolist(), strict=True) if ok]
             return cls._of(kept, torch, tol) if kept else None
         unit = np.where(peaks > 0, peaks, 1.0)
-        units = np.repeat(unit, sizes)  # named: see _NO_ELISION
-        squares = np.square(magnitude / units)
+        squares = magnitude / _per_element(unit, sizes)
+        np.square(squares, out=squares)
         norms = _segment_norms(squares, starts, sizes, peaks.tolist())
         return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
 
@@ -439,16 +440,17 @@ class _LargeTerms:
         """(index, check) of each term whose difference is finite (the others are left out)."""
         flat_hand = _joined([hand[i] for i in self.indices])
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.abs(tol.flush(flat_hand) - self.flushed)
+            diff = np.subtract(tol.flush(flat_hand), self.flushed)
+            np.abs(diff, out=diff)
         max_abs = np.maximum.reduceat(diff, self.starts)  # NaN or inf where a |Δ| is not finite
         finite = np.isfinite(max_abs)
         unit = np.where(finite & (max_abs > 0), max_abs, 1.0)
         sizes = self.sizes
         with np.errstate(invalid="ignore", over="ignore"):
-            scale = np.repeat(np.array([scales[i] for i in self.indices]), sizes)
+            scale = _per_element(np.array([scales[i] for i in self.indices]), sizes)
             errors = tol.element_errors(diff, self.magnitude, scale)
-            units = np.repeat(unit, sizes)  # named: see _NO_ELISION
-            squares = np.square(diff / units)
+            squares = diff / _per_element(unit, sizes)
+            np.square(squares, out=squares)
         max_abs_list = max_abs.tolist()
         diff_norms = _segment_norms(squares, self.starts, sizes, max_abs_list)
         for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
@@ -476,6 +478,12 @@ class _LargeTerms:
                     scale=scales[i],
                 ),
             )
+
+
+def _per_element(figures: np.ndarray, sizes: list[int]) -> float | np.ndarray:
+    """Each term's figure repeated over its elements; for a batch of one term the figure itself
+    (the same quotients and sums, exactly, without an array the size of the term)."""
+    return float(figures[0]) if len(sizes) == 1 else np.repeat(figures, sizes)
 
 
 def _joined(arrays: list[np.ndarray]) -> np.ndarray:
