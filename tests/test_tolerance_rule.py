@@ -228,3 +228,59 @@ def test_the_trace_sheet_judges_each_element_as_the_harness_does() -> None:
     alone = TraceSheets(Workbook(), F64, strings=strings)
     alone.add_step(1, _trace(off), _trace(crossing))  # without the harness's s: its own size only
     assert ok_column(alone) == ["FAIL"]
+
+
+def _large_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(hand, torch) pairs of terms above BATCHED_TERM_LIMIT elements, every branch of the rule."""
+    rng = np.random.default_rng(7)
+    t = rng.normal(size=(12, 20))
+    near = t * (1 + rng.uniform(-1e-13, 1e-13, t.shape))
+    with_zeros = np.where(t > 0, t, 0.0)
+    subnormal = t.copy()
+    subnormal[0, :4] = [SUBNORMAL, -SUBNORMAL, 0.0, -0.0]
+    subnormal_hand = subnormal.copy()
+    subnormal_hand[0, :4] = [0.0, 3 * SUBNORMAL, -0.0, 0.0]
+    not_finite, overflow = near.copy(), np.full((9, 9), 5e307)  # |Δ| overflows at 3×
+    not_finite[3, 4] = math.nan
+    return {
+        "agree": (near, t),
+        "exact": (t.copy(), t),
+        "factor": (t * (1 + 1.5e-10), t),  # each element within its bound, the term fails normwise
+        "elements": (near + (np.arange(t.size).reshape(t.shape) % 7 == 0) * 1e-6, t),
+        "zeros": (np.where(with_zeros > 0, with_zeros * (1 + 1e-14), 0.0), with_zeros),
+        "zero against value": (with_zeros, np.where(with_zeros > 0, with_zeros, 1e-3)),
+        "all zero": (np.zeros((8, 10)), np.zeros((8, 10))),
+        "subnormals": (subnormal_hand, subnormal),
+        "hand not finite": (not_finite, t),
+        "torch not finite": (t, not_finite),
+        "difference overflows": (overflow, -overflow),
+        "torch in column order": (near, np.asfortranarray(t)),
+    }
+
+
+@pytest.mark.parametrize("case", list(_large_cases()))
+def test_a_large_term_in_a_trace_is_measured_as_compare_values_measures_it(case: str) -> None:
+    """compare_traces measures a large term once for its size and its comparison (harness/compare.py
+    _LargeTerm); every figure must be the double compare_values gives with the same scales — here
+    the window's, taken from an earlier step with larger values, and the term's own at step 1."""
+    hand_value, torch_value = _large_cases()[case]
+    assert hand_value.size > harness.BATCHED_TERM_LIMIT
+    recent, verdicts = RecentScale(), []
+    for step, factor in ((1, 3.0), (2, 1.0)):
+        traces = []
+        for value in (hand_value, torch_value):
+            trace = StepTrace(step)
+            trace.add("dense1.z", "z", "forward", value * factor)
+            traces.append(trace)
+        (check,) = compare_traces(*traces, F64, recent)
+        torch_flushed = np.abs(F64.flush(torch_value * factor))
+        own_scale = float(np.nan_to_num(torch_flushed, nan=0.0, posinf=0.0).max())
+        if step == 1:
+            scale, norm_scale = own_scale, norm(np.nan_to_num(torch_flushed, nan=0.0, posinf=0.0))
+        expected = compare_values(
+            "dense1.z", hand_value * factor, torch_value * factor, F64, scale=scale, norm_scale=norm_scale
+        )
+        assert repr(check) == repr(expected)
+        verdicts.append(check.ok)
+    agreeing = ("agree", "exact", "zeros", "all zero", "subnormals", "torch in column order")
+    assert verdicts[0] == (case in agreeing)  # at step 1 each term is measured at its own size
