@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from handgrad.contract.makemore import Makemore
-from handgrad.contract.multitask import Multitask
-from handgrad.contract.recurrent import RecurrentModel
 from handgrad.contract.spec import Data, Network, Schedule
 from handgrad.contract.training import Loss, Optimizer
-from handgrad.contract.transformer import Transformer
+
+if TYPE_CHECKING:  # the family's model specs: a run loads only its own family's modules
+    from handgrad.contract.makemore import Makemore
+    from handgrad.contract.multitask import Multitask
+    from handgrad.contract.recurrent import RecurrentModel
+    from handgrad.contract.transformer import Transformer
 
 
 @dataclass(frozen=True)
