@@ -20,10 +20,15 @@ from test_conv_walkthrough import REL, _recalc_script, compare, write
 
 from handgrad import harness
 from handgrad.cli import scenario_parser
+from handgrad.contract.conv_layers import Conv2d, Flatten, MaxPool2d
+from handgrad.contract.spec import Activation, Dense, Network, Schedule
 from handgrad.contract.trace import StepTrace
+from handgrad.contract.training import Loss, Optimizer
 from handgrad.hand import activations, conv
 from handgrad.harness import Experiment
 from handgrad.scenarios import SCENARIOS
+from handgrad.scenarios.conv import bars
+from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook.blocks import LEFT
 from handgrad.workbook.conv_walkthrough import conv_unsupported_reason, conv_walkthrough_grids, slice_note
 from handgrad.workbook.grid import Grid
@@ -35,6 +40,28 @@ SLICE_TERMS = {"conv1.z", "conv1.a", "conv1.dL_dz", "input.dL_dx", "conv1.W_next
 
 def alexnet_step() -> tuple[Experiment, Captured]:
     experiment = SCENARIOS["alexnet-mini"].build(scenario_parser("alexnet-mini").parse_args(["--steps", "1"]))
+    captured: Captured = {}
+    report = harness.run(
+        experiment, observers=[lambda k, hand, twin, checks: captured.update({k: (hand, twin)})]
+    )
+    assert report.ok, report.verdict()
+    return experiment, captured
+
+
+def pooled_step() -> tuple[Experiment, Captured]:
+    """conv → relu → max-pool on 8 bar images of 16×16 (8·4·16·16 cells: sliced), Adam: the
+    sliced sheet with the pool's windows, winners and routed gradient, and an optimizer's state."""
+    layers = (Conv2d(1, 4, 3, padding=1), Activation("relu"), MaxPool2d(2), Flatten(), Dense(256, 2))
+    experiment = stack_experiment(
+        "pooled",
+        Network(layers, (1, 16, 16)),
+        Loss("cross_entropy"),
+        Optimizer("adam", 0.05),
+        bars(8, 16, seed=3),
+        Schedule("minibatch", 8),
+        steps=2,
+        seed=6,
+    )
     captured: Captured = {}
     report = harness.run(
         experiment, observers=[lambda k, hand, twin, checks: captured.update({k: (hand, twin)})]
@@ -154,11 +181,21 @@ def test_libreoffice_recomputes_the_sliced_conv_walkthrough(libreoffice: str, tm
     planted.cells[spot].value = str(grid.cells[spot].value) + "+1E-9"
     expected[planted.title] = expected[grid.title]
 
+    pooled, pooled_captured = pooled_step()
+    (pool_grid,) = conv_walkthrough_grids(pooled, pooled_captured, steps=[2])
+    pool_grid.title = "Conv pooled"
+    assert str(pool_grid.cells[(2, 1)].value).startswith("Slice: image n = 1")
+    terms = {term for _, term, _ in pool_grid.checks.values()}
+    assert {"pool1.out", "conv1.dL_da", "adam.exp_avg.conv1.W"} <= terms, terms
+    expected[pool_grid.title] = {
+        (k, t): pooled_captured[k][0].value(t) for k, t, _ in pool_grid.checks.values()
+    }
+
     source = tmp_path / "slice.xlsx"
-    write([grid, edited, planted], source)
+    write([grid, edited, planted, pool_grid], source)
     results, _ = _recalc_script().recalculate([source], tmp_path / "recalculated", soffice=libreoffice)
     book = openpyxl.load_workbook(results[source.resolve()], data_only=True)
-    for checked in (grid, edited):
+    for checked in (grid, edited, pool_grid):
         worst = compare(book[checked.title], checked, expected[checked.title])
         assert max(worst.values()) <= REL, (checked.title, worst)
     worst = compare(book[planted.title], planted, expected[planted.title])
