@@ -121,7 +121,7 @@ def _edited(grid: Grid, experiment: Experiment, captured: Captured) -> tuple[Gri
     spots["x"] = (spots["x"][0] + 5, spots["x"][1] + 5)
     spots["W"] = (spots["W"][0] + 1, spots["W"][1] + 1)
     spots["da"] = (spots["da"][0] + i, spots["da"][1] + j)
-    x = np.asarray(experiment.spec["data"].x[experiment.spec["batches"][0]], dtype=float)
+    x = np.asarray(experiment.spec.data.x[experiment.spec.batches[0]], dtype=float)
     before = {
         "eta": 0.5,
         "x": x[0, 0, 5, 5],
@@ -141,8 +141,8 @@ def _fresh_hand(experiment: Experiment, captured: Captured, changes: dict[str, f
     """Image 1's slice by the hand functions, with the edits: the batch's ∂L/∂W, ∂L/∂b stay the
     Trace's (inputs on the sheet), so W′ = W − η·∂L/∂W with the edited W and η."""
     hand = captured[1][0]
-    layer = experiment.spec["network"].layers[0]
-    x = np.asarray(experiment.spec["data"].x[experiment.spec["batches"][0]][:1], dtype=float).copy()
+    layer = experiment.spec.network.layers[0]
+    x = np.asarray(experiment.spec.data.x[experiment.spec.batches[0]][:1], dtype=float).copy()
     x[0, 0, 5, 5] = changes["x"]
     params = {"W": experiment.initial_params["conv1.W"].copy(), "b": experiment.initial_params["conv1.b"]}
     params["W"][0, 0, 1, 1] = changes["W"]
