@@ -23,6 +23,7 @@ from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.writer import WorkbookWriter
 
 LIVE_PREFIXES = ("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough", "Multitask walkthrough")
+CONV_PREFIX = "Conv walkthrough"
 ORDINAL = re.compile(r"^(seq|sample|unit|out|[a-z])\s?(\d+)\b")  # seq 3, sample 1 · data row 2, i2
 
 CASES = [(name, ()) for name in SCENARIOS if name not in ("parity", "echo")] + [
@@ -39,10 +40,12 @@ def _label_problems(path: Path, sheets: Collection[str] | None = None) -> tuple[
     for sheet, column, first, last, step, term, _, step_plus, _ in checks:
         if not (str(sheet) in sheets if sheets is not None else str(sheet).startswith(LIVE_PREFIXES)):
             continue
+        if str(sheet).startswith(CONV_PREFIX):  # maps, not rows: _conv_label_problems reads them
+            continue
         col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
         for k, row in enumerate(range(first, last + 1)):
             cells.setdefault(sheet, {})[(row, col)] = (step + k * step_plus, term)
-    problems, seen = _conv_label_problems(book, checks)
+    problems, seen = _conv_label_problems(book, checks, sheets)
     for sheet, found in cells.items():
         labels = {row: value for row, value in _column_a(book[sheet])}
         by_column = sorted(found.items(), key=lambda item: (item[0][1], item[0][0]))
@@ -58,7 +61,7 @@ def _label_problems(path: Path, sheets: Collection[str] | None = None) -> tuple[
 MAP_LABEL = re.compile(r"^(?:n(\d+) )?[oc]\d+(?: c\d+)?$")  # n1 c2 · o3 c1 · o2 (a bias row)
 
 
-def _conv_label_problems(book, checks: list[tuple]) -> tuple[list[str], int]:
+def _conv_label_problems(book, checks: list[tuple], sheets: Collection[str] | None) -> tuple[list[str], int]:
     """The Conv walkthrough lays out maps, not rows: a checked cell's map label (the nearest
     label at or left of it in the row above its map) must read ``n1 c2``/``o3 c1``/``o2``, column A
     beside a map must be empty up to the block's title, and a sliced sheet (``Slice: image n = 1``
@@ -67,7 +70,7 @@ def _conv_label_problems(book, checks: list[tuple]) -> tuple[list[str], int]:
     seen = 0
     by_sheet: dict[str, list[tuple[int, int, str]]] = {}
     for sheet, column, first, last, _, term, _, _, _ in checks:
-        if str(sheet).startswith("Conv walkthrough"):
+        if str(sheet).startswith(CONV_PREFIX) and (sheets is None or str(sheet) in sheets):
             col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
             by_sheet.setdefault(sheet, []).extend((row, col, term) for row in range(first, last + 1))
     for sheet, found in by_sheet.items():
