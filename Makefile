@@ -24,7 +24,8 @@ test: $(BIN)/handgrad
 # See manual/harness.md, "What the lock-step cannot see".
 FORMULA_TESTS := tests/test_walkthrough.py tests/test_training_sheet.py tests/test_formula_branches.py \
 	tests/test_conv_walkthrough.py tests/test_recurrent_walkthrough.py tests/test_makemore_walkthrough.py \
-	tests/test_transformer_walkthrough.py tests/test_loss_sheets.py tests/test_multitask_walkthrough.py
+	tests/test_transformer_walkthrough.py tests/test_loss_sheets.py tests/test_multitask_walkthrough.py \
+	tests/test_conv_slice.py
 
 coverage-formulas: $(BIN)/handgrad
 	$(BIN)/python -m coverage erase --rcfile=coverage-formulas.ini

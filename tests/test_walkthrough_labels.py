@@ -23,6 +23,7 @@ from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.writer import WorkbookWriter
 
 LIVE_PREFIXES = ("Walkthrough", "BatchNorm walkthrough", "Attention walkthrough", "Multitask walkthrough")
+CONV_PREFIX = "Conv walkthrough"
 ORDINAL = re.compile(r"^(seq|sample|unit|out|[a-z])\s?(\d+)\b")  # seq 3, sample 1 · data row 2, i2
 
 CASES = [(name, ()) for name in SCENARIOS if name not in ("parity", "echo")] + [
@@ -39,11 +40,12 @@ def _label_problems(path: Path, sheets: Collection[str] | None = None) -> tuple[
     for sheet, column, first, last, step, term, _, step_plus, _ in checks:
         if not (str(sheet) in sheets if sheets is not None else str(sheet).startswith(LIVE_PREFIXES)):
             continue
+        if str(sheet).startswith(CONV_PREFIX):  # maps, not rows: _conv_label_problems reads them
+            continue
         col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
         for k, row in enumerate(range(first, last + 1)):
             cells.setdefault(sheet, {})[(row, col)] = (step + k * step_plus, term)
-    problems: list[str] = []
-    seen = 0
+    problems, seen = _conv_label_problems(book, checks, sheets)
     for sheet, found in cells.items():
         labels = {row: value for row, value in _column_a(book[sheet])}
         by_column = sorted(found.items(), key=lambda item: (item[0][1], item[0][0]))
@@ -53,6 +55,55 @@ def _label_problems(path: Path, sheets: Collection[str] | None = None) -> tuple[
             for run in _runs(rows):
                 problems += _check_run(sheet, col, what[1], run, labels)
     book.close()
+    return problems, seen
+
+
+MAP_LABEL = re.compile(r"^(?:n(\d+) )?[oc]\d+(?: c\d+)?$")  # n1 c2 · o3 c1 · o2 (a bias row)
+
+
+def _conv_label_problems(book, checks: list[tuple], sheets: Collection[str] | None) -> tuple[list[str], int]:
+    """The Conv walkthrough lays out maps, not rows: a checked cell's map label (the nearest
+    label at or left of it in the row above its map) must read ``n1 c2``/``o3 c1``/``o2``, column A
+    beside a map must be empty up to the block's title, and a sliced sheet (``Slice: image n = 1``
+    under its title) shows image n1 only."""
+    problems: list[str] = []
+    seen = 0
+    by_sheet: dict[str, list[tuple[int, int, str]]] = {}
+    for sheet, column, first, last, _, term, _, _, _ in checks:
+        if str(sheet).startswith(CONV_PREFIX) and (sheets is None or str(sheet) in sheets):
+            col = sum((ord(c) - 64) * 26**i for i, c in enumerate(reversed(column)))
+            by_sheet.setdefault(sheet, []).extend((row, col, term) for row in range(first, last + 1))
+    for sheet, found in by_sheet.items():
+        values = {
+            (cell.row, cell.column): cell.value
+            for row in book[sheet].iter_rows()
+            for cell in row
+            if cell.value is not None and hasattr(cell, "row")
+        }
+        sliced = str(values.get((2, 1), "")).startswith("Slice: image n = 1")
+        for row, col, term in found:
+            seen += 1
+            where = f"{sheet} {row},{col} ({term})"
+            top = row
+            while isinstance(values.get((top - 1, col)), (int, float)) or str(
+                values.get((top - 1, col), "")
+            ).startswith("="):
+                top -= 1
+            label_row = top - 1
+            left = max((c for (r, c) in values if r == label_row and c <= col), default=None)
+            label = str(values.get((label_row, left), ""))
+            match = MAP_LABEL.match(label)
+            if match is None:
+                problems.append(f"{where}: map label {label!r} in row {label_row}")
+                continue
+            if sliced and match.group(1) not in (None, "1"):
+                problems.append(f"{where}: a sliced sheet labels a map {label!r}")
+            beside = [r for r in range(label_row, row + 1) if (r, 1) in values]
+            if beside:
+                problems.append(f"{where}: column A beside its map reads {values[(beside[0], 1)]!r}")
+            title = next((r for r in range(label_row, 0, -1) if (r, 1) in values), None)
+            if title is None or ORDINAL.match(str(values[(title, 1)])):
+                problems.append(f"{where}: column A above its map reads {values.get((title, 1))!r}")
     return problems, seen
 
 

@@ -10,7 +10,7 @@ from openpyxl import load_workbook
 from handgrad import cli
 
 CASES = [
-    ("alexnet-mini", ["--steps", "1"], "too large for a live walkthrough"),
+    ("alexnet-mini", ["--steps", "1", "--channels", "16,8"], "too large for a live walkthrough"),
     (
         "multitask",
         ["--steps", "2", "--loss", "huber"],

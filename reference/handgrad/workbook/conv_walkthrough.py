@@ -27,14 +27,22 @@ The sheet is a :class:`handgrad.workbook.blocks.Sheet` laying out maps instead o
 beside each computed block torch's values (plain numbers) and |Δ| by formula. ``grid.checks``
 maps each formula cell that computes a hand term to (step, term, flat index).
 
-Larger layers (more than :data:`MAX_LIVE_ELEMENTS` elements in a block) get the Trace sheet
-only: :func:`conv_unsupported_reason` says why, and :func:`conv_walkthrough_grids` refuses.
+A batch too large for the sheet (a block of more than :data:`MAX_LIVE_ELEMENTS` cells, e.g.
+alexnet-mini's 8 images) is written on a slice, named under the title: the first image of the
+batch, every channel. Each map of an image-shaped term (z, a, out⁽pool⁾, ∂L/∂z, ∂L/∂x, ...) holds
+that image's cells, checked at their flat indices in the batch's term (the first C·H·W of it: the
+image is n = 1). What the slice cannot compute comes in from the Trace as yellow input cells: the
+upstream gradient of that image, and ∂L/∂W, ∂L/∂b, sums over all N images; the image's own share
+of them is shown beside, by formula (not a term). The update reads the batch's gradients, so W′,
+b′ and the optimizer's state are checked in full. A layer too large even for one image gets the
+Trace sheet only: :func:`conv_unsupported_reason` says why, and :func:`conv_walkthrough_grids`
+refuses.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -107,14 +115,41 @@ def conv_unsupported_reason(experiment: Experiment) -> str | None:
         return f"{covered[0].name} has dilation {conv.dilation}: its windows are not contiguous (see Trace)"
     if len(covered) > 2 and covered[-1].layer.dilation != (1, 1):  # type: ignore[attr-defined]
         return f"{covered[-1].name} has dilation > 1 (see Trace)"
-    batch = max(len(rows) for rows in itertools.islice(spec.batches, 2_000_000))  # sizes repeat each epoch
-    largest = max(int(np.prod(shape)) for shape in _shapes(network, batch).values())
+    largest = _largest_block(network, 1)
     if largest > MAX_LIVE_ELEMENTS:
         return (
-            f"{covered[0].name} is too large for a live walkthrough ({largest:,} cells in one block, "
-            f"more than {MAX_LIVE_ELEMENTS:,}): its terms are on the Trace sheet"
+            f"{covered[0].name} is too large for a live walkthrough ({largest:,} cells in one block for "
+            f"one image, more than {MAX_LIVE_ELEMENTS:,}): its terms are on the Trace sheet"
         )
     return None
+
+
+def _largest_block(network: Network, batch: int) -> int:
+    return max(int(np.prod(shape)) for shape in _shapes(network, batch).values())
+
+
+def is_sliced(experiment: Experiment) -> bool:
+    """True when the run's largest batch makes a block larger than :data:`MAX_LIVE_ELEMENTS`:
+    the sheet then shows the first image of the batch (the slice named under the title)."""
+    spec = experiment.spec
+    assert isinstance(spec, StackRun)
+    batch = max(len(rows) for rows in itertools.islice(spec.batches, 2_000_000))  # sizes repeat each epoch
+    return _largest_block(spec.network, batch) > MAX_LIVE_ELEMENTS
+
+
+def slice_note(experiment: Experiment) -> str | None:
+    """The slice the conv sheet shows (None when it shows the whole batch), in the sheet's words."""
+    if conv_unsupported_reason(experiment) is not None or not is_sliced(experiment):
+        return None
+    assert isinstance(experiment.spec, StackRun)
+    network: Network = experiment.spec.network
+    stage = covered_stages(network)[0]
+    c_out = _shapes(network, 1)["z"][1]
+    return (
+        f"Slice: image n = 1 (the first) of the step's batch, all {c_out} output channels of "
+        f"{stage.name}; the upstream ∂L/∂(…) of that image and ∂L/∂W, ∂L/∂b (sums over the whole "
+        "batch) are yellow inputs from the Trace"
+    )
 
 
 def sheet_name(step: int) -> str:
@@ -130,6 +165,61 @@ def conv_walkthrough_grids(
 
 
 # --- the sheet -----------------------------------------------------------------------------------
+
+
+def _batch_gradients(
+    sheet: ConvSheet,
+    name: str,
+    batch: int,
+    w_shape: Shape4,
+    dw_body: Callable[[int, int, int, int], str],
+    db_body: Callable[[int, int, int, int], str] | None,
+) -> tuple[Maps, Maps | None]:
+    """On the sliced sheet: image 1's share of ∂L/∂W (and ∂L/∂b) by formula (not a term), then
+    the batch's ∂L/∂W, ∂L/∂b from the Trace as inputs (the other N − 1 images are not on the
+    sheet), which clipping and the update read."""
+    sheet.map_computed(
+        None,
+        "image 1's share of ∂L/∂W: SUMPRODUCT(∂L/∂z[1,o], x̃[1,c] shifted by (u, v))  (not a term: "
+        f"the other {batch - 1} images of the batch add theirs)",
+        "backward",
+        w_shape,
+        dw_body,
+        ("o", "c"),
+    )
+    sheet.top += 1
+    c_out = w_shape[0]
+    if db_body is not None:
+        sheet.map_computed(
+            None,
+            f"image 1's share of ∂L/∂b: SUM(∂L/∂z[1,o])  (not a term: the other {batch - 1} add theirs)",
+            "backward",
+            (1, 1, 1, c_out),
+            db_body,
+            ("", ""),
+        )
+        sheet.top += 1
+    dw_maps = sheet.map_computed(
+        f"{name}.dL_dW",
+        f"Σ over all N = {batch} images, from the Trace (an input: the update reads it)",
+        "input",
+        w_shape,
+        None,
+        ("o", "c"),
+    )
+    sheet.top += 1
+    db_maps = None
+    if db_body is not None:
+        db_maps = sheet.map_computed(
+            f"{name}.dL_db",
+            f"Σ over all N = {batch} images, from the Trace (an input: the update reads it)",
+            "input",
+            (1, 1, 1, c_out),
+            None,
+            ("", ""),
+        )
+        sheet.top += 1
+    return dw_maps, db_maps
 
 
 def _sum(parts: list[str]) -> str:
@@ -154,7 +244,16 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
     name = conv_stage.name
     rows_used = np.asarray(spec.batches[step - 1])
     x = np.asarray(spec.data.x[rows_used], dtype=float)
+    batch = x.shape[0]
+    note = slice_note(experiment)
+    if note is not None:
+        x = x[:1]
     n = x.shape[0]
+
+    def part(shape: Shape4) -> np.ndarray | None:
+        """Flat indices of the first image's cells in an image-shaped term (None: the whole term)."""
+        return np.arange(int(np.prod(shape))) if note is not None else None
+
     shapes = _shapes(network, n)
     c_out, c_g, kh, kw = shapes["W"]
     _, c_in, h_in, w_in = shapes["x"]
@@ -178,6 +277,8 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
 
     chain = " → ".join([name, *([f"{act.layer.kind}"] if act else []), *([pool.name] if pool else [])])
     sheet.heading(f"Conv walkthrough, step {step}: {chain}, as live formulas", "title")
+    if note is not None:
+        sheet.note(f"{note}. The batch has N = {batch} images (data row {int(rows_used[0]) + 1} is image 1).")
     sheet.note(
         "Each map is laid out as the image it is (rows h, columns w); click a formula cell and the "
         "window it reads is outlined. Yellow cells are inputs: edit one and the step recomputes."
@@ -192,9 +293,8 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
     sheet.heading("Hyper-parameters (inputs)", "subtitle")
     hyper = hyper_inputs(sheet, rule, optimizer, named=False)
     sheet.top += 1
-    x_maps = sheet.map_inputs(
-        f"x: the step's {n} image(s), (N, C_in, H, W) = {shapes['x']}", x, shapes["x"], ("n", "c")
-    )
+    x_title = f"x: the step's {n} image(s)" if note is None else f"x: image 1 of the step's {batch}"
+    x_maps = sheet.map_inputs(f"{x_title}, (N, C_in, H, W) = {shapes['x']}", x, shapes["x"], ("n", "c"))
     sheet.top += 1
     w_maps = sheet.map_inputs(
         f"W⁽{name}⁾: the kernel before the step, (C_out, C_in/G, kH, kW) = {shapes['W']}",
@@ -245,6 +345,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
         shapes["z"],
         z_body,
         ("n", "o"),
+        indices=part(shapes["z"]),
     )
     sheet.top += 1
     out_maps = z_maps
@@ -258,6 +359,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
             shapes["z"],
             lambda a, o, i, j: fx.activation(kind, z_maps.cell(a, o, i, j), slope),
             ("n", "c"),
+            indices=part(shapes["z"]),
         )
         sheet.top += 1
         out_maps = a_maps
@@ -286,6 +388,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
                 ",".join(src.cell(a, c, hh, ww) for _, hh, ww in taps[(i, j)])
             ),
             ("n", "c"),
+            indices=part(pool_shape),
         )
         sheet.top += 1
         pooled = pool_maps
@@ -315,11 +418,15 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
     up_shape = pool_shape if pool is not None and pool_shape is not None else shapes["z"]
     up_maps = sheet.map_computed(
         upstream_term,
-        "from the layers after (the hand side's numbers; their terms are on the Trace sheet)",
-        "backward",
+        "from the layers after (the hand side's numbers; their terms are on the Trace sheet)"
+        if note is None
+        else "image 1's cells, from the Trace (the hand side's numbers: the layers after are not on "
+        "this sheet); an input: edit one and the blocks below recompute",
+        "backward" if note is None else "input",
         up_shape,
         None,
         ("n", "c"),
+        indices=part(up_shape),
     )
     sheet.top += 1
     grad_out = up_maps  # ∂L/∂(output of the conv block so far), walking back
@@ -347,6 +454,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
             shapes["z"],
             routed,
             ("n", "c"),
+            indices=part(shapes["z"]),
         )
         sheet.top += 1
     if act is not None and a_maps is not None:
@@ -361,6 +469,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
                 kind, upstream_a.cell(a, o, i, j), z_maps.cell(a, o, i, j), a_cells.cell(a, o, i, j), slope
             ),
             ("n", "o"),
+            indices=part(shapes["z"]),
         )
         sheet.top += 1
     dz_maps = grad_out
@@ -404,27 +513,33 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
             ]
         )
 
-    dw_maps = sheet.map_computed(
-        f"{name}.dL_dW",
-        "∂L/∂W[o,c,u,v] = Σ_n SUMPRODUCT(∂L/∂z[n,o], x̃[n,c] shifted by (u, v)): a sum over the "
-        "windows of δ × the pixel tap (u, v) saw",
-        "backward",
-        shapes["W"],
-        dw_body,
-        ("o", "c"),
+    def db_body(_a: int, _b: int, _h: int, o: int) -> str:
+        return _sum([f"SUM({dz_maps.window(a, o, 0, 0, ho, wo)})" for a in range(n)])
+
+    dw_equation = (
+        "Σ_n SUMPRODUCT(∂L/∂z[n,o], x̃[n,c] shifted by (u, v)): a sum over the windows of δ × the "
+        "pixel tap (u, v) saw"
     )
-    sheet.top += 1
     db_maps: Maps | None = None
-    if conv.bias:
-        db_maps = sheet.map_computed(
-            f"{name}.dL_db",
-            "∂L/∂b[o] = Σ_n SUM(∂L/∂z[n,o])",
-            "backward",
-            (1, 1, 1, c_out),
-            lambda _a, _b, _h, o: _sum([f"SUM({dz_maps.window(a, o, 0, 0, ho, wo)})" for a in range(n)]),
-            ("", ""),
+    if note is None:
+        dw_maps = sheet.map_computed(
+            f"{name}.dL_dW", f"∂L/∂W[o,c,u,v] = {dw_equation}", "backward", shapes["W"], dw_body, ("o", "c")
         )
         sheet.top += 1
+        if conv.bias:
+            db_maps = sheet.map_computed(
+                f"{name}.dL_db",
+                "∂L/∂b[o] = Σ_n SUM(∂L/∂z[n,o])",
+                "backward",
+                (1, 1, 1, c_out),
+                db_body,
+                ("", ""),
+            )
+            sheet.top += 1
+    else:
+        dw_maps, db_maps = _batch_gradients(
+            sheet, name, batch, shapes["W"], dw_body, db_body if conv.bias else None
+        )
 
     rot = sheet.map_computed(
         None,
@@ -454,6 +569,7 @@ def conv_walkthrough_grid(experiment: Experiment, step: int, captured: Captured)
         shapes["x"],
         dx_body,
         ("n", "c"),
+        indices=part(shapes["x"]),
     )
     sheet.top += 1
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from handgrad.contract.spec import SpecError
 from handgrad.contract.training import Clip
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.blocks import LEFT, Cells, Sheet
@@ -111,23 +112,32 @@ class ConvSheet(Sheet):
         shape: Shape4,
         body: Callable[[int, int, int, int], str] | None,
         labels: tuple[str, str] | None,
+        *,
+        indices: np.ndarray | None = None,
     ) -> Maps:
         """One formula per cell (``body(a, b, h, w)``, without its ``=``), or (``body`` None) the
         hand side's numbers of ``term``. With ``term``: formula cells are recorded in
         ``grid.checks`` (flat index = C order of ``shape``, a reshape of the term's value), torch's
-        values and |Δ| are laid out beside the maps."""
+        values and |Δ| are laid out beside the maps. ``indices`` (one flat index into the term per
+        cell, C order of ``shape``) lays out a slice of a larger term: the sliced conv sheet's
+        first image of the batch."""
         has_torch = False
         if term is not None:
-            self.known_term(term, int(np.prod(shape)), shape)
+            if indices is None:
+                self.known_term(term, int(np.prod(shape)), shape)
+            else:
+                self.known_slice(term, indices, shape)
             title = f"{self.hand[term].symbol}:  {title}"
             has_torch = self.has_torch(term)
+        flat = np.arange(int(np.prod(shape))) if indices is None else np.ravel(indices)
         self.heading(title, phase if term is not None else "subtitle", torch=has_torch)
         maps = Maps(self.top, LEFT, shape)
         self.map_labels(maps, labels, [LEFT, self.torch_left, self.delta_left] if has_torch else [LEFT])
         given = np.ravel(self.hand.value(term)).astype(float) if body is None and term else None
         placed = []
-        for index, (a, b, h, w) in enumerate(_indices(shape)):
+        for place, (a, b, h, w) in enumerate(_indices(shape)):
             row, col = maps.origin(a, b)
+            index = int(flat[place])
             if given is not None:
                 self.grid.set(row + h, col + w, float(given[index]), phase)
             else:
@@ -140,6 +150,16 @@ class ConvSheet(Sheet):
             self.mirror(term, placed)
         self.top += maps.height
         return maps
+
+    def known_slice(self, term: str, indices: np.ndarray, shape: Shape4) -> None:
+        """A SpecError unless ``indices`` (one per cell of ``shape``) fall inside the hand term."""
+        if term not in self.hand:
+            raise SpecError("workbook", f"the hand trace of step {self.step} has no term {term!r}")
+        size = np.asarray(self.hand.value(term)).size
+        if np.size(indices) != int(np.prod(shape)) or int(np.max(indices)) >= size:
+            raise SpecError(
+                "workbook", f"{term}: a slice {shape} does not fit the hand term's {size} elements"
+            )
 
     def param_inputs(self, title: str, value: np.ndarray, name: str) -> Cells:
         array = np.asarray(value, dtype=float)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from handgrad.contract.runs import MakemoreRun, TransformerRun
 from handgrad.harness import Experiment, Report
+from handgrad.workbook.conv_walkthrough import slice_note as conv_slice_note
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import COLOURS
 
@@ -144,6 +145,13 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
             "no side traces (μ, σ², x̂; Q, K, V, S, P) are formula blocks without a torch column; beside "
             "every block of a traced term: torch's numbers and a |Δ| block. Edit an input cell (yellow) "
             "and the blocks below recompute; the rest of the step is on the Trace.",
+        )
+    elif facts.walkthrough_sheets and (note := conv_slice_note(experiment)):
+        line(
+            "Walkthrough",
+            f"Sheets {', '.join(facts.walkthrough_sheets)}: one training step's first conv layer as live "
+            f"formulas, on a slice ({note[len('Slice: ') :]}; named in the sheet's second row). Beside "
+            "every block of a traced term: torch's numbers and a |Δ| block; the rest is on the Trace.",
         )
     elif facts.walkthrough_sheets:
         line(
