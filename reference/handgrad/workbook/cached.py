@@ -12,6 +12,7 @@ without a value and counted (:func:`fill_cached` returns the count) so a test ca
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -31,16 +32,23 @@ _CLIP = re.compile(rf"^=MIN\((\w+)/\({_REF}\+([0-9.e+-]+)\),1\)$")  # clip by no
 
 def fill_cached(grid: Grid, hand: HandValues) -> int:
     """Store a cached value on every formula cell of ``grid`` it can; return how many it could not."""
-    for (row, col), (step, term, index) in grid.checks.items():
-        values = hand(step, term)
-        if values is None or index >= values.size:
+    terms: dict[tuple[int, str], list[float] | None] = {}  # asked once per term, not per cell
+    cells = grid.cells
+    for position, (step, term, index) in grid.checks.items():
+        values = terms.get((step, term), ())
+        if values == ():
+            found = hand(step, term)
+            values = terms[(step, term)] = None if found is None else np.ravel(found).astype(float).tolist()
+        if values is None or index >= len(values):
             continue
-        cell = grid.cells.get((row, col))
+        cell = cells.get(position)
         if cell is None:  # an element of an array formula's range: a cell of its own for the value
-            cell = grid.cells[(row, col)] = Cell(None)
-        cell.cached = float(values[index])
+            cell = cells[position] = Cell(None)
+        cell.cached = values[index]
     pending = [
-        (position, cell) for position, cell in grid.cells.items() if cell.cached is None and _is_formula(cell)
+        (position, cell)
+        for position, cell in cells.items()
+        if cell.cached is None and type(cell.value) is str and cell.value[:1] == "=" and not cell.is_text
     ]
     while pending:
         left = []
@@ -56,12 +64,8 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
     return len(pending)
 
 
-def _is_formula(cell: Cell) -> bool:
-    return isinstance(cell.value, str) and cell.value.startswith("=") and not cell.is_text
-
-
 def _value(grid: Grid, col: str, row: str) -> float | None:
-    cell = grid.cells.get((int(row), column_index_from_string(col)))
+    cell = grid.cells.get((int(row), _column(col)))
     if cell is None:
         return None
     if cell.cached is not None:
@@ -69,6 +73,11 @@ def _value(grid: Grid, col: str, row: str) -> float | None:
     if isinstance(cell.value, (int, float, np.integer, np.floating)) and not isinstance(cell.value, bool):
         return float(cell.value)
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _column(letters: str) -> int:
+    return column_index_from_string(letters)
 
 
 def _evaluate(grid: Grid, formula: str) -> float | None:

@@ -141,24 +141,25 @@ class TraceSheets:
             [np.asarray(term.value, dtype=np.float64).reshape(-1) for term in hand] or [_EMPTY]
         )
         parts: list[np.ndarray] = []
-        own: list[float] | np.ndarray = []
+        sizes: list[int] = []
         for term in hand:
             other = torch[term.name].value if term.name in torch else None
             if other is None or np.shape(other) != term.value.shape:
                 parts.append(np.full(term.value.size, np.nan))
             else:
                 parts.append(np.asarray(other, dtype=np.float64).reshape(-1))
-            with np.errstate(invalid="ignore"):
-                own.append(np.max(np.abs(self.tolerance.flush(parts[-1])), initial=0.0))
+            sizes.append(term.value.size)
         t = np.concatenate(parts or [_EMPTY])
-        if scales is not None:
-            own = np.maximum(own, scales) if own else own
-        scale = np.repeat(own, [term.value.size for term in hand]) if len(own) else _EMPTY
         tol = self.tolerance
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            magnitude = np.abs(tol.flush(t))
+            own = _segment_max(magnitude, sizes)  # each term's largest |torch| at this step
+            if scales is not None and len(own):
+                own = np.maximum(own, scales)
+            scale = np.repeat(own, sizes) if len(own) else _EMPTY
             diff = np.abs(h - t)
             flushed = np.abs(tol.flush(h) - tol.flush(t))
-            rel = tol.element_errors(flushed, np.abs(tol.flush(t)), scale)
+            rel = tol.element_errors(flushed, magnitude, scale)
             ok = np.where(rel <= tol.rtol, self._ok, self._fail)
         n = h.size
         if self._row + n <= self.rows_per_sheet and np.isfinite(rel).all() and np.isfinite(h).all():
@@ -217,6 +218,17 @@ class TraceSheets:
 _INF = float("inf")
 _OK_CELL = '<c t="s"><v>'
 _EMPTY = np.zeros(0)
+
+
+def _segment_max(values: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """The largest of each run of ``sizes`` consecutive ``values`` (0 for an empty run; NaN where
+    a run holds one), as ``np.max(run, initial=0.0)`` per run, in one call."""
+    if not sizes:
+        return _EMPTY
+    if min(sizes) == 0:
+        offsets = np.cumsum([0, *sizes])
+        return np.array([np.max(values[a:b], initial=0.0) for a, b in zip(offsets, offsets[1:])])
+    return np.maximum(np.maximum.reduceat(values, np.cumsum([0, *sizes[:-1]])), 0.0)
 
 
 def _letter(col: int) -> str:

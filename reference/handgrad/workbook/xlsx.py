@@ -198,40 +198,46 @@ def cell_xml(
 RowCell = tuple[int, object, int, bool, "float | None"]  # (column, value, style, is_text, cached)
 
 
-def row_cells(row: int, cells: Iterable[RowCell], strings: SharedStrings | None = None) -> list[str]:
-    """The ``<c>`` elements of one row from its cells in increasing column order.
+def row_cells(row: int, cells: list[RowCell], strings: SharedStrings | None = None) -> list[str]:
+    """The ``<c>`` elements of one row from its cells, in increasing column order.
 
     A cell that is the next column after the cell written before it (the first: column A) is
     written without ``r``: the reference is optional in SpreadsheetML, and Excel, LibreOffice and
     openpyxl all place such a cell one column to the right of the one before. Every cell after a
-    gap keeps ``r``. This halves the Trace's compressed size. The two commonest cells (a finite
-    number, a formula) are written here without a call per cell; the rest by :func:`cell_xml`.
+    gap keeps ``r``. This halves the Trace's compressed size. The commonest cells (a finite
+    number, a formula, an array formula's element) are written here without a call per cell;
+    the rest by :func:`cell_xml`.
     """
+    if cells and cells[-1][0] > EXCEL_MAX_COLS:
+        raise ExcelLimitError(f"column {cells[-1][0]:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
     out: list[str] = []
+    append = out.append
     previous = 0
     for col, value, style, is_text, cached in cells:
-        if col > EXCEL_MAX_COLS:
-            raise ExcelLimitError(f"column {col:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
-        if col <= previous:
-            raise ValueError(f"row {row}: column {col} written after column {previous}")
+        r = "" if col == previous + 1 else f' r="{column_letter(col)}{row}"'
+        s = f' s="{style}"' if style else ""
         kind = type(value)
-        if kind is float and value - value == 0:  # finite
-            r = "" if col == previous + 1 else f' r="{column_letter(col)}{row}"'
-            s = f' s="{style}"' if style else ""
-            out.append(f"<c{r}{s}><v>{value!r}</v></c>")
+        if kind is float:
+            if value - value == 0:  # finite
+                append(f"<c{r}{s}><v>{value!r}</v></c>")
+                previous = col
+                continue
+        elif kind is str:
+            if not is_text and value[:1] == "=" and len(value) > 1:  # type: ignore[index]
+                if len(value) > EXCEL_MAX_FORMULA:  # type: ignore[arg-type]
+                    formula_body(value)  # type: ignore[arg-type]  # raises
+                v = f"<v>{cached!r}</v>" if type(cached) is float and cached - cached == 0 else ""
+                if v or cached is None:
+                    append(f"<c{r}{s}><f>{xml_text(value[1:])}</f>{v}</c>")  # type: ignore[index]
+                    previous = col
+                    continue
+        elif value is None and type(cached) is float and cached - cached == 0:  # in an array's range
+            append(f"<c{r}{s}><v>{cached!r}</v></c>")
             previous = col
             continue
-        if kind is str and not is_text and len(value) > 1 and value[0] == "=":  # type: ignore[index]
-            r = "" if col == previous + 1 else f' r="{column_letter(col)}{row}"'
-            s = f' s="{style}"' if style else ""
-            v = f"<v>{float(cached)!r}</v>" if cached is not None and math.isfinite(cached) else ""
-            out.append(f"<c{r}{s}><f>{xml_text(formula_body(value))}</f>{v}</c>")  # type: ignore[arg-type]
-            previous = col
-            continue
-        ref = "" if col == previous + 1 else f"{column_letter(col)}{row}"
-        xml = cell_xml(ref, value, style, is_text=is_text, strings=strings, cached=cached)
+        xml = cell_xml(r[4:-1], value, style, is_text=is_text, strings=strings, cached=cached)
         if xml:  # an empty cell is no element: the next one must then name its column
-            out.append(xml)
+            append(xml)
             previous = col
     return out
 
@@ -276,6 +282,8 @@ class SheetData:
     ) -> None:
         """One row from ``{col: (value, style, is_text[, cached])}``."""
         cells = [(col, *values[col], None)[:5] for col in sorted(values)]
+        if cells and cells[0][0] < 1:
+            raise ValueError(f"row {row}: column {cells[0][0]} (columns count from 1)")
         self.add_row(row, row_cells(row, cells, strings))  # type: ignore[arg-type]
         self.max_col = max(self.max_col, max(values, default=0))
 
@@ -300,7 +308,7 @@ class SheetData:
                 found = rows[row] = []
             found.append((col, cell.value, style, cell.is_text, cell.cached))
         for row in sorted(rows):
-            items = sorted(rows[row], key=_first)
+            items = sorted(rows[row])  # by column: a row's columns are distinct, nothing else compared
             self.add_row(row, row_cells(row, items, strings))
             self.max_col = max(self.max_col, items[-1][0])
 
@@ -322,10 +330,6 @@ class SheetData:
 
     def close(self) -> None:
         self.file.close()
-
-
-def _first(cell: RowCell) -> int:
-    return cell[0]
 
 
 _EMPTY_SHEET_DATA = re.compile(rb"<sheetData\s*/>|<sheetData>\s*</sheetData>")
