@@ -12,7 +12,6 @@ without a value and counted (:func:`fill_cached` returns the count) so a test ca
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 
@@ -20,6 +19,9 @@ import numpy as np
 from openpyxl.utils.cell import column_index_from_string, range_boundaries
 
 from handgrad.workbook.grid import Cell, Grid
+
+_UNSEEN = object()
+_COLUMNS: dict[str, int] = {}  # column letters -> index, as met
 
 HandValues = Callable[[int, str], "np.ndarray | None"]  # (step, term) -> the term's values, flat
 
@@ -35,8 +37,8 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
     terms: dict[tuple[int, str], list[float] | None] = {}  # asked once per term, not per cell
     cells = grid.cells
     for position, (step, term, index) in grid.checks.items():
-        values = terms.get((step, term), ())
-        if values == ():
+        values = terms.get((step, term), _UNSEEN)
+        if values is _UNSEEN:
             found = hand(step, term)
             values = terms[(step, term)] = None if found is None else np.ravel(found).astype(float).tolist()
         if values is None or index >= len(values):
@@ -53,7 +55,12 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
     while pending:
         left = []
         for position, cell in pending:
-            value = _evaluate(grid, str(cell.value))
+            formula = str(cell.value)
+            if match := _ABS.match(formula):  # |Δ| = |hand − torch|: most of them, so inline
+                a, b = _value(grid, *match.group(1, 2)), _value(grid, *match.group(3, 4))
+                value = None if a is None or b is None else abs(a - b)
+            else:
+                value = _evaluate(grid, formula)
             if value is None:
                 left.append((position, cell))
             else:
@@ -65,19 +72,22 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
 
 
 def _value(grid: Grid, col: str, row: str) -> float | None:
-    cell = grid.cells.get((int(row), _column(col)))
+    cell = grid.cells.get((int(row), _COLUMNS.get(col) or _column(col)))
     if cell is None:
         return None
     if cell.cached is not None:
         return cell.cached
-    if isinstance(cell.value, (int, float, np.integer, np.floating)) and not isinstance(cell.value, bool):
-        return float(cell.value)
+    value = cell.value
+    if type(value) is float:
+        return value
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
     return None
 
 
-@functools.lru_cache(maxsize=4096)
 def _column(letters: str) -> int:
-    return column_index_from_string(letters)
+    found = _COLUMNS[letters] = column_index_from_string(letters)
+    return found
 
 
 def _evaluate(grid: Grid, formula: str) -> float | None:

@@ -227,7 +227,9 @@ def _segment_max(values: np.ndarray, sizes: list[int]) -> np.ndarray:
         return _EMPTY
     if min(sizes) == 0:
         offsets = np.cumsum([0, *sizes])
-        return np.array([np.max(values[a:b], initial=0.0) for a, b in zip(offsets, offsets[1:])])
+        return np.array(
+            [np.max(values[a:b], initial=0.0) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        )
     return np.maximum(np.maximum.reduceat(values, np.cumsum([0, *sizes[:-1]])), 0.0)
 
 
