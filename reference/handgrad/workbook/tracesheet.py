@@ -13,6 +13,7 @@ one. An Excel sheet holds 1,048,576 rows: when one would pass it, the Trace goes
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -42,7 +43,8 @@ def _index_texts(shape: tuple[int, ...]) -> list[str]:
     manual count; '' for a scalar."""
     if not shape:
         return [""]
-    return ["[" + ",".join(str(i + 1) for i in index) + "]" for index in np.ndindex(*shape)]
+    axes = [[str(i) for i in range(1, n + 1)] for n in shape]
+    return ["[" + ",".join(index) + "]" for index in itertools.product(*axes)]  # C order, as ndindex
 
 
 class TraceSheets:
