@@ -26,7 +26,9 @@ same header (run once more with ``OPENBLAS_CORETYPE=...`` set to report both).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import math
 import os
 import subprocess
@@ -503,6 +505,102 @@ def compare_all_jobs() -> Row:
     command = [sys.executable, "-m", "handgrad", "compare", "all", "--jobs", "2"]
     seconds = time_commands({"all": command}, repeats=1)
     return Row.of("compare_all_j2", seconds, seconds["all"], 8.0)
+
+
+# --- the workbook's own cells ---------------------------------------------------------------
+
+
+def workbook_cells_of(path: Path) -> dict[str, dict[tuple[int, int], object]]:
+    """Every cell of every sheet of a written workbook: a number, a text or a formula ("=...")."""
+    from openpyxl import load_workbook
+
+    book = load_workbook(path, read_only=True)
+    sheets = {}
+    for sheet in book.worksheets:
+        cells: dict[tuple[int, int], object] = {}
+        for row in sheet.iter_rows():
+            for cell in row:
+                value = getattr(cell, "value", None)
+                if value is None:
+                    continue
+                text = getattr(value, "text", None)  # an array formula: its text
+                cells[(cell.row, cell.column)] = text if text is not None else value
+        sheets[sheet.title] = cells
+    book.close()
+    return sheets
+
+
+@benchmark(
+    "workbook_cells",
+    "cells/s writing xor's default workbook's cells (Grid, write_grid, save) / a bare openpyxl "
+    "write-only loop of the same cells",
+)
+def workbook_cells() -> Row:
+    """The numbers, texts and formulas of ``compare xor --xlsx`` (every sheet, Trace included),
+    read back once, then written two ways: the project's writer (a :class:`Grid` per sheet,
+    ``write_grid``, ``Book.save``: streamed rows, shared strings, references left out) against
+    openpyxl's write-only ``append`` of the same rows, the floor. Styles are left out of both.
+    Rates are cells per second, the fastest of ``--repeats`` interleaved runs."""
+    from openpyxl import Workbook
+
+    from handgrad import cli
+    from handgrad.workbook.grid import Grid
+    from handgrad.workbook.writer import Book, write_grid
+
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder) / "xor.xlsx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            status = cli.main(["compare", "xor", "--quiet", "--xlsx", str(source)])
+        if status != cli.EXIT_OK:
+            raise RuntimeError("compare xor --xlsx failed")
+        sheets = workbook_cells_of(source)
+    count = sum(len(cells) for cells in sheets.values())
+
+    def project(path: Path) -> None:
+        titles = list(sheets)
+        book = Book(titles[0])
+        try:
+            for number, title in enumerate(titles):
+                grid = Grid(title)
+                for (row, col), value in sheets[title].items():
+                    if isinstance(value, str) and not value.startswith("="):
+                        grid.text(row, col, value)
+                    else:
+                        grid.set(row, col, value)
+                write_grid(book, grid, book.first if number == 0 else None)
+            book.save(path)
+        finally:
+            book.close()
+
+    lines = {}  # the floor's rows, laid out beforehand (the floor is only the writing)
+    for title, cells in sheets.items():
+        by_row: dict[int, dict[int, object]] = {}
+        for (row, col), value in cells.items():
+            by_row.setdefault(row, {})[col] = value
+        last = max(by_row, default=0)
+        lines[title] = [
+            [by_row[r].get(c) for c in range(1, max(by_row[r]) + 1)] if r in by_row else []
+            for r in range(1, last + 1)
+        ]
+
+    def floor(path: Path) -> None:
+        book = Workbook(write_only=True)
+        for title, rows in lines.items():
+            sheet = book.create_sheet(title)
+            for row in rows:
+                sheet.append(row)
+        book.save(path)
+
+    best = {"project": math.inf, "floor": math.inf}
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(OPTIONS.repeats):
+            for label, write in (("project", project), ("floor", floor)):
+                start = time.perf_counter()
+                write(Path(folder) / f"{label}.xlsx")
+                best[label] = min(best[label], time.perf_counter() - start)
+    rate = {label: count / seconds for label, seconds in best.items()}
+    figures = f"{count:,} cells: project {rate['project']:,.0f}/s  floor {rate['floor']:,.0f}/s"
+    return Row("workbook_cells", figures, rate["project"] / rate["floor"], 0.7, higher_is_better=True)
 
 
 # --- the command line -----------------------------------------------------------------------

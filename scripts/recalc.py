@@ -191,6 +191,7 @@ class XlsxReader:
         self.sheets: dict[str, str] = {}
         for sheet in book.iter(f"{_NS}sheet"):
             self.sheets[sheet.get("name", "")] = targets[sheet.get(f"{_REL_NS}id")]
+        self._columns: dict[str, int] = {}
         self.shared: list[str] = []
         if "xl/sharedStrings.xml" in names:
             for item in ElementTree.fromstring(self.zip.read("xl/sharedStrings.xml")).iter(f"{_NS}si"):
@@ -207,36 +208,37 @@ class XlsxReader:
 
     def cells(self, title: str, max_row: int | None = None) -> Iterable[tuple[int, int, Cell]]:
         """(row, column, cell) of every cell written on sheet ``title``, in order."""
+        row_tag = f"{_NS}row"
         with self.zip.open(self.sheets[title]) as stream:
+            row = 0
             for _, element in ElementTree.iterparse(stream):
-                if element.tag != f"{_NS}c":
-                    if element.tag == f"{_NS}row":
-                        element.clear()
+                if element.tag != row_tag:
                     continue
-                match = _CELL_REF.fullmatch(element.get("r", ""))
-                if match is None:
-                    raise ValueError(f"{title}: a cell without a reference (r attribute)")
-                row = int(match.group(2))
+                row = int(element.get("r") or row + 1)
                 if max_row is not None and row > max_row:
                     return
-                yield row, column_index_from_string(match.group(1)), self._cell(element)
+                col = 0
+                for cell in element:
+                    col = self._column(cell, col, title)
+                    yield row, col, self._cell(cell)
+                element.clear()
 
     def rows(self, title: str, max_col: int) -> Iterable[tuple[int, list[object]]]:
         """(row, values of columns 1..max_col) of every row of sheet ``title``: the fast path for
         long sheets of plain values (the Trace)."""
         row_tag, v_tag, t_tag = f"{_NS}row", f"{_NS}v", f"{_NS}t"
-        columns: dict[str, int] = {}
+        column = self._column
         shared = self.shared
         with self.zip.open(self.sheets[title]) as stream:
+            row = 0
             for _, element in ElementTree.iterparse(stream):
                 if element.tag != row_tag:
                     continue
+                row = int(element.get("r") or row + 1)
                 values: list[object] = [None] * max_col
+                col = 0
                 for cell in element:
-                    letters = cell.get("r", "").rstrip("0123456789")
-                    col = columns.get(letters)
-                    if col is None:
-                        col = columns[letters] = column_index_from_string(letters)
+                    col = column(cell, col, title)
                     if col > max_col:
                         continue
                     kind = cell.get("t")
@@ -254,8 +256,22 @@ class XlsxReader:
                         values[col - 1] = text == "1"
                     else:
                         values[col - 1] = float(text)
-                yield int(element.get("r", "0")), values
+                yield row, values
                 element.clear()
+
+    def _column(self, cell: ElementTree.Element, previous: int, title: str) -> int:
+        """A cell's column: its ``r``, or the column after the cell before it in its row (``r``
+        is optional in SpreadsheetML; handgrad leaves it out wherever it adds nothing)."""
+        ref = cell.get("r")
+        if ref is None:
+            return previous + 1
+        letters = ref.rstrip("0123456789")
+        col = self._columns.get(letters)
+        if col is None:
+            if not letters or _CELL_REF.fullmatch(ref) is None:
+                raise ValueError(f"{title}: a cell reference {ref!r} that is not a cell's address")
+            col = self._columns[letters] = column_index_from_string(letters)
+        return col
 
     def _cell(self, element: ElementTree.Element) -> Cell:
         kind = element.get("t", "n")

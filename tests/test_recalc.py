@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from openpyxl.utils.cell import column_index_from_string
 
 from handgrad import cli
 from handgrad.workbook.xlsx import column_letter
@@ -55,18 +56,32 @@ def _tamper(source: Path, target: Path, edit) -> str:
         )
         part = reader.sheets[sheet]
     ref = f"{column_letter(col)}{row}"
-    pattern = re.compile(rf'(<c r="{ref}"[^>]*><f>)([^<]*)(</f>)')
     with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as new:
         for name in old.namelist():
             data = old.read(name)
             if name == part:
-                text, count = pattern.subn(
-                    lambda m: m.group(1) + edit(m.group(2)) + m.group(3), data.decode()
-                )
-                assert count == 1
-                data = text.encode()
+                data = _edit_formula(data.decode(), row, col, edit).encode()
             new.writestr(name, data)
     return f"{sheet}!{ref}"
+
+
+def _edit_formula(xml: str, row: int, col: int, edit) -> str:
+    """``xml`` with the formula of the cell at (row, col) edited. A cell names its column in ``r``
+    only after a gap; otherwise it is the column after the cell before it."""
+    line = re.search(rf'<row r="{row}"[^>]*>(.*?)</row>', xml)
+    assert line is not None
+    at = 0
+    for cell in re.finditer(r"<c(?:\s[^>]*?)?(?:/>|>.*?</c>)", line.group(1)):
+        named = re.match(r'<c\s[^>]*?\br="([A-Z]+)\d+"', cell.group(0))
+        at = column_index_from_string(named.group(1)) if named else at + 1
+        if at == col:
+            text = cell.group(0)
+            formula = re.search(r"<f>([^<]*)</f>", text)
+            assert formula is not None
+            edited = text[: formula.start(1)] + edit(formula.group(1)) + text[formula.end(1) :]
+            start = line.start(1) + cell.start()
+            return xml[:start] + edited + xml[line.start(1) + cell.end() :]
+    raise AssertionError(f"no cell at row {row}, column {col}")
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 The harness compares every term of every step whatever the Trace keeps; the Trace is what a
 person can open. ``auto`` (the default) keeps every step while the rows fit
-:data:`TRACE_ROW_BUDGET` (about 6 MB of workbook), else as many steps as fit: the first ones, the
+:data:`TRACE_ROW_BUDGET` (about 3 MB of workbook), else as many steps as fit: the first ones, the
 last ones and an even sample between. Every choice also keeps the steps the live sheets are
 checked against (the Walkthrough's, the Training sheet's first rows: ``scripts/recalc.py`` reads
 the hand side's numbers from the Trace), the first step where a term disagrees with its two
@@ -22,7 +22,7 @@ import numpy as np
 
 from handgrad.contract.spec import SpecError
 
-TRACE_ROW_BUDGET = 120_000  # Trace rows of the automatic default: ~55 bytes each once zipped
+TRACE_ROW_BUDGET = 120_000  # Trace rows of the automatic default: ~27 bytes each once zipped
 HELP = (
     "steps the Trace sheet keeps: all, N (N steps: first, last and an even sample), FIRST:LAST "
     f"(a range) or every:K; default auto: every step while the rows fit {TRACE_ROW_BUDGET:,}, "

@@ -20,6 +20,9 @@ from openpyxl.utils.cell import column_index_from_string, range_boundaries
 
 from handgrad.workbook.grid import Cell, Grid
 
+_UNSEEN = object()
+_COLUMNS: dict[str, int] = {}  # column letters -> index, as met
+
 HandValues = Callable[[int, str], "np.ndarray | None"]  # (step, term) -> the term's values, flat
 
 _REF = r"\$?([A-Z]{1,3})\$?(\d+)"
@@ -31,21 +34,33 @@ _CLIP = re.compile(rf"^=MIN\((\w+)/\({_REF}\+([0-9.e+-]+)\),1\)$")  # clip by no
 
 def fill_cached(grid: Grid, hand: HandValues) -> int:
     """Store a cached value on every formula cell of ``grid`` it can; return how many it could not."""
-    for (row, col), (step, term, index) in grid.checks.items():
-        values = hand(step, term)
-        if values is None or index >= values.size:
+    terms: dict[tuple[int, str], list[float] | None] = {}  # asked once per term, not per cell
+    cells = grid.cells
+    for position, (step, term, index) in grid.checks.items():
+        values = terms.get((step, term), _UNSEEN)
+        if values is _UNSEEN:
+            found = hand(step, term)
+            values = terms[(step, term)] = None if found is None else np.ravel(found).astype(float).tolist()
+        if values is None or index >= len(values):
             continue
-        cell = grid.cells.get((row, col))
+        cell = cells.get(position)
         if cell is None:  # an element of an array formula's range: a cell of its own for the value
-            cell = grid.cells[(row, col)] = Cell(None)
-        cell.cached = float(values[index])
+            cell = cells[position] = Cell(None)
+        cell.cached = values[index]
     pending = [
-        (position, cell) for position, cell in grid.cells.items() if cell.cached is None and _is_formula(cell)
+        (position, cell)
+        for position, cell in cells.items()
+        if cell.cached is None and type(cell.value) is str and cell.value[:1] == "=" and not cell.is_text
     ]
     while pending:
         left = []
         for position, cell in pending:
-            value = _evaluate(grid, str(cell.value))
+            formula = str(cell.value)
+            if match := _ABS.match(formula):  # |Δ| = |hand − torch|: most of them, so inline
+                a, b = _value(grid, *match.group(1, 2)), _value(grid, *match.group(3, 4))
+                value = None if a is None or b is None else abs(a - b)
+            else:
+                value = _evaluate(grid, formula)
             if value is None:
                 left.append((position, cell))
             else:
@@ -56,19 +71,23 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
     return len(pending)
 
 
-def _is_formula(cell: Cell) -> bool:
-    return isinstance(cell.value, str) and cell.value.startswith("=") and not cell.is_text
-
-
 def _value(grid: Grid, col: str, row: str) -> float | None:
-    cell = grid.cells.get((int(row), column_index_from_string(col)))
+    cell = grid.cells.get((int(row), _COLUMNS.get(col) or _column(col)))
     if cell is None:
         return None
     if cell.cached is not None:
         return cell.cached
-    if isinstance(cell.value, (int, float, np.integer, np.floating)) and not isinstance(cell.value, bool):
-        return float(cell.value)
+    value = cell.value
+    if type(value) is float:
+        return value
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return float(value)
     return None
+
+
+def _column(letters: str) -> int:
+    found = _COLUMNS[letters] = column_index_from_string(letters)
+    return found
 
 
 def _evaluate(grid: Grid, formula: str) -> float | None:

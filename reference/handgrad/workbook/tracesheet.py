@@ -13,6 +13,7 @@ one. An Excel sheet holds 1,048,576 rows: when one would pass it, the Trace goes
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -42,7 +43,8 @@ def _index_texts(shape: tuple[int, ...]) -> list[str]:
     manual count; '' for a scalar."""
     if not shape:
         return [""]
-    return ["[" + ",".join(str(i + 1) for i in index) + "]" for index in np.ndindex(*shape)]
+    axes = [[str(i) for i in range(1, n + 1)] for n in shape]
+    return ["[" + ",".join(index) + "]" for index in itertools.product(*axes)]  # C order, as ndindex
 
 
 class TraceSheets:
@@ -73,7 +75,8 @@ class TraceSheets:
         self.rows = 0  # data rows written, all sheets together
         self._row = 0  # last row written on the current sheet
         self._data: SheetData | None = None
-        self._layouts: dict[tuple, tuple[list[str], list[str]]] = {}
+        self._layouts: dict[tuple, tuple[list[str], list[str], list[int]]] = {}
+        self._label_ids: dict[tuple[int, ...], list[int]] = {}
         self._start_sheet()
 
     def _start_sheet(self) -> None:
@@ -83,42 +86,48 @@ class TraceSheets:
             sheet.column_dimensions[_letter(col)].width = width
         sheet.freeze_panes = "A2"
         data = SheetData()
-        data.add_row(1, [self.strings.cell(f"{_letter(c)}1", name) for c, name in enumerate(COLUMNS, 1)])
+        data.add_row(1, [self.strings.cell("", name) for name in COLUMNS])
         self.sheets.append((sheet, data))
         self._data = data
         self._row = 1
 
-    def _layout(self, hand: StepTrace) -> tuple[list[str], list[str]]:
-        """Per row of a step: a format string with the numbers as fields (fast path: all finite)
-        and one with their cells as fields (the general path). Cached: every step has the same
-        terms in the same order."""
+    def _layout(self, hand: StepTrace) -> tuple[list[str], list[str], list[int]]:
+        """Per row of a step: a format string with the numbers as fields (fast path: all finite),
+        one with their cells as fields (the general path), and the shared-string index of the
+        row's element label (-1: a scalar has none). One template per term, repeated for its
+        elements; cached, as every step has the same terms in the same order.
+
+        Cells go without ``r`` where they follow the cell before (see :func:`row_cells`); a
+        scalar has no index cell, so its hand cell names its column F."""
         key = tuple((term.name, term.phase, term.value.shape) for term in hand)
         found = self._layouts.get(key)
         if found is not None:
             return found
-        fast, general = [], []
+        fast: list[str] = []
+        general: list[str] = []
+        labels: list[int] = []
         for name, phase, shape in key:
             layer, _, short = name.partition(".")
-
-            def text(col: str, value: str) -> str:
-                return f'<c r="{col}{{0}}" t="s"><v>{self.strings.add(value)}</v></c>'
-
-            head = (
-                '<row r="{0}"><c r="A{0}"><v>{1}</v></c>'
-                + text("B", phase)
-                + text("C", layer)
-                + text("D", short)
+            head = '<row r="{0}"><c><v>{1}</v></c>' + "".join(
+                f'<c t="s"><v>{self.strings.add(value)}</v></c>' for value in (phase, layer, short)
             )
-            tail = '<c r="J{0}" t="s"><v>{6}</v></c></row>'
-            for label in _index_texts(shape):
-                index = text("E", label) if label else ""
-                numbers = "".join(
-                    f'<c r="{col}{{0}}"><v>{{{k}:{digits}}}</v></c>'
-                    for k, (col, digits) in enumerate(zip("FGHI", DIGITS, strict=True), 2)
-                )
-                fast.append(head + index + numbers + tail)
-                general.append(head + index + "{2}{3}{4}{5}" + tail)
-        found = self._layouts[key] = (fast, general)
+            ids = self._labels(shape)
+            if shape:
+                head += '<c t="s"><v>{7}</v></c>'
+            first = "<c>" if shape else '<c r="F{0}">'
+            numbers = first + "</v></c><c>".join(f"<v>{{{k}:{digits}}}" for k, digits in enumerate(DIGITS, 2))
+            fast += [head + numbers + '</v></c><c t="s"><v>{6}</v></c></row>'] * len(ids)
+            general += [head + "{2}{3}{4}{5}{6}</row>"] * len(ids)
+            labels += ids
+        found = self._layouts[key] = (fast, general, labels)
+        return found
+
+    def _labels(self, shape: tuple[int, ...]) -> list[int]:
+        """The shared-string index of each element's label of a term of ``shape`` (-1: scalar)."""
+        found = self._label_ids.get(shape)
+        if found is None:
+            add = self.strings.add
+            found = self._label_ids[shape] = [add(text) if text else -1 for text in _index_texts(shape)]
         return found
 
     def add_step(
@@ -129,58 +138,60 @@ class TraceSheets:
         ``scales``: each term's s as the harness measured it (``TermCheck.scale``: its largest
         |torch| over the recent steps), so that ok here is the harness's ok; without them, each
         term's largest |torch| at this step."""
-        fast, general = self._layout(hand)
+        fast, general, labels = self._layout(hand)
         h = np.concatenate(
             [np.asarray(term.value, dtype=np.float64).reshape(-1) for term in hand] or [_EMPTY]
         )
         parts: list[np.ndarray] = []
-        own: list[float] | np.ndarray = []
+        sizes: list[int] = []
         for term in hand:
             other = torch[term.name].value if term.name in torch else None
             if other is None or np.shape(other) != term.value.shape:
                 parts.append(np.full(term.value.size, np.nan))
             else:
                 parts.append(np.asarray(other, dtype=np.float64).reshape(-1))
-            with np.errstate(invalid="ignore"):
-                own.append(np.max(np.abs(self.tolerance.flush(parts[-1])), initial=0.0))
+            sizes.append(term.value.size)
         t = np.concatenate(parts or [_EMPTY])
-        if scales is not None:
-            own = np.maximum(own, scales) if own else own
-        scale = np.repeat(own, [term.value.size for term in hand]) if len(own) else _EMPTY
         tol = self.tolerance
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            magnitude = np.abs(tol.flush(t))
+            own = _segment_max(magnitude, sizes)  # each term's largest |torch| at this step
+            if scales is not None and len(own):
+                own = np.maximum(own, scales)
+            scale = np.repeat(own, sizes) if len(own) else _EMPTY
             diff = np.abs(h - t)
             flushed = np.abs(tol.flush(h) - tol.flush(t))
-            rel = tol.element_errors(flushed, np.abs(tol.flush(t)), scale)
+            rel = tol.element_errors(flushed, magnitude, scale)
             ok = np.where(rel <= tol.rtol, self._ok, self._fail)
         n = h.size
         if self._row + n <= self.rows_per_sheet and np.isfinite(rel).all() and np.isfinite(h).all():
             # rel finite implies torch and |Δ| finite too
-            rows = map(str, range(self._row + 1, self._row + n + 1))
-            columns = (rows, h.tolist(), t.tolist(), diff.tolist(), rel.tolist(), ok.tolist())
+            rows = range(self._row + 1, self._row + n + 1)
+            columns = (rows, h.tolist(), t.tolist(), diff.tolist(), rel.tolist(), ok.tolist(), labels)
             self._data.write(  # type: ignore[union-attr]
                 "".join(
-                    template.format(r, step, a, b, c, d, o)
-                    for template, r, a, b, c, d, o in zip(fast, *columns, strict=True)
+                    template.format(r, step, a, b, c, d, o, e)
+                    for template, r, a, b, c, d, o, e in zip(fast, *columns, strict=True)
                 )
             )
             self._row += n
             self.rows += n
             self._data.last_row = self._row  # type: ignore[union-attr]
             return
-        for template, a, b, c, d, o in zip(
-            general, h.tolist(), t.tolist(), diff.tolist(), rel.tolist(), ok.tolist(), strict=True
+        for template, a, b, c, d, o, e in zip(
+            general, h.tolist(), t.tolist(), diff.tolist(), rel.tolist(), ok.tolist(), labels, strict=True
         ):
             if self._row >= self.rows_per_sheet:
                 self._start_sheet()
             r = self._row + 1
             cells = (
-                _number("F", r, a),
-                _number("G", r, b),
-                _number("H", r, c, DIGITS[2]),
-                _number("I", r, d, DIGITS[3]) if d != _INF else "",
+                _number("" if e >= 0 else f"F{r}", a),
+                _number("", b),
+                _number("", c, DIGITS[2]),
+                _number("", d, DIGITS[3]) if d != _INF else "",
+                (_OK_CELL if d != _INF else f'<c r="J{r}" t="s"><v>') + f"{o}</v></c>",
             )
-            self._data.write(template.format(r, step, *cells, o))  # type: ignore[union-attr]
+            self._data.write(template.format(r, step, *cells, e))  # type: ignore[union-attr]
             self._row = r
             self.rows += 1
             self._data.last_row = r  # type: ignore[union-attr]
@@ -207,15 +218,30 @@ class TraceSheets:
 
 
 _INF = float("inf")
+_OK_CELL = '<c t="s"><v>'
 _EMPTY = np.zeros(0)
+
+
+def _segment_max(values: np.ndarray, sizes: list[int]) -> np.ndarray:
+    """The largest of each run of ``sizes`` consecutive ``values`` (0 for an empty run; NaN where
+    a run holds one), as ``np.max(run, initial=0.0)`` per run, in one call."""
+    if not sizes:
+        return _EMPTY
+    if min(sizes) == 0:
+        offsets = np.cumsum([0, *sizes])
+        return np.array(
+            [np.max(values[a:b], initial=0.0) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+        )
+    return np.maximum(np.maximum.reduceat(values, np.cumsum([0, *sizes[:-1]])), 0.0)
 
 
 def _letter(col: int) -> str:
     return "ABCDEFGHIJKLMNOPQRSTUVWXYZ"[col - 1]
 
 
-def _number(col: str, r: int, value: float, digits: str = ".17g") -> str:
-    """A number cell, or nan/inf as text."""
+def _number(ref: str, value: float, digits: str = ".17g") -> str:
+    """A number cell, or nan/inf as text; ``ref`` "": no ``r`` (it follows the cell before)."""
+    r = f' r="{ref}"' if ref else ""
     if value - value == 0:  # finite
-        return f'<c r="{col}{r}"><v>{value:{digits}}</v></c>'
-    return f'<c r="{col}{r}" t="inlineStr"><is><t>{non_finite_text(value)}</t></is></c>'
+        return f"<c{r}><v>{value:{digits}}</v></c>"
+    return f'<c{r} t="inlineStr"><is><t>{non_finite_text(value)}</t></is></c>'

@@ -127,13 +127,7 @@ def write_grid(book: Book, grid: Grid, sheet: Any = None) -> Any:
             raise ExcelLimitError(f"defined name {name!r} reads as a cell address; write it like W_1")
         sheet.defined_names[name] = DefinedName(name, attr_text=f"{quote_sheetname(grid.title)}!{ref}")
     data = SheetData()
-    style_id = book.styles.id
-    rows: dict[int, dict[int, tuple[object, int, bool, float | None]]] = {}
-    for (row, col), cell in grid.cells.items():
-        style = style_id(cell.style, cell.number_format) if (cell.style or cell.number_format) else 0
-        rows.setdefault(row, {})[col] = (cell.value, style, cell.is_text, cell.cached)
-    for row in sorted(rows):
-        data.add_cells(row, rows[row], book.strings)
+    data.add_grid(grid.cells, book.styles.id, book.strings)
     book.sheet_data[sheet] = data
     return sheet
 

@@ -20,7 +20,7 @@ import re
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -77,13 +77,18 @@ def xml_attr(text: str) -> str:
     return xml_text(text).replace('"', "&quot;")
 
 
+def reference(ref: str) -> str:
+    """The ``r`` attribute of a ``<c>`` element; none for ``ref`` "" (see :meth:`SheetData.add_cells`)."""
+    return f' r="{ref}"' if ref else ""
+
+
 def inline_string(ref: str, text: str, style: int = 0) -> str:
-    """A text cell. Always a string, never a formula, whatever it starts with."""
+    """A text cell (``ref`` "": no ``r``). Always a string, never a formula, whatever it starts with."""
     if len(text) > EXCEL_MAX_TEXT:
         text = text[: EXCEL_MAX_TEXT - 1] + "…"
     s = f' s="{style}"' if style else ""
     space = ' xml:space="preserve"' if text != text.strip() or "\n" in text else ""
-    return f'<c r="{ref}"{s} t="inlineStr"><is><t{space}>{xml_text(text)}</t></is></c>'
+    return f'<c{reference(ref)}{s} t="inlineStr"><is><t{space}>{xml_text(text)}</t></is></c>'
 
 
 def number_text(value: float) -> str | None:
@@ -125,11 +130,11 @@ class SharedStrings:
         return found
 
     def cell(self, ref: str, text: str, style: int = 0) -> str:
-        """A text cell through the table. Always a string, never a formula."""
+        """A text cell through the table (``ref`` "": no ``r``). Always a string, never a formula."""
         if len(text) > EXCEL_MAX_TEXT:
             text = text[: EXCEL_MAX_TEXT - 1] + "…"
         s = f' s="{style}"' if style else ""
-        return f'<c r="{ref}"{s} t="s"><v>{self.add(text)}</v></c>'
+        return f'<c{reference(ref)}{s} t="s"><v>{self.add(text)}</v></c>'
 
     def xml(self) -> bytes:
         parts = [
@@ -152,7 +157,7 @@ def cell_xml(
     strings: SharedStrings | None = None,
     cached: float | None = None,
 ) -> str:
-    """The ``<c>`` element of one cell.
+    """The ``<c>`` element of one cell; ``ref`` "" writes it without ``r`` (the next column).
 
     A ``str`` that starts with ``=`` is a formula unless ``is_text`` (text from a user is always
     written as text); an ``ArrayFormula`` is an array formula over its ``ref``; numbers are written
@@ -160,32 +165,81 @@ def cell_xml(
     through ``strings`` when given, else inline. ``cached``: a formula's value, stored as its
     ``<v>`` so that a reader that does not recompute (a preview, openpyxl ``data_only``, pandas)
     shows the number; on a cell inside an array formula's range (``value`` None), that element.
+    An empty cell without style or value is no element at all ("").
     """
+    r = f' r="{ref}"' if ref else ""
     s = f' s="{style}"' if style else ""
     v = f"<v>{float(cached)!r}</v>" if cached is not None and math.isfinite(cached) else ""
     if value is None:
         if v:
-            return f'<c r="{ref}"{s}>{v}</c>'
-        return f'<c r="{ref}"{s}/>' if style else ""
+            return f"<c{r}{s}>{v}</c>"
+        return f"<c{r}{s}/>" if style else ""
     if isinstance(value, ArrayFormula):
         body = xml_text(formula_body(value.text or ""))
-        return f'<c r="{ref}"{s}><f t="array" ref="{xml_attr(value.ref)}">{body}</f>{v}</c>'
+        return f'<c{r}{s}><f t="array" ref="{xml_attr(value.ref)}">{body}</f>{v}</c>'
     if isinstance(value, (bool, np.bool_)):
-        return f'<c r="{ref}"{s} t="b"><v>{int(bool(value))}</v></c>'
+        return f'<c{r}{s} t="b"><v>{int(bool(value))}</v></c>'
     if isinstance(value, (int, np.integer)):
-        return f'<c r="{ref}"{s}><v>{int(value)}</v></c>'
+        return f"<c{r}{s}><v>{int(value)}</v></c>"
     if isinstance(value, (float, np.floating)):
         number = float(value)
         if math.isfinite(number):
-            return f'<c r="{ref}"{s}><v>{number!r}</v></c>'
+            return f"<c{r}{s}><v>{number!r}</v></c>"
         text = non_finite_text(number)
     elif isinstance(value, str):
         if value.startswith("=") and not is_text and len(value) > 1:
-            return f'<c r="{ref}"{s}><f>{xml_text(formula_body(value))}</f>{v}</c>'
+            return f"<c{r}{s}><f>{xml_text(formula_body(value))}</f>{v}</c>"
         text = value
     else:
         raise TypeError(f"cannot write a {type(value).__name__} into cell {ref}")
     return strings.cell(ref, text, style) if strings is not None else inline_string(ref, text, style)
+
+
+RowCell = tuple[int, object, int, bool, "float | None"]  # (column, value, style, is_text, cached)
+
+
+def row_cells(row: int, cells: list[RowCell], strings: SharedStrings | None = None) -> list[str]:
+    """The ``<c>`` elements of one row from its cells, in increasing column order.
+
+    A cell that is the next column after the cell written before it (the first: column A) is
+    written without ``r``: the reference is optional in SpreadsheetML, and Excel, LibreOffice and
+    openpyxl all place such a cell one column to the right of the one before. Every cell after a
+    gap keeps ``r``. This halves the Trace's compressed size. The commonest cells (a finite
+    number, a formula, an array formula's element) are written here without a call per cell;
+    the rest by :func:`cell_xml`.
+    """
+    if cells and cells[-1][0] > EXCEL_MAX_COLS:
+        raise ExcelLimitError(f"column {cells[-1][0]:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
+    out: list[str] = []
+    append = out.append
+    previous = 0
+    for col, value, style, is_text, cached in cells:
+        r = "" if col == previous + 1 else f' r="{column_letter(col)}{row}"'
+        s = f' s="{style}"' if style else ""
+        kind = type(value)
+        if kind is float:
+            if value - value == 0:  # finite
+                append(f"<c{r}{s}><v>{value!r}</v></c>")
+                previous = col
+                continue
+        elif kind is str:
+            if not is_text and value[:1] == "=" and len(value) > 1:  # type: ignore[index]
+                if len(value) > EXCEL_MAX_FORMULA:  # type: ignore[arg-type]
+                    formula_body(value)  # type: ignore[arg-type]  # raises
+                v = f"<v>{cached!r}</v>" if type(cached) is float and cached - cached == 0 else ""
+                if v or cached is None:
+                    append(f"<c{r}{s}><f>{xml_text(value[1:])}</f>{v}</c>")  # type: ignore[index]
+                    previous = col
+                    continue
+        elif value is None and type(cached) is float and cached - cached == 0:  # in an array's range
+            append(f"<c{r}{s}><v>{cached!r}</v></c>")
+            previous = col
+            continue
+        xml = cell_xml(r[4:-1], value, style, is_text=is_text, strings=strings, cached=cached)
+        if xml:  # an empty cell is no element: the next one must then name its column
+            append(xml)
+            previous = col
+    return out
 
 
 class SheetData:
@@ -227,16 +281,36 @@ class SheetData:
         strings: SharedStrings | None = None,
     ) -> None:
         """One row from ``{col: (value, style, is_text[, cached])}``."""
-        cells = []
-        for col in sorted(values):
-            if col > EXCEL_MAX_COLS:
-                raise ExcelLimitError(f"column {col:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
-            value, style, is_text, *rest = values[col]
-            cached = rest[0] if rest else None
-            ref = f"{column_letter(col)}{row}"
-            cells.append(cell_xml(ref, value, style, is_text=is_text, strings=strings, cached=cached))
+        cells = [(col, *values[col], None)[:5] for col in sorted(values)]
+        if cells and cells[0][0] < 1:
+            raise ValueError(f"row {row}: column {cells[0][0]} (columns count from 1)")
+        self.add_row(row, row_cells(row, cells, strings))  # type: ignore[arg-type]
         self.max_col = max(self.max_col, max(values, default=0))
-        self.add_row(row, cells)
+
+    def add_grid(
+        self,
+        cells: Mapping[tuple[int, int], Any],
+        style_id: Callable[[str | None, str | None], int],
+        strings: SharedStrings | None = None,
+    ) -> None:
+        """Every cell of a grid, ``{(row, col): cell}`` (a :class:`handgrad.workbook.grid.Cell`:
+        value, style, number_format, is_text, cached), in rows; ``style_id`` maps a cell's style
+        and number format to its index in the workbook (asked in the order the cells were set)."""
+        styles: dict[tuple[str | None, str | None], int] = {(None, None): 0}
+        rows: dict[int, list[RowCell]] = {}
+        for (row, col), cell in cells.items():
+            key = (cell.style, cell.number_format)
+            style = styles.get(key)
+            if style is None:
+                style = styles[key] = style_id(*key) if key[0] or key[1] else 0
+            found = rows.get(row)
+            if found is None:
+                found = rows[row] = []
+            found.append((col, cell.value, style, cell.is_text, cell.cached))
+        for row in sorted(rows):
+            items = sorted(rows[row])  # by column: a row's columns are distinct, nothing else compared
+            self.add_row(row, row_cells(row, items, strings))
+            self.max_col = max(self.max_col, items[-1][0])
 
     def flush(self) -> None:
         if self._pending:
