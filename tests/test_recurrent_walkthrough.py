@@ -1,7 +1,8 @@
 """The recurrent walkthrough (live formulas, one column band per time step), recomputed by
 LibreOffice: every formula cell that computes a hand term equals the hand value (normwise rel
-≤ 1e-12) for the RNN, the GRU and the LSTM; editing η and a weight in the sheet recomputes to a
-fresh hand run with the new values (the sheet is live, not pasted numbers).
+≤ 1e-12) for the RNN, the GRU and the LSTM, and at step 2 of a stateful optimizer under a
+schedule (its state before the step read from step 1's trace); editing η and a weight in the
+sheet recomputes to a fresh hand run with the new values (the sheet is live, not pasted numbers).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from handgrad import harness
 from handgrad.contract.recurrent import RecurrentModel, SequenceData, param_table
 from handgrad.contract.spec import Schedule, SpecError
 from handgrad.contract.trace import StepTrace
-from handgrad.contract.training import Clip, Loss, Optimizer
+from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
 from handgrad.scenarios.recurrent import recurrent_experiment
 from handgrad.workbook import recurrent_walkthrough as rw
 from handgrad.workbook.grid import Grid
@@ -41,6 +42,7 @@ def run_case(
     loss: Loss | None = None,
     clip: Clip | None = None,
     lr: float = 0.4,
+    optimizer: Optimizer | None = None,
     params: dict[str, np.ndarray] | None = None,
     steps: int = 2,
 ) -> tuple[harness.Experiment, dict[int, tuple[StepTrace, StepTrace]]]:
@@ -56,7 +58,7 @@ def run_case(
         "walkthrough",
         model,
         loss or Loss("mse"),
-        Optimizer("sgd", lr, clip=clip),
+        optimizer or Optimizer("sgd", lr, clip=clip),
         SequenceData(x, y, lengths),
         Schedule("batch"),
         steps=steps,
@@ -78,6 +80,14 @@ CASES = {
     ),
     "lstm": dict(
         cell="lstm", layers=2, head="many-to-one", hidden=4, steps_t=6, loss=Loss("mse", "sum", half=True)
+    ),
+    "adam": dict(
+        cell="gru",
+        layers=1,
+        head="many-to-many",
+        optimizer=Optimizer(
+            "adam", 0.05, schedule=LRSchedule("step", step_size=1, gamma=0.5), clip=Clip(max_norm=0.1)
+        ),
     ),
 }
 
@@ -164,6 +174,17 @@ def test_walkthrough_recomputes_to_the_hand_values_in_libreoffice(tmp_path: Path
         bad = {term: rel for term, rel in worst.items() if rel > REL}
         assert not bad, f"{grid.title}: {bad}"
         assert len(worst) > 50
+
+
+def test_the_weights_before_a_step_come_from_the_step_before() -> None:
+    experiment, captured = run_case(**CASES["adam"])
+    grid = rw.recurrent_walkthrough_grids(experiment, captured, steps=[2])[0]
+    row, col = input_cell(grid, "W_hh_1")
+    assert grid.cells[(row, col)].value == captured[1][0].value("gru1.W_hh_next")[0, 0]
+    row, col = input_cell(grid, "eta")  # the lr in force at step 2 under the schedule: 0.05·0.5
+    assert grid.cells[(row, col)].value == pytest.approx(0.025, rel=1e-15)
+    with pytest.raises(SpecError, match="step 1 .* was not captured"):
+        rw.recurrent_walkthrough_grids(experiment, {2: captured[2]}, steps=[2])
 
 
 def test_every_check_points_at_a_formula_of_its_term() -> None:

@@ -36,7 +36,7 @@ class LayerKind:
 
 _DENSE_LIVE = "live: workbook/walkthrough.py"
 _CONV_LIVE = "live: workbook/conv_walkthrough.py"
-_RECURRENT_LIVE = "live: workbook/recurrent_walkthrough.py"
+_RECURRENT_LIVE = "live: workbook/recurrent_cells.py"
 _STACK_TRACE = (
     "trace only: the dense Walkthrough writes Linear and activation layers, the conv Walkthrough a "
     "first Conv2d with its activation and max-pool; a stack with this layer says so and keeps its terms "
