@@ -20,7 +20,6 @@ order.
 
 from __future__ import annotations
 
-import importlib
 import math
 import re
 import warnings
@@ -36,11 +35,11 @@ from openpyxl.workbook.defined_name import DefinedName
 
 from handgrad import harness
 from handgrad.atomic import atomic_path
-from handgrad.contract.runs import MakemoreRun, MultitaskRun, RecurrentRun, StackRun, TransformerRun
+from handgrad.contract.runs import RecurrentRun
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import Experiment, Report, TermCheck
 from handgrad.tracebudget import TraceBudget, TraceSteps
-from handgrad.workbook import parameters, readme, summary
+from handgrad.workbook import live_sheets, parameters, readme, summary
 from handgrad.workbook.cached import fill_cached
 from handgrad.workbook.diagnostics_sheet import (
     DiagnosticsHistory,
@@ -51,6 +50,7 @@ from handgrad.workbook.diagnostics_sheet import (
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import StyleBook
 from handgrad.workbook.tracesheet import TraceSheets
+from handgrad.workbook.training import training_grid
 from handgrad.workbook.xlsx import (
     EXCEL_MAX_COLS,
     EXCEL_MAX_ROWS,
@@ -65,15 +65,6 @@ from handgrad.workbook.xlsx import (
 CHART_POINTS = 2000  # the charts draw at most this many steps (every k-th step beyond)
 CHECKS_TITLE = "Checks"
 CHECK_COLUMNS = ("sheet", "column", "first row", "last row", "step", "term", "index", "step +", "index +")
-# the live-formula sheets: (module, "why not" function, walkthrough builder, with a Training sheet)
-LIVE_SHEETS = (
-    ("walkthrough", "unsupported_reason", "walkthrough_grids", True),
-    ("conv_walkthrough", "conv_unsupported_reason", "conv_walkthrough_grids", False),
-    ("recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids", False),
-    ("makemore_walkthrough", "makemore_unsupported_reason", "makemore_walkthrough_grids", False),
-    ("transformer_walkthrough", "transformer_unsupported_reason", "transformer_walkthrough_grids", False),
-    ("multitask_walkthrough", "multitask_unsupported_reason", "multitask_walkthrough_grids", False),
-)
 HAND_VALUES_KEPT = 2_000_000  # hand numbers kept for the Training sheet's cached values (16 MB)
 AUTO_CANDIDATES = 8  # without --walkthrough, the Walkthrough shows the first of these steps that teaches
 _ADDRESS_LIKE = re.compile(r"^([A-Za-z]{1,3}\d+|[RrCc]|[Rr]\d*[Cc]\d*)$")
@@ -130,18 +121,6 @@ def write_grid(book: Book, grid: Grid, sheet: Any = None) -> Any:
     data.add_grid(grid.cells, book.styles.id, book.strings)
     book.sheet_data[sheet] = data
     return sheet
-
-
-def _optional(module: str, attribute: str) -> Callable[..., Any] | None:
-    """A sheet builder of the live-formula modules, or None while its module does not exist."""
-    name = f"handgrad.workbook.{module}"
-    try:
-        loaded = importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name == name:
-            return None
-        raise
-    return getattr(loaded, attribute, None)
 
 
 def parse_walkthrough(text: str) -> list[int]:
@@ -298,12 +277,8 @@ class WorkbookWriter:
     def _require_training_rows(self, rows: int) -> None:
         """The Trace keeps the Training sheet's live rows (recalc.py checks them against it) when
         they fit the budget; else the Training sheet is cut to the steps the Trace keeps."""
-        if _optional("walkthrough", "unsupported_reason") is None:
-            return
-        from handgrad.workbook.walkthrough import unsupported_reason
-
         prefix = min(self.live_steps, self.experiment.steps)
-        if unsupported_reason(self.experiment) is None and rows * prefix <= self.budget.budget_rows:
+        if live_sheets.DENSE.reason(self.experiment) is None and rows * prefix <= self.budget.budget_rows:
             self.budget.require(range(1, prefix + 1))
 
     def _choose_online(self, step: int, hand: StepTrace) -> None:
@@ -422,28 +397,23 @@ class WorkbookWriter:
         return [self.facts.trace_note, *self.facts.not_live()]
 
     def _live_grids(self, report: Report) -> tuple[list[Grid], str | None, str | None]:
-        """The sheets of live formulas: the provider in :data:`LIVE_SHEETS` for the run's family
+        """The sheets of live formulas: the provider of the run's family (workbook/live_sheets.py)
         writes its walkthrough(s) (and, for a dense network, the Training sheet); else none, and
         why, in the words of the family's provider."""
+        family = live_sheets.provider(self.experiment.spec)
+        if family is None:
+            return [], None, live_sheets.no_provider_reason(self.experiment)
+        reason = family.reason(self.experiment)
+        if reason is not None:
+            return [], None, reason
         steps = [k for k in self.walkthrough_steps if k in self.captured]
-        reasons = {}
-        for module, reason_name, grids_name, with_training in LIVE_SHEETS:
-            unsupported = _optional(module, reason_name)
-            build = _optional(module, grids_name)
-            if unsupported is None or build is None:
-                continue
-            reason = unsupported(self.experiment)
-            if reason is not None:
-                reasons[module] = reason
-                continue
-            grids = list(build(self.experiment, self.captured, steps=steps))
-            training = _optional("training", "training_grid") if with_training else None
-            live = min(self.live_steps, self.budget.prefix())  # recalc.py checks them on the Trace
-            grid = training(self.experiment, report, live) if training is not None else None
-            if grid is not None:
-                grids.append(grid)
-            return grids, grid.title if grid is not None else None, None
-        return [], None, _family_reason(self.experiment, reasons)
+        grids = list(family.grids(self.experiment, self.captured, steps))
+        if not family.training:
+            return grids, None, None
+        live = min(self.live_steps, self.budget.prefix())  # recalc.py checks them on the Trace
+        grid = training_grid(self.experiment, report, live)
+        grids.append(grid)
+        return grids, grid.title, None
 
     def _checks_grid(self, grids: list[Grid]) -> Grid:
         grid = Grid(CHECKS_TITLE, hidden=True, freeze="A2")
@@ -496,28 +466,6 @@ class WorkbookWriter:
         """Drop the temporary row files (safe to call twice)."""
         self.trace.close()
         self.book.close()
-
-
-def _family_reason(experiment: Experiment, reasons: Mapping[str, str]) -> str:
-    """Why the run has no live sheets: the reason its own family's provider gives."""
-    spec = experiment.spec
-    if isinstance(spec, RecurrentRun):
-        module = "recurrent_walkthrough"
-    elif isinstance(spec, (MakemoreRun, TransformerRun)):
-        module = "makemore_walkthrough" if isinstance(spec, MakemoreRun) else "transformer_walkthrough"
-    elif isinstance(spec, MultitaskRun):
-        module = "multitask_walkthrough"
-    elif isinstance(spec, StackRun):
-        stages = spec.network.stages()
-        module = (
-            "conv_walkthrough" if stages and type(stages[0].layer).__name__ == "Conv2d" else "walkthrough"
-        )
-    else:
-        return (
-            f"the live sheets are written for one network (dense, convolutional or recurrent); "
-            f"a {experiment.scenario} run has none yet: every term is on the Trace"
-        )
-    return reasons.get(module) or "the live-formula sheets are not available in this version"
 
 
 def _scalar(trace: StepTrace, name: str) -> float:
