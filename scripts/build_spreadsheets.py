@@ -211,7 +211,7 @@ def render_sheets(folder: Path = IMG, *, dpi: int = 110, rows: int = 45, cols: i
             sheet.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
             sheet.print_options.gridLines = True
             sheet.page_margins = PageMargins(left=0.2, right=0.2, top=0.2, bottom=0.2, header=0, footer=0)
-            slug = name.lower().replace(" ", "-")
+            slug = re.sub(r"-\d+$", "", name.lower().replace(" ", "-"))  # "Walkthrough 2": walkthrough
             book.save(work / f"{slug}.xlsx")
             command = [soffice, "--headless", "--norestore", f"-env:UserInstallation={profile}"]
             command += ["--convert-to", "pdf", "--outdir", str(work), str(work / f"{slug}.xlsx")]
