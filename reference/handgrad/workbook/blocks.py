@@ -45,13 +45,14 @@ Captured = Mapping[int, tuple[StepTrace, StepTrace]]
 ParamTable = list[tuple[str, tuple[int, ...], str]]
 
 LEFT = 2  # the hand blocks start in column B; column A holds titles and row labels
-LEGEND = ("input", "forward", "loss", "backward", "update", "torch", "delta")
+LEGEND = ("input", "forward", "loss", "backward", "update", "state", "torch", "delta")
 LEGEND_TEXT = {
     "input": "input (edit me)",
     "forward": "forward",
     "loss": "loss",
     "backward": "backward",
     "update": "update",
+    "state": "optimizer state",
     "torch": "torch's value",
     "delta": "|Δ| by formula",
 }

@@ -58,7 +58,6 @@ from handgrad.harness import Experiment
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.blocks import (
     LEFT,
-    LEGEND,
     Block,
     Captured,
     Sheet,
@@ -237,8 +236,6 @@ def recurrent_walkthrough_grid(experiment: Experiment, step: int, captured: Capt
         config,
     ]
     grid, sheet = start_sheet(sheet_name(step), step, max(model.input_size, H), captured, lines)
-    if "state" not in LEGEND:  # the optimizer's state and scalars have a colour of their own
-        grid.text(len(lines) + 1, LEFT + len(LEGEND), "optimizer state", "state")
     grid.widths[1] = 46
     grid.freeze = "B1"
     hand, torch = captured[step]
