@@ -21,15 +21,20 @@ holds beyond those asked (its own switches such as ``foreach``) are not listed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from handgrad.contract.conv_layers import AvgPool2d, Conv2d, Dropout, LocalResponseNorm, MaxPool2d
 from handgrad.contract.normalization import BatchNorm, LayerNorm
-from handgrad.contract.runs import MultitaskRun, RecurrentRun, StackRun
+from handgrad.contract.runs import MultitaskRun, RecurrentRun, RunSpec, StackRun
 from handgrad.contract.spec import Activation, Dense
 from handgrad.contract.training import Clip, Loss, LRSchedule, Optimizer
+
+if TYPE_CHECKING:
+    from handgrad.contract.multitask import Multitask
+    from handgrad.contract.recurrent import RecurrentModel
+    from handgrad.contract.spec import Network
 
 Configuration = dict[str, object]
 NOT_HELD = "(torch holds no such option)"
@@ -146,7 +151,7 @@ _LAYER_FIELDS: dict[type, tuple[str, ...]] = {
 }
 
 
-def network_asked(network: Any) -> Configuration:
+def network_asked(network: Network) -> Configuration:
     """Each stage's options as its spec states them (``dense1.out_features``, ``conv1.stride``)."""
     result: Configuration = {}
     for stage in network.stages():
@@ -159,7 +164,7 @@ def network_asked(network: Any) -> Configuration:
     return result
 
 
-def recurrent_asked(model: Any) -> Configuration:
+def recurrent_asked(model: RecurrentModel) -> Configuration:
     """The fused recurrent module (``rnn.*``) and the head (``dense1.*``) of a recurrent model."""
     from handgrad.contract.recurrent import HEAD
 
@@ -179,7 +184,7 @@ def recurrent_asked(model: Any) -> Configuration:
     return result
 
 
-def multitask_asked(model: Any) -> Configuration:
+def multitask_asked(model: Multitask) -> Configuration:
     """Trunk and heads of a multitask model, and both heads' losses (``loss1.*``, ``loss2.*``)."""
     result: Configuration = {}
     for part, (n_out, n_in) in model.sizes().items():
@@ -189,7 +194,7 @@ def multitask_asked(model: Any) -> Configuration:
     return {**result, **loss_asked(model.loss1, "loss1"), **loss_asked(model.loss2, "loss2")}
 
 
-def asked_from_spec(spec: Any, dtype: str, device: str) -> Configuration:
+def asked_from_spec(spec: RunSpec | None, dtype: str, device: str) -> Configuration:
     """What the run's spec asks torch for, in the keys torch's configuration is read back in."""
     result: Configuration = {"dtype": dtype, "device": device}
     if isinstance(spec, StackRun):
@@ -205,7 +210,7 @@ def asked_from_spec(spec: Any, dtype: str, device: str) -> Configuration:
     return result
 
 
-def experiment_configuration(experiment: Any) -> list[OptionCheck] | None:
+def experiment_configuration(experiment: Any) -> list[OptionCheck] | None:  # a harness Experiment
     """The configuration block of a run: None when the twin reads none back (a hand-only run, a
     side built outside handgrad)."""
     ran = getattr(experiment.twin, "configuration", None)
