@@ -19,13 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from openpyxl import load_workbook
-from test_walkthrough import Case, assert_checks, read_values, recalc, replay_hand, stack, write_grids
+from test_walkthrough import Case, assert_checks, read_values, recalc, run_case, stack, write_grids
 
-from handgrad import cli, harness
+from handgrad import cli
 from handgrad.contract.spec import Data, Network, Schedule
 from handgrad.contract.stack import param_table
 from handgrad.contract.training import Loss, Optimizer
-from handgrad.harness import Report
 from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.loss_formulas import ClassLoss, ElementLoss, loss_formulas
@@ -105,18 +104,7 @@ def loss_case(name: str, reduction: str, *, twin: bool = False, steps: int = 3) 
         seed=0,
         params=params,
     )
-    hand = {trace.step: trace for trace in replay_hand(experiment, steps)}
-    if not twin:
-        captured = {step: (trace, trace) for step, trace in hand.items()}
-        report = Report(experiment.scenario, {}, "float64", harness.tolerance_for("float64"), steps, steps)
-        report.loss_history = [(float(t.value("loss.L")), float(t.value("loss.L"))) for t in hand.values()]
-        return Case(experiment.scenario, experiment, report, captured, hand)
-    captured = {}
-    report = harness.run(
-        experiment, observers=[lambda k, hand, twin, checks: captured.update({k: (hand, twin)})]
-    )
-    assert report.ok, report.verdict()
-    return Case(experiment.scenario, experiment, report, captured, hand)
+    return run_case(experiment, steps, twin)
 
 
 def _id(params: tuple[str, str]) -> str:

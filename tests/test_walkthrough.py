@@ -221,6 +221,12 @@ def dense_case(
         seed=0,
         params=params,
     )
+    return run_case(experiment, steps, twin)
+
+
+def run_case(experiment: Experiment, steps: int, twin: bool) -> Case:
+    """``steps`` steps of ``experiment``: through the harness against torch (which must agree), or
+    (``twin=False``) the hand side alone, its numbers standing in for torch's."""
     hand = {trace.step: trace for trace in replay_hand(experiment, steps)}
     if not twin:
         captured = {step: (trace, trace) for step, trace in hand.items()}
