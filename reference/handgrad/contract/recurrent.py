@@ -6,6 +6,7 @@ The derivations are in handgrad.hand.recurrent_model and manual/recurrent.md.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,3 +192,13 @@ class Batch:
         self.y = y if y.ndim == 2 else y.transpose(1, 0, 2)  # N,O or T,N,O (time-major)
         self.h0 = None if h0 is None else h0[:, rows]  # L,N,H
         self.c0 = None if c0 is None else c0[:, rows]  # L,N,H
+
+
+def num_layers_of(params: Mapping[str, np.ndarray]) -> int:
+    """How many layers the parameter dict holds (weight_ih_l0, weight_ih_l1, ...)."""
+    count = 0
+    while f"weight_ih_l{count}" in params:
+        count += 1
+    if count == 0:
+        raise SpecError("params", "expected weight_ih_l0 (torch's names), found none")
+    return count

@@ -33,6 +33,7 @@ from handgrad.contract.names import (
     term_prefix,
     term_symbol,
 )
+from handgrad.contract.recurrent import num_layers_of
 from handgrad.contract.spec import SpecError
 from handgrad.contract.trace import StepTrace
 
@@ -91,16 +92,6 @@ class SequenceGrads(NamedTuple):
     dh0: np.ndarray  # L,N,H
     dc0: np.ndarray | None  # L,N,H
     layers: tuple[LayerGrads, ...]
-
-
-def num_layers_of(params: Mapping[str, np.ndarray]) -> int:
-    """How many layers the parameter dict holds (weight_ih_l0, weight_ih_l1, ...)."""
-    count = 0
-    while f"weight_ih_l{count}" in params:
-        count += 1
-    if count == 0:
-        raise SpecError("params", "expected weight_ih_l0 (torch's names), found none")
-    return count
 
 
 def _layer_params(

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from handgrad.contract.names import CELLS, GATES, PARAM_NAMES, PARAM_SYMBOLS, PARAM_TERMS, PREFIX, term_symbol
+from handgrad.contract.recurrent import num_layers_of
 from handgrad.contract.spec import SpecError
 from handgrad.contract.tolerance import Tolerance, tolerance_for
 from handgrad.contract.trace import StepTrace
@@ -82,15 +83,6 @@ class TwinResult(NamedTuple):
     initial_given: bool
     fused: FusedResult
     ops: OpsResult
-
-
-def _num_layers(params: Mapping[str, np.ndarray]) -> int:
-    count = 0
-    while f"weight_ih_l{count}" in params:
-        count += 1
-    if count == 0:
-        raise SpecError("params", "expected weight_ih_l0 (torch's names), found none")
-    return count
 
 
 def build_module(
@@ -173,7 +165,7 @@ def run_fused(
 
     ``upstream`` = (∂L/∂output, ∂L/∂h_n, ∂L/∂c_n) in the module's layouts; None means zeros.
     """
-    L = _num_layers(params)
+    L = num_layers_of(params)
     H = np.asarray(params["weight_hh_l0"]).shape[1]
     module = build_module(cell, x.shape[2], H, L, batch_first, dtype)
     load_params(module, params)
@@ -283,7 +275,7 @@ def run_ops(
 ) -> OpsResult:
     """The torch-ops reference: forward and backward, every gate and state retained; its tensors
     live on ``device`` (the fused module's), the numpy inputs are copied there."""
-    L = _num_layers(params)
+    L = num_layers_of(params)
 
     def leaf(array: np.ndarray) -> torch.Tensor:
         return torch.tensor(np.asarray(array), dtype=dtype, device=device, requires_grad=True)
