@@ -483,6 +483,9 @@ def workbook_cells() -> Row:
     return Row("workbook_cells", figures, rate["project"] / rate["floor"], 0.7, higher_is_better=True)
 
 
+# the workbook at every scenario's defaults: size, --xlsx / plain, LibreOffice's open (wb_* rows)
+import bench_workbooks  # noqa: E402, F401 (registers its rows here, after the rows above)
+
 # --- the command line -----------------------------------------------------------------------
 
 
