@@ -53,6 +53,21 @@ def listed_scenarios() -> list[str]:
     return [line.split()[0] for line in listing.splitlines() if line.strip()]
 
 
+def open_as_csv(soffice: str, profile: str, path: Path, out: Path) -> Path:
+    """Open ``path`` in headless LibreOffice with ``profile`` and write its first sheet as CSV into
+    ``out``; the CSV's path. With recalc.py's profile every formula is recomputed on load, so the
+    CSV holds recomputed values, not the file's cached ones (tests/test_bench_workbooks.py)."""
+    command = [
+        soffice, "--headless", "--norestore", "--nologo",
+        f"-env:UserInstallation={profile}", "--convert-to", "csv", "--outdir", str(out), str(path),
+    ]  # fmt: skip
+    subprocess.run(command, capture_output=True, check=True, timeout=600)
+    written = out / f"{path.stem}.csv"
+    if not written.is_file():  # LibreOffice exits 0 when a conversion fails
+        raise RuntimeError(f"LibreOffice did not open {path.name}")
+    return written
+
+
 def open_seconds(paths: list[Path], repeats: int) -> dict[Path, float]:
     """Seconds headless LibreOffice takes to open and recompute each workbook (fastest of
     ``repeats``), with a warm private profile set to always recalculate."""
@@ -65,25 +80,13 @@ def open_seconds(paths: list[Path], repeats: int) -> dict[Path, float]:
     with tempfile.TemporaryDirectory(prefix="handgrad-open-") as folder:
         profile = recalc.make_profile(Path(folder) / "profile")
         out = Path(folder) / "out"
-
-        def convert(path: Path) -> float:
-            command = [
-                soffice, "--headless", "--norestore", "--nologo",
-                f"-env:UserInstallation={profile}", "--convert-to", "csv", "--outdir", str(out), str(path),
-            ]  # fmt: skip
-            start = time.perf_counter()
-            subprocess.run(command, capture_output=True, check=True, timeout=600)
-            seconds = time.perf_counter() - start
-            written = out / f"{path.stem}.csv"
-            if not written.is_file():  # LibreOffice exits 0 when a conversion fails
-                raise RuntimeError(f"LibreOffice did not open {path.name}")
-            written.unlink()
-            return seconds
-
-        convert(paths[0])  # the profile's first start, not timed
+        open_as_csv(soffice, profile, paths[0], out).unlink()  # the profile's first start, not timed
         for _ in range(repeats):
             for path in paths:
-                best[path] = min(best[path], convert(path))
+                start = time.perf_counter()
+                written = open_as_csv(soffice, profile, path, out)
+                best[path] = min(best[path], time.perf_counter() - start)
+                written.unlink()
     return best
 
 
