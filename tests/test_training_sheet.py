@@ -17,7 +17,9 @@ from openpyxl.utils.cell import coordinate_to_tuple
 from test_walkthrough import EXTRA, MATRIX, Recomputed, _case_id, assert_checks, dense_case
 
 from handgrad.contract.spec import SpecError
+from handgrad.contract.training import Clip, LRSchedule
 from handgrad.workbook.grid import address
+from handgrad.workbook.row_stamp import RowTemplate
 from handgrad.workbook.training import training_grid
 
 recomputed = tw.recomputed  # the fixture: one LibreOffice run serves both test files
@@ -152,3 +154,37 @@ def test_a_run_too_wide_for_a_sheet_gets_a_note_instead() -> None:
     notes = " ".join(str(cell.value) for cell in grid.cells.values())
     assert "No live Training sheet" in notes and "16,384 columns" in notes
     assert not grid.checks and grid.max_col == 1
+
+
+STAMPED = {  # minibatch: batches of 2, 2, 1 — a template per batch size, each verified then stamped
+    "online": dict(mode="online"),
+    "minibatch-ragged": dict(mode="minibatch", activation="relu"),
+    "batch-folded-bce": dict(mode="batch", fold=True, loss="bce"),
+    "adam-steplr-clip": dict(
+        mode="minibatch",
+        optimizer="adam",
+        schedule=LRSchedule("step", step_size=3, gamma=0.5),
+        clip=Clip(max_norm=0.05),
+    ),
+    "momentum-clip-inf": dict(
+        mode="batch",
+        optimizer="sgd",
+        options={"momentum": 0.9},
+        clip=Clip(max_norm=0.02, norm_type=float("inf")),
+    ),
+}
+
+
+@pytest.mark.parametrize("kw", STAMPED.values(), ids=STAMPED.keys())
+def test_stamped_rows_equal_rows_built_formula_by_formula(kw: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows 4 on are stamped from a verified template (workbook/row_stamp.py): the sheet must be the
+    one built formula by formula, cell for cell, check for check, in the same order."""
+    stamps = []
+    stamp = RowTemplate.stamp
+    monkeypatch.setattr(RowTemplate, "stamp", lambda self, *a: stamps.append(a[2]) or stamp(self, *a))
+    case, stamped = _grid(steps=9, **kw)
+    assert len(stamps) >= 5  # the fast path ran
+    monkeypatch.setattr(RowTemplate, "matches", lambda self, built, plain: False)
+    direct = training_grid(case.experiment, case.report, 9)
+    assert list(stamped.cells.items()) == list(direct.cells.items())
+    assert list(stamped.checks.items()) == list(direct.checks.items())

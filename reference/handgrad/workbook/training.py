@@ -43,6 +43,7 @@ from handgrad.harness import Experiment, Report
 from handgrad.workbook import formulas as fx
 from handgrad.workbook.grid import Grid, address, area
 from handgrad.workbook.loss_formulas import LossCells, loss_formulas
+from handgrad.workbook.row_stamp import RowRecorder, RowTemplate
 from handgrad.workbook.training_layout import (
     EXCEL_MAX_ROWS,
     Group,
@@ -118,15 +119,39 @@ def _live_training(
     # freeze the step and its data rows only: the weights' columns scroll, so a laptop screen
     # shows the terms (freezing through x held 15-18 columns, about 1,500 px)
     grid.freeze = address(layout.first, layout.rows.left + layout.rows.size)
-    for t in range(1, rows + 1):
-        _Row(grid, layout, experiment, t).write(float(report.loss_history[t - 1][1]))
+    _write_rows(grid, layout, experiment, [float(report.loss_history[t][1]) for t in range(rows)])
     return grid
+
+
+def _write_rows(grid: Grid, layout: Layout, experiment: Experiment, torch_losses: list[float]) -> None:
+    """Every step row: built formula by formula until a row of its batch size has been
+    reproduced by the template of the row before (workbook/row_stamp.py), then stamped."""
+    templates: dict[int, RowTemplate | None] = {}  # by batch size; None: stamping it failed once
+    for t, torch_loss in enumerate(torch_losses, start=1):
+        row = _Row(grid, layout, experiment, t)
+        plain = row.plain_values(torch_loss)
+        template = templates.get(row.n)
+        if t > 2 and template is not None and template.verified:
+            template.stamp(grid, row.row, t, plain)
+            continue
+        recorder = RowRecorder(row.row, t)
+        row.grid = recorder
+        row.write(torch_loss)
+        recorder.replay(grid)
+        if t == 1 or (row.n in templates and template is None):
+            continue  # row 1 reads the input cells, not a row above
+        if template is None:
+            templates[row.n] = RowTemplate.of(recorder)
+        elif template.matches(recorder, plain):
+            template.verified = True
+        else:
+            templates[row.n] = None
 
 
 class _Row:
     """The formulas of one step row ``t``."""
 
-    def __init__(self, grid: Grid, layout: Layout, experiment: Experiment, t: int) -> None:
+    def __init__(self, grid: Grid | RowRecorder, layout: Layout, experiment: Experiment, t: int) -> None:
         self.grid, self.layout, self.t = grid, layout, t
         self.row = layout.first + t - 1
         self.batch = np.asarray(experiment.spec.batches[t - 1])
@@ -148,20 +173,31 @@ class _Row:
         if term is not None:
             self.grid.check(self.row, col, step or self.t, term, flat)
 
+    def plain_values(self, torch_loss: float) -> dict[int, object]:
+        """The row's plain numbers by column: the step, the data rows, torch's L."""
+        layout = self.layout
+        assert layout.rows is not None and layout.torch is not None
+        plain: dict[int, object] = {1: self.t}
+        for s in range(self.n):
+            plain[layout.rows.col(s)] = int(self.batch[s]) + 1
+        plain[layout.torch.col(0)] = torch_loss
+        return plain
+
     def write(self, torch_loss: float) -> None:
-        layout, grid, row, t = self.layout, self.grid, self.row, self.t
+        layout, grid, row = self.layout, self.grid, self.row
         assert layout.rows is not None and layout.torch is not None and layout.delta is not None
         assert layout.loss is not None
-        grid.set(row, 1, t, "header")
+        plain = self.plain_values(torch_loss)
+        grid.set(row, 1, plain[1], "header")
         for s in range(self.n):
-            grid.set(row, layout.rows.col(s), int(self.batch[s]) + 1)
+            grid.set(row, layout.rows.col(s), plain[layout.rows.col(s)])
         self.weights_before()
         self.inputs()
         self.forward()
         self.loss_terms()
         self.backward()
         self.update()
-        grid.set(row, layout.torch.col(0), torch_loss, "torch")
+        grid.set(row, layout.torch.col(0), plain[layout.torch.col(0)], "torch")
         delta = fx.absolute_difference(self.cell(layout.loss, 0), self.cell(layout.torch, 0))
         self.put(layout.delta, 0, delta, "delta")
 
