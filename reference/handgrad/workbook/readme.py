@@ -58,7 +58,15 @@ class WorkbookFacts:
         if not self.walkthrough_sheets:
             lines.append(f"No live Walkthrough: {self.live_note}.")
         if self.training_sheet is None:
-            why = self.live_note if not self.walkthrough_sheets else "written for dense networks only"
+            why = (
+                self.live_note
+                if not self.walkthrough_sheets
+                else (
+                    "a row of formulas per step is written for stacks of Dense layers and activations; "
+                    f"{' and '.join(self.walkthrough_sheets)} shows step "
+                    f"{', '.join(map(str, self.walkthrough_steps))} of this network live"
+                )
+            )
             lines.append(f"No Training sheet: {why}.")
         elif self.training_not_live:
             lines.append(f"The Training sheet is not live: {self.training_not_live}.")
