@@ -95,14 +95,11 @@ class StepTrace:
         """
         if name in self._index:
             raise ValueError(f"term {name!r} added twice at step {self.step}")
-        if (
-            copy
-            or type(value) is not np.ndarray
-            or not (value.flags.c_contiguous or value.flags.f_contiguous)
-        ):
+        if copy or type(value) is not np.ndarray:
             array = np.array(value, copy=True)
         else:
-            array = value
+            flags = value.flags
+            array = value if flags.c_contiguous or flags.f_contiguous else np.array(value, copy=True)
         self._index[name] = len(self.terms)
         self.terms.append(Term(name, symbol, phase, array, source, summands))
         return array

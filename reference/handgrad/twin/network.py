@@ -345,6 +345,15 @@ class TwinNetwork:
         self.optimizer = optim.build(optimizer, self._parameters)
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
         self.terms = stage_terms(self.stages)
+        self._forward_names = [(terms.output, terms.output_symbol) for terms in self.terms]
+        self._backward_names = [  # per stage, last first: its output's gradient, then its parameters'
+            (
+                terms.output_grad,
+                terms.output_grad_symbol,
+                [(name, grad, symbol, terms.summands.get(grad)) for _, name, grad, symbol in terms.params],
+            )
+            for terms in reversed(self.terms)
+        ]
         self._module_params = [dict(module.named_parameters()) for module in self.model]  # read each step
         self._reading = [
             _stage_reading(stage, params)
@@ -471,15 +480,8 @@ class TwinNetwork:
         # parameters and the optimizer state (optim.step_and_trace). Off the host every array is
         # a host copy already.
         host = self._host_data is not None
-        for terms, output in zip(self.terms, outputs, strict=True):
-            add(
-                terms.output,
-                terms.output_symbol,
-                "forward",
-                _numpy(output),
-                SOURCE,
-                copy=host and _held(output),
-            )
+        for (term, symbol), output in zip(self._forward_names, outputs, strict=True):
+            add(term, symbol, "forward", _numpy(output), SOURCE, copy=host and _held(output))
         for module, short, name, symbol in self._buffer_terms:  # the module's buffers after forward
             add(name, symbol, "state", _numpy(getattr(module, short)), SOURCE, copy=host)
         if per_element is not None:
@@ -488,19 +490,10 @@ class TwinNetwork:
 
         grads = self._read_params(lambda param: param.grad)
         clipped = host and self.optimizer_spec.clip is not None  # clip_grad_*_ scales .grad in place
-        for terms, output in zip(reversed(self.terms), reversed(outputs), strict=True):
-            grad_copied = host and _held(output)
-            add(
-                terms.output_grad,
-                terms.output_grad_symbol,
-                "backward",
-                _numpy(output.grad),
-                SOURCE,
-                copy=grad_copied,
-            )
-            for _, name, grad_name, grad_symbol in terms.params:
-                summands = terms.summands.get(grad_name)
-                add(grad_name, grad_symbol, "backward", grads[name], SOURCE, summands=summands, copy=clipped)
+        for (term, symbol, params), output in zip(self._backward_names, reversed(outputs), strict=True):
+            add(term, symbol, "backward", _numpy(output.grad), SOURCE, copy=host and _held(output))
+            for name, grad, grad_symbol, summands in params:
+                add(grad, grad_symbol, "backward", grads[name], SOURCE, summands=summands, copy=clipped)
         add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE, copy=False)
 
         optim.clip_and_trace(trace, self.optimizer_spec, self._parameters, self._read_params, self.symbols)
