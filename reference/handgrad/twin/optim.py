@@ -180,8 +180,8 @@ def copied(
     for key, tensor in picked.items():
         if tensor.is_contiguous():
             groups.setdefault((tensor.dtype, tensor.device), []).append(key)
-        else:  # its own transfer: .cpu() keeps its strides, the layout StepTrace.add's copy keeps
-            copies[key] = tensor.cpu()
+        else:  # its own copy to the host, its strides kept (the layout StepTrace.add's copy keeps)
+            copies[key] = tensor.to("cpu", copy=True)
     for keys in groups.values():
         tensors = [picked[key] for key in keys]
         flat = torch.cat([tensor.reshape(-1) for tensor in tensors]).cpu()
