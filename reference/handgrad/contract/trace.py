@@ -44,6 +44,25 @@ class Term:
     source: str = "hand"
     summands: Reduction | None = None
 
+    def __init__(
+        self,
+        name: str,
+        symbol: str,
+        phase: str,
+        value: np.ndarray,
+        source: str = "hand",
+        summands: Reduction | None = None,
+    ) -> None:
+        # the generated __init__ of a frozen dataclass, without its object.__setattr__ per field
+        # (half the cost of a term: a step of the LSTM bench adds ~600)
+        fields = self.__dict__
+        fields["name"] = name
+        fields["symbol"] = symbol
+        fields["phase"] = phase
+        fields["value"] = value
+        fields["source"] = source
+        fields["summands"] = summands
+
     @property
     def layer(self) -> str:
         return self.name.split(".", 1)[0]
@@ -66,11 +85,21 @@ class StepTrace:
         source: str = "hand",
         *,
         summands: Reduction | None = None,
+        copy: bool = True,
     ) -> np.ndarray:
-        """Append a term (a copy of ``value`` as an ndarray) and return the stored array."""
+        """Append a term (a copy of ``value`` as an ndarray) and return the stored array.
+
+        ``copy=False``: the caller's word that nothing writes to ``value`` later (the twin's tensors
+        made fresh by this step); a C- or F-contiguous ndarray is then kept as it is, which is what
+        the copy would hold (the copy keeps the order of a contiguous array), any other value copied.
+        """
         if name in self._index:
             raise ValueError(f"term {name!r} added twice at step {self.step}")
-        array = np.array(value, copy=True)
+        if copy or type(value) is not np.ndarray:
+            array = np.array(value, copy=True)
+        else:
+            flags = value.flags
+            array = value if flags.c_contiguous or flags.f_contiguous else np.array(value, copy=True)
         self._index[name] = len(self.terms)
         self.terms.append(Term(name, symbol, phase, array, source, summands))
         return array

@@ -26,6 +26,7 @@ SOURCE = "torch.nn"
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A C-ordered host copy of its own: the trace keeps it as it is (``copy=False``)."""
     return tensor.detach().cpu().numpy().copy()
 
 
@@ -132,33 +133,33 @@ class TwinMakemore:
         L = F.cross_entropy(logits, Yb)
         L.backward()
 
-        trace.add("emb.emb", "emb = C[Xb]", "forward", _numpy(emb), SOURCE)
-        trace.add("emb.embcat", "embcat", "forward", _numpy(embcat), SOURCE)
-        trace.add("hidden.hprebn", "hprebn = embcat W1ᵀ", "forward", _numpy(hprebn), SOURCE)
-        trace.add("bn.hpreact", "hpreact = γ bnraw + β", "forward", _numpy(hpreact), SOURCE)
-        trace.add("act.h", "h = tanh(hpreact)", "forward", _numpy(h), SOURCE)
-        trace.add("output.logits", "logits = h W2ᵀ + b2", "forward", _numpy(logits), SOURCE)
-        trace.add("loss.L", "L = −mean logprobs[Yb]", "loss", _numpy(L), "torch.nn.functional")
+        trace.add("emb.emb", "emb = C[Xb]", "forward", _numpy(emb), SOURCE, copy=False)
+        trace.add("emb.embcat", "embcat", "forward", _numpy(embcat), SOURCE, copy=False)
+        trace.add("hidden.hprebn", "hprebn = embcat W1ᵀ", "forward", _numpy(hprebn), SOURCE, copy=False)
+        trace.add("bn.hpreact", "hpreact = γ bnraw + β", "forward", _numpy(hpreact), SOURCE, copy=False)
+        trace.add("act.h", "h = tanh(hpreact)", "forward", _numpy(h), SOURCE, copy=False)
+        trace.add("output.logits", "logits = h W2ᵀ + b2", "forward", _numpy(logits), SOURCE, copy=False)
+        trace.add("loss.L", "L = −mean logprobs[Yb]", "loss", _numpy(L), "torch.nn.functional", copy=False)
 
         named = self._named()
         grad = lambda name: _numpy(named[name].grad)  # noqa: E731
-        trace.add("output.dL_dlogits", "∂L/∂logits", "backward", _numpy(logits.grad), SOURCE)
-        trace.add("output.dL_dW2", "∂L/∂W2", "backward", grad("output.W2"), SOURCE)
-        trace.add("output.dL_db2", "∂L/∂b2", "backward", grad("output.b2"), SOURCE)
-        trace.add("act.dL_dh", "∂L/∂h", "backward", _numpy(h.grad), SOURCE)
-        trace.add("bn.dL_dhpreact", "∂L/∂hpreact", "backward", _numpy(hpreact.grad), SOURCE)
-        trace.add("bn.dL_dgamma", "∂L/∂γ", "backward", grad("bn.gamma"), SOURCE)
-        trace.add("bn.dL_dbeta", "∂L/∂β", "backward", grad("bn.beta"), SOURCE)
-        trace.add("hidden.dL_dhprebn", "∂L/∂hprebn", "backward", _numpy(hprebn.grad), SOURCE)
-        trace.add("hidden.dL_dW1", "∂L/∂W1", "backward", grad("hidden.W1"), SOURCE)
-        trace.add("emb.dL_dembcat", "∂L/∂embcat", "backward", _numpy(embcat.grad), SOURCE)
-        trace.add("emb.dL_demb", "∂L/∂emb", "backward", _numpy(emb.grad), SOURCE)
-        trace.add("emb.dL_dC", "∂L/∂C", "backward", grad("emb.C"), SOURCE)
+        trace.add("output.dL_dlogits", "∂L/∂logits", "backward", _numpy(logits.grad), SOURCE, copy=False)
+        trace.add("output.dL_dW2", "∂L/∂W2", "backward", grad("output.W2"), SOURCE, copy=False)
+        trace.add("output.dL_db2", "∂L/∂b2", "backward", grad("output.b2"), SOURCE, copy=False)
+        trace.add("act.dL_dh", "∂L/∂h", "backward", _numpy(h.grad), SOURCE, copy=False)
+        trace.add("bn.dL_dhpreact", "∂L/∂hpreact", "backward", _numpy(hpreact.grad), SOURCE, copy=False)
+        trace.add("bn.dL_dgamma", "∂L/∂γ", "backward", grad("bn.gamma"), SOURCE, copy=False)
+        trace.add("bn.dL_dbeta", "∂L/∂β", "backward", grad("bn.beta"), SOURCE, copy=False)
+        trace.add("hidden.dL_dhprebn", "∂L/∂hprebn", "backward", _numpy(hprebn.grad), SOURCE, copy=False)
+        trace.add("hidden.dL_dW1", "∂L/∂W1", "backward", grad("hidden.W1"), SOURCE, copy=False)
+        trace.add("emb.dL_dembcat", "∂L/∂embcat", "backward", _numpy(embcat.grad), SOURCE, copy=False)
+        trace.add("emb.dL_demb", "∂L/∂emb", "backward", _numpy(emb.grad), SOURCE, copy=False)
+        trace.add("emb.dL_dC", "∂L/∂C", "backward", grad("emb.C"), SOURCE, copy=False)
 
         bn = self.module.bn
         buffers = (bn.running_mean, bn.running_var, bn.num_batches_tracked)
         for (name, symbol), buffer in zip(BUFFERS, buffers, strict=True):
-            trace.add(name, symbol, "state", _numpy(buffer), "torch.nn.BatchNorm1d")
+            trace.add(name, symbol, "state", _numpy(buffer), "torch.nn.BatchNorm1d", copy=False)
         self._update(trace, named)
         return trace
 

@@ -31,6 +31,7 @@ SOURCE = "torch.nn"
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A C-ordered host copy of its own: the trace keeps it as it is (``copy=False``)."""
     return tensor.detach().cpu().numpy().copy()
 
 
@@ -141,25 +142,29 @@ class TwinMultitask:
             output.retain_grad()
         L.backward()
 
-        trace.add("trunk.z", "z⁽trunk⁾", "forward", _numpy(z_t), SOURCE)
-        trace.add("trunk.a", "a⁽trunk⁾", "forward", _numpy(a_t), SOURCE)
-        trace.add("head1.z", "ŷ₁", "forward", _numpy(z_1), SOURCE)
-        trace.add("head2.z", "z⁽head2⁾", "forward", _numpy(z_2), SOURCE)
-        trace.add("loss.L1", "L₁", "loss", _numpy(L1), SOURCE)
-        trace.add("loss.L2", "L₂", "loss", _numpy(L2), SOURCE)
-        trace.add("loss.L", "L = w₁L₁ + w₂L₂", "loss", _numpy(L), SOURCE)
+        trace.add("trunk.z", "z⁽trunk⁾", "forward", _numpy(z_t), SOURCE, copy=False)
+        trace.add("trunk.a", "a⁽trunk⁾", "forward", _numpy(a_t), SOURCE, copy=False)
+        trace.add("head1.z", "ŷ₁", "forward", _numpy(z_1), SOURCE, copy=False)
+        trace.add("head2.z", "z⁽head2⁾", "forward", _numpy(z_2), SOURCE, copy=False)
+        trace.add("loss.L1", "L₁", "loss", _numpy(L1), SOURCE, copy=False)
+        trace.add("loss.L2", "L₂", "loss", _numpy(L2), SOURCE, copy=False)
+        trace.add("loss.L", "L = w₁L₁ + w₂L₂", "loss", _numpy(L), SOURCE, copy=False)
 
         named = self._named()
-        trace.add("head1.dL_dz", "∂L/∂z⁽head1⁾", "backward", _numpy(z_1.grad), SOURCE)
+        trace.add("head1.dL_dz", "∂L/∂z⁽head1⁾", "backward", _numpy(z_1.grad), SOURCE, copy=False)
         self._add_param_grads(trace, named, "head1")
-        trace.add("trunk.dL1_da", "w₁·∂L₁/∂a⁽trunk⁾", "backward", _numpy(dL1_da), "torch.autograd")
-        trace.add("head2.dL_dz", "∂L/∂z⁽head2⁾", "backward", _numpy(z_2.grad), SOURCE)
+        trace.add(
+            "trunk.dL1_da", "w₁·∂L₁/∂a⁽trunk⁾", "backward", _numpy(dL1_da), "torch.autograd", copy=False
+        )
+        trace.add("head2.dL_dz", "∂L/∂z⁽head2⁾", "backward", _numpy(z_2.grad), SOURCE, copy=False)
         self._add_param_grads(trace, named, "head2")
-        trace.add("trunk.dL2_da", "w₂·∂L₂/∂a⁽trunk⁾", "backward", _numpy(dL2_da), "torch.autograd")
-        trace.add("trunk.dL_da", "∂L/∂a⁽trunk⁾", "backward", _numpy(a_t.grad), SOURCE)
-        trace.add("trunk.dL_dz", "∂L/∂z⁽trunk⁾", "backward", _numpy(z_t.grad), SOURCE)
+        trace.add(
+            "trunk.dL2_da", "w₂·∂L₂/∂a⁽trunk⁾", "backward", _numpy(dL2_da), "torch.autograd", copy=False
+        )
+        trace.add("trunk.dL_da", "∂L/∂a⁽trunk⁾", "backward", _numpy(a_t.grad), SOURCE, copy=False)
+        trace.add("trunk.dL_dz", "∂L/∂z⁽trunk⁾", "backward", _numpy(z_t.grad), SOURCE, copy=False)
         self._add_param_grads(trace, named, "trunk")
-        trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
+        trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE, copy=False)
 
         def read(pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
             return {name: _numpy(pick(param)) for name, param in named.items()}

@@ -50,9 +50,19 @@ class TwinOps:
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    """The tensor's numbers on the host; a view of a CPU tensor: the trace copies what it keeps
-    (``StepTrace.add``), and :meth:`TwinNetwork.params` copies what it hands out."""
-    return tensor.detach().cpu().numpy()
+    """The tensor's numbers on the host; a view of a CPU tensor: the trace copies what torch may
+    write to later (``StepTrace.add``), and :meth:`TwinNetwork.params` copies what it hands out."""
+    return tensor.numpy(force=True)  # = .detach().cpu().numpy() for a real tensor, in one call
+
+
+def _held(tensor: torch.Tensor) -> bool:
+    """Whether torch may write to ``tensor`` after this step: a leaf (the batch, a parameter, a
+    buffer) or a view of one. A module's output computed this step is not: autograd made it, and
+    its retained ``.grad`` is a clone; the trace keeps those uncopied."""
+    if tensor.grad_fn is None:
+        return True
+    base = tensor._base
+    return base is not None and base.grad_fn is None
 
 
 def _dense_to_torch(stage: Stage, hand: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -251,6 +261,32 @@ def state_dict_keys(network: Network) -> dict[str, list[str]]:
     return mapping
 
 
+def _stage_reading(
+    stage: Stage, params: dict[str, torch.nn.Parameter]
+) -> tuple[Stage, dict[str, torch.nn.Parameter], list[tuple[str, torch.nn.Parameter]] | None]:
+    """How :meth:`TwinNetwork._read_params` reads a stage: (stage, its parameters by torch name,
+    ``direct``). ``direct``, (hand name, parameter) in ``from_torch``'s order, when every array
+    ``from_torch`` gives is one of the tensors exactly as it lies (its host view: ``W``, ``b``, γ,
+    β, a user layer's own names), found by asking ``from_torch`` once; then a step reads the same
+    views without building ``from_torch``'s dicts. None otherwise (a folded W̃ = [W | b] is a new
+    array; a tensor off the host is copied over): ``from_torch`` each time."""
+    hand = TWIN_OPS[type(stage.layer)].from_torch(stage, dict(params))
+    direct = []
+    for short, value in hand.items():
+        same = [
+            param
+            for param in params.values()
+            if param.is_cpu
+            and value.ctypes.data == param.data_ptr()
+            and value.shape == tuple(param.shape)
+            and value.strides == tuple(stride * param.element_size() for stride in param.stride())
+        ]
+        if len(same) != 1:
+            return stage, params, None
+        direct.append((f"{stage.name}.{short}", same[0]))
+    return stage, params, direct
+
+
 class TwinNetwork:
     """The torch side of a run: its own ``nn.Sequential``, loss module and ``torch.optim``."""
 
@@ -302,12 +338,32 @@ class TwinNetwork:
         self.x = torch.as_tensor(np.asarray(x), dtype=self.torch_dtype, device=self.device)
         self.y = torch.as_tensor(np.asarray(y), dtype=self.torch_dtype, device=self.device)
         self.batches = batches  # rows of step k, produced when step k asks (a run may be 10⁹ steps)
+        self._host_data = (self.x.numpy(), self.y.numpy()) if self.device.type == "cpu" else None
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
         self.load_params(params)
-        self.optimizer = optim.build(optimizer, list(self.model.parameters()))
+        self._parameters = list(self.model.parameters())
+        self.optimizer = optim.build(optimizer, self._parameters)
         self.scheduler = optim.build_scheduler(optimizer, self.optimizer)  # stepped after optimizer.step()
         self.terms = stage_terms(self.stages)
+        self._forward_names = [(terms.output, terms.output_symbol) for terms in self.terms]
+        self._backward_names = [  # per stage, last first: its output's gradient, then its parameters'
+            (
+                terms.output_grad,
+                terms.output_grad_symbol,
+                [(name, grad, symbol, terms.summands.get(grad)) for _, name, grad, symbol in terms.params],
+            )
+            for terms in reversed(self.terms)
+        ]
         self._module_params = [dict(module.named_parameters()) for module in self.model]  # read each step
+        self._reading = [
+            _stage_reading(stage, params)
+            for stage, params in zip(self.stages, self._module_params, strict=True)
+        ]
+        self._dropouts = [  # (stage name, module): the modules that take a keep mask each step
+            (stage.name, module)
+            for stage, module in zip(self.stages, self.model, strict=True)
+            if isinstance(module, SharedMaskDropout)
+        ]
         self._buffer_terms = [  # (module, buffer, term name, symbol): BatchNorm's running statistics
             (module, short, f"{stage.name}.{short}", symbol)
             for stage, module in zip(self.stages, self.model, strict=True)
@@ -324,11 +380,21 @@ class TwinNetwork:
             **configuration.training_configuration(self.optimizer, self.scheduler, optimizer),
         }
 
+    def _batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) of step k: the rows of the data, x a leaf of its own that requires grad. On the host
+        the rows are picked by NumPy from the data's own memory (the same numbers, a new array, in
+        a few µs where a tensor index takes more); on a device by indexing there."""
+        rows = self.batches[step - 1]
+        if self._host_data is not None:
+            x_host, y_host = self._host_data
+            return torch.from_numpy(x_host[rows]).requires_grad_(True), torch.from_numpy(y_host[rows])
+        index = torch.as_tensor(rows, device=self.device)
+        return self.x[index].requires_grad_(True), self.y[index]  # indexing copies: a leaf of its own
+
     def _load_masks(self, step: int) -> None:
         """Hand each dropout module its keep mask for this step (data, like the batch rows)."""
-        for stage, module in zip(self.stages, self.model, strict=True):
-            if isinstance(module, SharedMaskDropout):
-                module.mask = self.masks[stage.name][step - 1] if stage.name in self.masks else None
+        for name, module in self._dropouts:
+            module.mask = self.masks[name][step - 1] if name in self.masks else None
 
     def _forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Run the ``nn.Sequential``'s modules in its order (what ``self.model(x)`` does), keeping
@@ -382,7 +448,11 @@ class TwinNetwork:
 
     def _read_params(self, pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
         result: dict[str, np.ndarray] = {}
-        for stage, params in zip(self.stages, self._module_params, strict=True):
+        for stage, params, direct in self._reading:
+            if direct is not None:  # the hand arrays are the tensors as they are: a view each
+                for name, param in direct:
+                    result[name] = pick(param).numpy(force=True)
+                continue
             tensors = {name: pick(param) for name, param in params.items()}
             for short, value in TWIN_OPS[type(stage.layer)].from_torch(stage, tensors).items():
                 result[f"{stage.name}.{short}"] = value
@@ -391,12 +461,12 @@ class TwinNetwork:
     @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
     def step(self, step: int) -> StepTrace:
         trace = StepTrace(step)
-        rows = torch.as_tensor(self.batches[step - 1], device=self.device)
-        x = self.x[rows].requires_grad_(True)  # indexing by a tensor of rows copies: a leaf of its own
-        y = self.y[rows]
+        add = trace.add
+        x, y = self._batch(step)
 
         optim.zero_grad(self.optimizer)
-        self._load_masks(step)
+        if self._dropouts:
+            self._load_masks(step)
         outputs = self._forward(x)
         L = self.loss_module(outputs[-1], y)
         per_element = None
@@ -404,26 +474,31 @@ class TwinNetwork:
             per_element, L = L, L.sum()
         L.backward()
 
-        for terms, output in zip(self.terms, outputs, strict=True):
-            trace.add(terms.output, terms.output_symbol, "forward", _numpy(output), SOURCE)
+        # What this step made (outputs, ℓ, L, the retained .grad clones, x.grad) goes into the trace
+        # uncopied (copy=False); on the host, what torch writes to later is copied: buffers, a
+        # leaf's or a leaf's view's values, .grad before clip_grad_*_ scales it in place, the
+        # parameters and the optimizer state (optim.step_and_trace). Off the host every array is
+        # a host copy already.
+        host = self._host_data is not None
+        for (term, symbol), output in zip(self._forward_names, outputs, strict=True):
+            add(term, symbol, "forward", _numpy(output), SOURCE, copy=host and _held(output))
         for module, short, name, symbol in self._buffer_terms:  # the module's buffers after forward
-            trace.add(name, symbol, "state", _numpy(getattr(module, short)), SOURCE)
+            add(name, symbol, "state", _numpy(getattr(module, short)), SOURCE, copy=host)
         if per_element is not None:
-            trace.add("loss.l", "ℓ", "loss", _numpy(per_element), SOURCE)
-        trace.add("loss.L", "L", "loss", _numpy(L), SOURCE)
+            add("loss.l", "ℓ", "loss", _numpy(per_element), SOURCE, copy=False)
+        add("loss.L", "L", "loss", _numpy(L), SOURCE, copy=False)
 
         grads = self._read_params(lambda param: param.grad)
-        for terms, output in zip(reversed(self.terms), reversed(outputs), strict=True):
-            trace.add(terms.output_grad, terms.output_grad_symbol, "backward", _numpy(output.grad), SOURCE)
-            for _, name, grad_name, grad_symbol in terms.params:
-                summands = terms.summands.get(grad_name)
-                trace.add(grad_name, grad_symbol, "backward", grads[name], SOURCE, summands=summands)
-        trace.add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE)
+        clipped = host and self.optimizer_spec.clip is not None  # clip_grad_*_ scales .grad in place
+        for (term, symbol, params), output in zip(self._backward_names, reversed(outputs), strict=True):
+            add(term, symbol, "backward", _numpy(output.grad), SOURCE, copy=host and _held(output))
+            for name, grad, grad_symbol, summands in params:
+                add(grad, grad_symbol, "backward", grads[name], SOURCE, summands=summands, copy=clipped)
+        add("input.dL_dx", "∂L/∂x", "backward", _numpy(x.grad), SOURCE, copy=False)
 
-        parameters = list(self.model.parameters())
-        optim.clip_and_trace(trace, self.optimizer_spec, parameters, self._read_params, self.symbols)
+        optim.clip_and_trace(trace, self.optimizer_spec, self._parameters, self._read_params, self.symbols)
         params_before = self.params() if self.diagnostics else {}  # for the diagnostics' ‖ΔW‖
-        optim.step_and_trace(  # views: the trace copies
+        optim.step_and_trace(
             trace,
             self.optimizer_spec,
             self.optimizer,
@@ -439,5 +514,5 @@ class TwinNetwork:
                 self.stages, list(self.model), outputs, trace, params_before, after, self.symbols
             )
             for name, symbol, value in terms:
-                trace.add(name, symbol, "diagnostic", value, diagnostics.SOURCE)
+                add(name, symbol, "diagnostic", value, diagnostics.SOURCE)
         return trace

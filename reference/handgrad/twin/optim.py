@@ -162,6 +162,34 @@ CLIP_SOURCE = "torch.nn.utils"
 OPTIM_SOURCE = "torch.optim"
 
 
+def copied(
+    parameters: list[torch.nn.Parameter], pick: Callable[[torch.nn.Parameter], torch.Tensor]
+) -> Callable[[torch.nn.Parameter], torch.Tensor]:
+    """``pick``, answered from host copies of ``pick(param)`` for every parameter, taken now with
+    one ``torch.cat`` per dtype and device and one transfer to the host (rather than a transfer
+    per tensor); for tensors off the host. A parameter ``pick`` has nothing for (a ``KeyError``:
+    no optimizer state) is left out; the reader then fails on it as it would on the original."""
+    picked: dict[int, torch.Tensor] = {}
+    for param in parameters:
+        try:
+            picked[id(param)] = pick(param).detach()
+        except KeyError:
+            continue
+    groups: dict[tuple[torch.dtype, torch.device], list[int]] = {}
+    copies: dict[int, torch.Tensor] = {}
+    for key, tensor in picked.items():
+        if tensor.is_contiguous():
+            groups.setdefault((tensor.dtype, tensor.device), []).append(key)
+        else:  # its own copy to the host, its strides kept (the layout StepTrace.add's copy keeps)
+            copies[key] = tensor.to("cpu", copy=True)
+    for keys in groups.values():
+        tensors = [picked[key] for key in keys]
+        flat = torch.cat([tensor.reshape(-1) for tensor in tensors]).cpu()
+        for key, tensor, piece in zip(keys, tensors, flat.split([t.numel() for t in tensors]), strict=True):
+            copies[key] = piece.view(tensor.shape)
+    return lambda param: copies[id(param)]
+
+
 def clip_and_trace(
     trace: StepTrace,
     spec: Optimizer,
@@ -176,10 +204,11 @@ def clip_and_trace(
         return
     total_norm = clip_gradients(spec, parameters)
     if total_norm is not None:
-        trace.add("clip.total_norm", "‖g‖", "update", total_norm.detach().cpu().numpy(), CLIP_SOURCE)
-    grads = read(lambda param: param.grad)
+        norm = total_norm.numpy(force=True)
+        trace.add("clip.total_norm", "‖g‖", "update", norm, CLIP_SOURCE, copy=False)
+    grads = read(lambda param: param.grad)  # written by nothing after the clip: no copy
     for name in symbols:
-        trace.add(f"clip.grad.{name}", f"ĝ[{symbols[name]}]", "update", grads[name], CLIP_SOURCE)
+        trace.add(f"clip.grad.{name}", f"ĝ[{symbols[name]}]", "update", grads[name], CLIP_SOURCE, copy=False)
 
 
 def step_and_trace(
@@ -196,12 +225,21 @@ def step_and_trace(
     ``<kind>.<key>.<param>`` read from ``optimizer.state``, the scalars (t, η) from torch's
     records, then ``scheduler.step()`` sets the next step's η."""
     step(optimizer)
-    for name, value in read(lambda param: param).items():
-        trace.add(f"{name}_next", f"{symbols[name]}′", "update", value, source)
+    # torch updates the parameters and the state in place: on the host the trace copies its views
+    # of them; off the host, optim.copied brings them over in one transfer, copies already
+    parameters = [param for group in optimizer.param_groups for param in group["params"]]
+    on_host = not parameters or parameters[0].is_cpu
+
+    def taken(pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
+        return read(pick if on_host else copied(parameters, pick))
+
+    for name, value in taken(lambda param: param).items():
+        trace.add(f"{name}_next", f"{symbols[name]}′", "update", value, source, copy=on_host)
     for key, symbol in state_keys(spec):
-        for name, value in read(lambda param, key=key: optimizer.state[param][key]).items():
-            trace.add(f"{spec.kind}.{key}.{name}", f"{symbol}[{symbols[name]}]", "state", value, OPTIM_SOURCE)
+        for name, value in taken(lambda param, key=key: optimizer.state[param][key]).items():
+            name_of = f"{spec.kind}.{key}.{name}"
+            trace.add(name_of, f"{symbol}[{symbols[name]}]", "state", value, OPTIM_SOURCE, copy=on_host)
     for key, symbol, value in scalar_state(spec, optimizer):
-        trace.add(f"{spec.kind}.{key}", symbol, "state", value, OPTIM_SOURCE)
+        trace.add(f"{spec.kind}.{key}", symbol, "state", value, OPTIM_SOURCE)  # t: torch's += 1 in place
     if scheduler is not None:
         scheduler.step()  # after optimizer.step(), as torch asks: the lr of the next step

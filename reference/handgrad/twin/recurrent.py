@@ -20,6 +20,7 @@ Nothing here is computed by hand: values are torch's tensors, only sliced and tr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -57,12 +58,15 @@ class FusedResult(NamedTuple):
 class OpsLayer(NamedTuple):
     """One layer of the torch-ops reference: the tensors themselves (read after backward)."""
 
-    inp: torch.Tensor  # T,N,I   layer input (retain_grad), time-major
-    pre: dict[str, list[torch.Tensor]]  # gate pre-activations per step (retain_grad)
+    inp: torch.Tensor  # T,N,I   layer input (retain_grad above layer 1), time-major
+    pre: dict[str, list[torch.Tensor]]  # gate pre-activations per step (retain_grad; lstm: see pre_all)
     acts: dict[str, list[torch.Tensor]]  # gate values per step
     h: list[torch.Tensor]  # h_t per step (retain_grad), carried past a row's length
     c: list[torch.Tensor] | None  # c_t per step (retain_grad), lstm
     params: dict[str, torch.Tensor]  # leaves: weight_ih, weight_hh, bias_ih, bias_hh
+    # lstm: the pre-activation of all four gates per step, N,4·H (retain_grad); pre[g][t] is its
+    # chunk g, whose gradient is the chunk of this one's (chunk's backward concatenates)
+    pre_all: list[torch.Tensor] | None = None
 
 
 class OpsResult(NamedTuple):
@@ -213,29 +217,46 @@ def _ops_layer(
     h: torch.Tensor,
     c: torch.Tensor | None,
     active: torch.Tensor,
+    full: np.ndarray | None = None,
+    first: bool = False,
 ) -> tuple[OpsLayer, torch.Tensor]:
-    """One layer from elementary ops; returns the layer and its output (T,N,H, 0 when padded)."""
+    """One layer from elementary ops; returns the layer and its output (T,N,H, 0 when padded).
+
+    ``full[t]``: every row is active at step t (default: read from ``active``). ``first``: the
+    input is the data, whose gradient the terms never read (∂L/∂x of layer 1 is torch.nn's): its
+    steps are taken by one ``unbind`` (one backward node that stacks the step gradients) rather
+    than a ``select`` per step, whose backward fills a T·N·I zero tensor each (T² work). The same
+    arithmetic either way, step by step, as the hand side's order of operations; the transposed
+    weights are views taken once (their gradient sums reach only ∂L/∂W, which the terms take from
+    torch.nn)."""
     W_ih, W_hh, b_ih, b_hh = (params[k] for k in PARAM_NAMES)
+    W_ih_T, W_hh_T = W_ih.T, W_hh.T
     gates = GATES[cell] if cell in ("gru", "lstm") else ("a",)
     pre: dict[str, list[torch.Tensor]] = {g: [] for g in gates}
     acts: dict[str, list[torch.Tensor]] = {g: [] for g in gates}
     hs: list[torch.Tensor] = []
     cs: list[torch.Tensor] | None = [] if cell == "lstm" else None
+    pre_all: list[torch.Tensor] | None = [] if cell == "lstm" else None
     outputs: list[torch.Tensor] = []
+    if full is None:
+        full = active.all(dim=1).cpu().numpy()
+    steps = inp.unbind(0) if first else None
     for t in range(inp.shape[0]):
-        m = active[t][:, None]  # N,1
-        full = bool(active[t].all())
-        gi = inp[t] @ W_ih.T + b_ih  # N,G·H
-        gh = h @ W_hh.T + b_hh  # N,G·H
+        every = bool(full[t])
+        m = None if every else active[t][:, None]  # N,1
+        gi = (steps[t] if steps is not None else inp[t]) @ W_ih_T + b_ih  # N,G·H
+        gh = h @ W_hh_T + b_hh  # N,G·H
         if cell == "lstm":
-            a_i, a_f, a_g, a_o = (_retain(a) for a in (gi + gh).chunk(4, dim=1))
+            a = _retain(gi + gh)  # N,4·H
+            a_i, a_f, a_g, a_o = a.chunk(4, dim=1)
             i, f, g, o = torch.sigmoid(a_i), torch.sigmoid(a_f), torch.tanh(a_g), torch.sigmoid(a_o)
             c_new = f * c + i * g
-            c = _retain(c_new if full else torch.where(m, c_new, c))
+            c = _retain(c_new if every else torch.where(m, c_new, c))
             h_new = o * torch.tanh(c)
-            for name, a, v in zip(gates, (a_i, a_f, a_g, a_o), (i, f, g, o), strict=True):
-                pre[name].append(a)
+            for name, a_gate, v in zip(gates, (a_i, a_f, a_g, a_o), (i, f, g, o), strict=True):
+                pre[name].append(a_gate)
                 acts[name].append(v)
+            pre_all.append(a)
             cs.append(c)
         elif cell == "gru":
             gi_r, gi_z, gi_n = gi.chunk(3, dim=1)
@@ -246,18 +267,18 @@ def _ops_layer(
             a_n = _retain(gi_n + r * gh_n)  # torch's placement: r ⊙ (W_hn h + b_hn)
             n = torch.tanh(a_n)
             h_new = (1 - z) * n + z * h
-            for name, a, v in zip(gates, (a_r, a_z, a_n), (r, z, n), strict=True):
-                pre[name].append(a)
+            for name, a_gate, v in zip(gates, (a_r, a_z, a_n), (r, z, n), strict=True):
+                pre[name].append(a_gate)
                 acts[name].append(v)
         else:
             a = _retain(gi + gh)
             h_new = torch.relu(a) if cell == "rnn_relu" else torch.tanh(a)
             pre["a"].append(a)
             acts["a"].append(h_new)
-        h = _retain(h_new if full else torch.where(m, h_new, h))
+        h = _retain(h_new if every else torch.where(m, h_new, h))
         hs.append(h)
-        outputs.append(h if full else torch.where(m, h, torch.zeros_like(h)))
-    return OpsLayer(inp, pre, acts, hs, cs, params), torch.stack(outputs)
+        outputs.append(h if every else torch.where(m, h, torch.zeros_like(h)))
+    return OpsLayer(inp, pre, acts, hs, cs, params, pre_all), torch.stack(outputs)
 
 
 def run_ops(
@@ -285,7 +306,9 @@ def run_ops(
     T, N = inp.shape[0], inp.shape[1]
     H = np.asarray(params["weight_hh_l0"]).shape[1]
     lens = np.full(N, T) if lengths is None else np.asarray(lengths)
-    active = torch.as_tensor(np.arange(T)[:, None] < lens[None, :], device=device)  # T,N
+    active_host = np.arange(T)[:, None] < lens[None, :]  # T,N
+    active = torch.as_tensor(active_host, device=device)
+    full = active_host.all(axis=1)  # T
     h0t = None if h0 is None else leaf(h0)
     c0t = None if c0 is None else leaf(c0)
     layers = []
@@ -298,7 +321,7 @@ def run_ops(
             c = torch.zeros(N, H, dtype=dtype, device=device) if c0t is None else c0t[layer]
         if layer > 0:
             inp = _retain(inp)
-        ops_layer, inp = _ops_layer(cell, inp, p, h, c, active)
+        ops_layer, inp = _ops_layer(cell, inp, p, h, c, active, full, first=layer == 0)
         layers.append(ops_layer)
         finals_h.append(ops_layer.h[-1])
         if cell == "lstm":
@@ -397,75 +420,103 @@ def run(
 # --- terms (same names, order, shapes and row rule as handgrad.hand.recurrent_sequence) -----------------
 
 
+def _stacked(tensors: list[torch.Tensor]) -> np.ndarray:
+    """The per-step tensors (or their ``.grad``) of one layer stacked, T,N,..., on the host: one
+    copy of torch's numbers in place of a host view per step."""
+    with torch.no_grad():
+        return torch.stack(tensors).numpy(force=True)
+
+
+def _rows(array: np.ndarray, m: np.ndarray, every: bool) -> np.ndarray:
+    """``array[m]``: the rows active at a step, in batch order, as a new C-ordered array; with
+    every row active a C-ordered ``array`` is those rows already (no copy)."""
+    return array if every and array.flags.c_contiguous else array[m]
+
+
+@functools.lru_cache(maxsize=64)
+def _step_names(cell: str, prefix: str, l1: int, T: int) -> tuple[list, list]:
+    """(forward, backward) term (name, symbol) pairs of each step t = 1..T of one layer, keyed by
+    what they say: forward[t - 1] = (gates…, c, h), backward[t - 1] = (∂L/∂h, ∂L/∂c, ∂L/∂z_gate…),
+    the pieces a cell does not have left out. Worked out once per run's shape, not per step."""
+    gates = GATES[cell] if cell in ("gru", "lstm") else ()
+    forward, backward = [], []
+    for t in range(1, T + 1):
+        names = [(f"{prefix}.{g}[{t}]", term_symbol(g, l1, t)) for g in gates]
+        if cell == "lstm":
+            names.append((f"{prefix}.c[{t}]", term_symbol("c", l1, t)))
+        names.append((f"{prefix}.h[{t}]", term_symbol("h", l1, t)))
+        forward.append(names)
+        names = [(f"{prefix}.dL_dh[{t}]", term_symbol("∂L/∂h", l1, t))]
+        if cell == "lstm":
+            names.append((f"{prefix}.dL_dc[{t}]", term_symbol("∂L/∂c", l1, t)))
+        for g in gates or ("a",):
+            term, sym = ("dL_dz", "∂L/∂z") if g == "a" else (f"dL_dz_{g}", f"∂L/∂z_{g}")
+            names.append((f"{prefix}.{term}[{t}]", term_symbol(sym, l1, t)))
+        backward.append(names)
+    return forward, backward
+
+
 def add_forward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
-    """Per step: gates (torch-ops), c (torch-ops), h (torch.nn on the top layer); then h_n, c_n."""
+    """Per step: gates (torch-ops), c (torch-ops), h (torch.nn on the top layer); then h_n, c_n.
+
+    The per-step values are views of this step's own arrays (stacked here, or the fused output,
+    which nothing writes to later): into the trace uncopied."""
     cell = result.cell
     ol = result.ops.layers[layer]
     prefix = f"{name or PREFIX[cell]}{layer + 1}"
     l1 = layer + 1
     top = layer == len(result.ops.layers) - 1
-    output = result.fused.output.transpose(1, 0, 2) if result.batch_first else result.fused.output
-    for t in range(1, result.active.shape[0] + 1):
-        m = result.active[t - 1]
-        if not m.any():
-            continue
-        if cell in ("gru", "lstm"):
-            for g in GATES[cell]:
-                trace.add(
-                    f"{prefix}.{g}[{t}]",
-                    term_symbol(g, l1, t),
-                    "forward",
-                    _np(ol.acts[g][t - 1])[m],
-                    SOURCE_OPS,
-                )
-        if cell == "lstm":
-            trace.add(f"{prefix}.c[{t}]", term_symbol("c", l1, t), "forward", _np(ol.c[t - 1])[m], SOURCE_OPS)
-        if top:
-            trace.add(f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", output[t - 1][m], SOURCE_NN)
-        else:
-            trace.add(f"{prefix}.h[{t}]", term_symbol("h", l1, t), "forward", _np(ol.h[t - 1])[m], SOURCE_OPS)
-    trace.add(f"{prefix}.h_n", term_symbol("h_n", l1), "forward", result.fused.h_n[layer], SOURCE_NN)
+    T = result.active.shape[0]
+    forward, _ = _step_names(cell, prefix, l1, T)
+    values = [_stacked(ol.acts[g]) for g in GATES[cell]] if cell in ("gru", "lstm") else []
     if cell == "lstm":
-        trace.add(f"{prefix}.c_n", term_symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN)
+        values.append(_stacked(ol.c))
+    output = result.fused.output.transpose(1, 0, 2) if result.batch_first else result.fused.output
+    values.append(output if top else _stacked(ol.h))
+    sources = [SOURCE_OPS] * (len(values) - 1) + [SOURCE_NN if top else SOURCE_OPS]
+    full, used = result.active.all(axis=1), result.active.any(axis=1)
+    add = trace.add
+    for t in range(1, T + 1):
+        if not used[t - 1]:
+            continue
+        m, every = result.active[t - 1], bool(full[t - 1])
+        for (term, symbol), value, source in zip(forward[t - 1], values, sources, strict=True):
+            add(term, symbol, "forward", _rows(value[t - 1], m, every), source, copy=False)
+    add(f"{prefix}.h_n", term_symbol("h_n", l1), "forward", result.fused.h_n[layer], SOURCE_NN)
+    if cell == "lstm":
+        add(f"{prefix}.c_n", term_symbol("c_n", l1), "forward", result.fused.c_n[layer], SOURCE_NN)
 
 
 def add_backward_terms(trace: StepTrace, result: TwinResult, layer: int, name: str | None = None) -> None:
     """Per step t = T..1: ∂L/∂h, ∂L/∂c, ∂L/∂z_gate (torch-ops); then ∂L/∂h0, ∂L/∂c0 (torch.nn,
-    if given), ∂L/∂x (torch.nn for layer 1, torch-ops above), parameter gradients (torch.nn)."""
+    if given), ∂L/∂x (torch.nn for layer 1, torch-ops above), parameter gradients (torch.nn).
+
+    The per-step gradients are the retained ``.grad`` clones of this step, stacked: into the trace
+    uncopied. An LSTM's ∂L/∂z of each gate is its chunk of the retained gradient of all four."""
     cell = result.cell
     ol = result.ops.layers[layer]
     prefix = f"{name or PREFIX[cell]}{layer + 1}"
     l1 = layer + 1
-    gates = GATES[cell] if cell in ("gru", "lstm") else ("a",)
-    for t in range(result.active.shape[0], 0, -1):
-        m = result.active[t - 1]
-        if not m.any():
+    T = result.active.shape[0]
+    _, backward = _step_names(cell, prefix, l1, T)
+    values = [_stacked([h.grad for h in ol.h])]
+    if cell == "lstm":
+        values.append(_stacked([c.grad for c in ol.c]))
+        every_gate = _stacked([a.grad for a in ol.pre_all])  # T,N,4·H
+        N, H = every_gate.shape[1], every_gate.shape[2] // 4
+        by_gate = np.ascontiguousarray(every_gate.reshape(T, N, 4, H).transpose(2, 0, 1, 3))  # 4,T,N,H
+        values.extend(by_gate)
+    else:
+        gates = GATES[cell] if cell == "gru" else ("a",)
+        values.extend(_stacked([a.grad for a in ol.pre[g]]) for g in gates)
+    full, used = result.active.all(axis=1), result.active.any(axis=1)
+    add = trace.add
+    for t in range(T, 0, -1):
+        if not used[t - 1]:
             continue
-        trace.add(
-            f"{prefix}.dL_dh[{t}]",
-            term_symbol("∂L/∂h", l1, t),
-            "backward",
-            _np(ol.h[t - 1].grad)[m],
-            SOURCE_OPS,
-        )
-        if cell == "lstm":
-            trace.add(
-                f"{prefix}.dL_dc[{t}]",
-                term_symbol("∂L/∂c", l1, t),
-                "backward",
-                _np(ol.c[t - 1].grad)[m],
-                SOURCE_OPS,
-            )
-        for g in gates:
-            term = "dL_dz" if g == "a" else f"dL_dz_{g}"
-            sym = "∂L/∂z" if g == "a" else f"∂L/∂z_{g}"
-            trace.add(
-                f"{prefix}.{term}[{t}]",
-                term_symbol(sym, l1, t),
-                "backward",
-                _np(ol.pre[g][t - 1].grad)[m],
-                SOURCE_OPS,
-            )
+        m, every = result.active[t - 1], bool(full[t - 1])
+        for (term, symbol), value in zip(backward[t - 1], values, strict=True):
+            add(term, symbol, "backward", _rows(value[t - 1], m, every), SOURCE_OPS, copy=False)
     if result.initial_given:
         trace.add(
             f"{prefix}.dL_dh0",

@@ -48,7 +48,14 @@ SOURCE = "torch.nn"
 
 
 def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
+    """A copy on the host (what :meth:`TwinRecurrent.params` hands out)."""
     return None if tensor is None else tensor.detach().cpu().numpy().copy()
+
+
+def _view(tensor: torch.Tensor | None) -> np.ndarray | None:
+    """The tensor's numbers on the host, a view of a CPU tensor (``.detach().cpu().numpy()``):
+    :meth:`StepTrace.add` copies unless told that nothing writes to it later."""
+    return None if tensor is None else tensor.numpy(force=True)
 
 
 def _activation(model: RecurrentModel) -> nn.Module:
@@ -142,14 +149,15 @@ class TwinRecurrent:
         return state_dict_keys(self.model)
 
     def _grads(self) -> dict[str, np.ndarray]:
-        return {hand_name: _numpy(self._by_name[key].grad) for hand_name, key in self.names.items()}
+        """Views of the parameters' ``.grad`` (the trace copies them: clipping scales them in place)."""
+        return {hand_name: _view(self._by_name[key].grad) for hand_name, key in self.names.items()}
 
     @under_precision  # on cuda: TF32 off unless --tf32, the previous flags restored after the step
     def step(self, step: int) -> StepTrace:
         model, net, trace = self.model, self.net, StepTrace(step)
         batch = Batch(model, self.data, self.batches[step - 1], self.h0, self.c0)
-        rec_params = {
-            key[len("rnn.") :]: _numpy(p) for key, p in net.named_parameters() if key.startswith("rnn.")
+        rec_params = {  # views: run_ops copies them into leaves of its own before the update
+            key[len("rnn.") :]: _view(p) for key, p in net.named_parameters() if key.startswith("rnn.")
         }
 
         optim.zero_grad(self.optimizer)
@@ -189,16 +197,18 @@ class TwinRecurrent:
 
         # the torch-ops reference, driven by the gradients torch delivered to the module's outputs,
         # on the module's device (and precision: with --tf32 both sides of the check use TF32)
+        # views of what this step made; the parameter gradients are copied by the trace (clipping
+        # scales them in place), the rest nothing writes to again
         fused = tw.FusedResult(
-            _numpy(output),
-            _numpy(h_n),
-            _numpy(c_n),
-            {key: _numpy(net.rnn.get_parameter(key).grad) for key in rec_params},
-            _numpy(x.grad),
-            _numpy(h0.grad) if h0 is not None else None,
-            _numpy(c0.grad) if c0 is not None else None,
+            _view(output),
+            _view(h_n),
+            _view(c_n),
+            {key: _view(net.rnn.get_parameter(key).grad) for key in rec_params},
+            _view(x.grad),
+            _view(h0.grad) if h0 is not None else None,
+            _view(c0.grad) if c0 is not None else None,
         )
-        upstream = (_numpy(output.grad), _numpy(h_n.grad), None if c_n is None else _numpy(c_n.grad))
+        upstream = (_view(output.grad), _view(h_n.grad), None if c_n is None else _view(c_n.grad))
         ops = tw.run_ops(
             model.cell,
             rec_params,
@@ -221,40 +231,56 @@ class TwinRecurrent:
 
         active = batch.active
         if model.head == "many-to-one":
-            trace.add(f"{HEAD}.z", "z_y", "forward", _numpy(z), SOURCE)
-            trace.add(f"{HEAD}.a", "ŷ", "forward", _numpy(yhat), SOURCE)
+            trace.add(f"{HEAD}.z", "z_y", "forward", _view(z), SOURCE, copy=False)
+            trace.add(f"{HEAD}.a", "ŷ", "forward", _view(yhat), SOURCE, copy=False)
         else:
             z3, yhat3 = self._time_major(z), self._time_major(yhat)
             for t in range(1, T + 1):
                 m = active[t - 1]
                 if m.any():
-                    trace.add(f"{HEAD}.z[{t}]", f"z_y{sub(t)}", "forward", z3[t - 1][m], SOURCE)
-                    trace.add(f"{HEAD}.a[{t}]", f"ŷ{sub(t)}", "forward", yhat3[t - 1][m], SOURCE)
-        trace.add("loss.L", "L", "loss", _numpy(L), SOURCE)
+                    trace.add(f"{HEAD}.z[{t}]", f"z_y{sub(t)}", "forward", z3[t - 1][m], SOURCE, copy=False)
+                    trace.add(f"{HEAD}.a[{t}]", f"ŷ{sub(t)}", "forward", yhat3[t - 1][m], SOURCE, copy=False)
+        trace.add("loss.L", "L", "loss", _view(L), SOURCE, copy=False)
 
         grads = self._grads()  # before clipping
         if model.head == "many-to-one":
-            trace.add(f"{HEAD}.dL_da", "∂L/∂ŷ", "backward", _numpy(yhat.grad), SOURCE)
-            trace.add(f"{HEAD}.dL_dz", "∂L/∂z_y", "backward", _numpy(z.grad), SOURCE)
+            trace.add(f"{HEAD}.dL_da", "∂L/∂ŷ", "backward", _view(yhat.grad), SOURCE, copy=False)
+            trace.add(f"{HEAD}.dL_dz", "∂L/∂z_y", "backward", _view(z.grad), SOURCE, copy=False)
             trace.add(f"{HEAD}.dL_dW", "∂L/∂W_y", "backward", grads[f"{HEAD}.W"], SOURCE)
             trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", grads[f"{HEAD}.b"], SOURCE)
-            trace.add(f"{HEAD}.dL_dx", "∂L/∂h_n", "backward", _numpy(h_n.grad[-1]), SOURCE)
+            trace.add(f"{HEAD}.dL_dx", "∂L/∂h_n", "backward", _view(h_n.grad[-1]), SOURCE, copy=False)
         else:
             da3, dz3 = self._time_major(yhat.grad), self._time_major(z.grad)
             dx3 = self._time_major(output.grad)  # ∂L/∂output: only the head reads the output
             for t in range(T, 0, -1):
                 m = active[t - 1]
                 if m.any():
-                    trace.add(f"{HEAD}.dL_da[{t}]", f"∂L/∂ŷ{sub(t)}", "backward", da3[t - 1][m], SOURCE)
-                    trace.add(f"{HEAD}.dL_dz[{t}]", f"∂L/∂z_y{sub(t)}", "backward", dz3[t - 1][m], SOURCE)
-                    trace.add(f"{HEAD}.dL_dx[{t}]", f"∂L/∂x_y{sub(t)}", "backward", dx3[t - 1][m], SOURCE)
+                    trace.add(
+                        f"{HEAD}.dL_da[{t}]", f"∂L/∂ŷ{sub(t)}", "backward", da3[t - 1][m], SOURCE, copy=False
+                    )
+                    trace.add(
+                        f"{HEAD}.dL_dz[{t}]",
+                        f"∂L/∂z_y{sub(t)}",
+                        "backward",
+                        dz3[t - 1][m],
+                        SOURCE,
+                        copy=False,
+                    )
+                    trace.add(
+                        f"{HEAD}.dL_dx[{t}]",
+                        f"∂L/∂x_y{sub(t)}",
+                        "backward",
+                        dx3[t - 1][m],
+                        SOURCE,
+                        copy=False,
+                    )
             trace.add(f"{HEAD}.dL_dW", "∂L/∂W_y", "backward", grads[f"{HEAD}.W"], SOURCE)
             trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", grads[f"{HEAD}.b"], SOURCE)
         for layer in reversed(range(model.num_layers)):
             tw.add_backward_terms(trace, result, layer)
 
         def read(pick: Callable[[torch.nn.Parameter], torch.Tensor]) -> dict[str, np.ndarray]:
-            return {name: _numpy(pick(self._by_name[torch_name])) for name, torch_name in self.names.items()}
+            return {name: _view(pick(self._by_name[torch_name])) for name, torch_name in self.names.items()}
 
         spec = self.optimizer_spec
         optim.clip_and_trace(trace, spec, list(net.parameters()), read, self.symbols)
@@ -262,5 +288,5 @@ class TwinRecurrent:
         return trace
 
     def _time_major(self, tensor: torch.Tensor) -> np.ndarray:
-        array = _numpy(tensor)
+        array = _view(tensor)
         return array.transpose(1, 0, 2) if self.model.batch_first else array

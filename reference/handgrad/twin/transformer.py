@@ -27,6 +27,7 @@ SOURCE = "torch.nn"
 
 
 def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    """A C-ordered host copy of its own: the trace keeps it as it is (``copy=False``)."""
     return tensor.detach().cpu().numpy().copy()
 
 
@@ -152,7 +153,7 @@ class TwinTransformer:
         loss = F.cross_entropy(logits.reshape(-1, model.vocab), Yb.reshape(-1))
         loss.backward()
 
-        trace.add("emb.x", "x = tok[X] + pos", "forward", _numpy(kept[0]), SOURCE)
+        trace.add("emb.x", "x = tok[X] + pos", "forward", _numpy(kept[0]), SOURCE, copy=False)
         for k, out in enumerate(blocks, start=1):
             trace.add(
                 f"block{k}.attn.weights",
@@ -162,15 +163,17 @@ class TwinTransformer:
                 SOURCE,
             )
             for short, symbol in FORWARD_BLOCK:
-                trace.add(f"block{k}.{short}", f"{symbol}  ⁽{k}⁾", "forward", _numpy(out[short]), SOURCE)
-        trace.add("lnf.h", "h = LN_f(y)", "forward", _numpy(h), SOURCE)
-        trace.add("head.logits", "logits = h Wᵀ + b", "forward", _numpy(logits), SOURCE)
-        trace.add("loss.L", "L = cross-entropy", "loss", _numpy(loss), "torch.nn.functional")
+                trace.add(
+                    f"block{k}.{short}", f"{symbol}  ⁽{k}⁾", "forward", _numpy(out[short]), SOURCE, copy=False
+                )
+        trace.add("lnf.h", "h = LN_f(y)", "forward", _numpy(h), SOURCE, copy=False)
+        trace.add("head.logits", "logits = h Wᵀ + b", "forward", _numpy(logits), SOURCE, copy=False)
+        trace.add("loss.L", "L = cross-entropy", "loss", _numpy(loss), "torch.nn.functional", copy=False)
 
         named = self._named()
-        trace.add("head.dL_dlogits", "∂L/∂logits", "backward", _numpy(logits.grad), SOURCE)
+        trace.add("head.dL_dlogits", "∂L/∂logits", "backward", _numpy(logits.grad), SOURCE, copy=False)
         self._add_grads(trace, named, "head")
-        trace.add("lnf.dL_dh", "∂L/∂h", "backward", _numpy(h.grad), SOURCE)
+        trace.add("lnf.dL_dh", "∂L/∂h", "backward", _numpy(h.grad), SOURCE, copy=False)
         self._add_grads(trace, named, "lnf")
         for k in range(model.layers, 0, -1):
             out = blocks[k - 1]
@@ -179,7 +182,7 @@ class TwinTransformer:
                     f"block{k}.dL_d{short}", f"∂L/∂{short}⁽{k}⁾", "backward", _numpy(out[short].grad), SOURCE
                 )
             self._add_grads(trace, named, f"block{k}")
-        trace.add("emb.dL_dx", "∂L/∂x", "backward", _numpy(kept[0].grad), SOURCE)
+        trace.add("emb.dL_dx", "∂L/∂x", "backward", _numpy(kept[0].grad), SOURCE, copy=False)
         self._add_grads(trace, named, "tok")
         self._add_grads(trace, named, "pos")
         self._update(trace, named)
