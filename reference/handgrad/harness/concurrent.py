@@ -1,0 +1,154 @@
+"""The two sides of a step at the same time: the hand step in a worker thread, the twin's in the caller.
+
+A step's two sides share nothing they write: each keeps its own parameters, optimizer state and
+trace (``StepTrace.add`` copies every value), and they only read the data. So they can run at
+once and every number is the one the sequential run gives. NumPy's BLAS calls and ufunc loops
+over arrays of more than a few hundred elements, and torch's kernels, release the GIL, so a step
+of a large model keeps both cores busy; a step of a tiny one (xor: a few µs per operation, most of
+it Python) only trades the GIL back and forth, and costs a thread hand-off on top.
+
+``sides`` (the ``run`` keyword, ``--sides`` on the command line):
+
+* ``sequential``: hand, then twin, in the calling thread;
+* ``concurrent``: hand in one worker thread while the twin runs in the caller, then join;
+* ``auto`` (the default): sequential where it cannot help — one CPU available to the process
+  (``os.sched_getaffinity``), a twin on cuda, or either side's step under
+  :data:`MIN_SIDE_SECONDS` — and otherwise whichever of the two was faster, measured on the run's
+  first steps: :data:`PROBE_STEPS` steps of each after a warm-up step. The verdict is kept for the
+  same pair of sides (a run of the same experiment in blocks, as ``scripts/bench.py`` times it,
+  probes once).
+
+An exception in either side surfaces with its own traceback once both sides have stopped (the
+hand side's first, as the sequential order raises it), so nothing runs on behind the caller.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from handgrad.contract.trace import StepTrace
+
+if TYPE_CHECKING:
+    from handgrad.harness.lockstep import Side
+
+SIDES = ("auto", "sequential", "concurrent")
+# Below this a side's step is mostly Python, which one GIL serialises: nothing to overlap. A
+# thread hand-off costs ~50 µs.
+MIN_SIDE_SECONDS = 1e-3
+PROBE_STEPS = 2  # steps timed each way before auto decides (after one warm-up step)
+
+# hand side → (twin side, verdict): auto's measured choice for that pair of sides
+_VERDICTS: weakref.WeakKeyDictionary[object, tuple[weakref.ref[object], str]] = weakref.WeakKeyDictionary()
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, not the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def overlap_may_pay(hand_seconds: float, twin_seconds: float) -> bool:
+    """Whether steps whose sides take these times are worth trying at the same time: the shorter
+    side is what overlapping can save, and under :data:`MIN_SIDE_SECONDS` it is mostly Python."""
+    return min(hand_seconds, twin_seconds) >= MIN_SIDE_SECONDS
+
+
+def hand_step(hand: Side, step: int) -> StepTrace:
+    """The hand side's step k, with NumPy's floating-point warnings off (errstate is per thread;
+    non-finite values are the harness's finding, reported by the comparison)."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        return hand.step(step)
+
+
+class StepRunner:
+    """Runs step k of both sides, one after the other or at the same time (module docstring)."""
+
+    def __init__(self, hand: Side, twin: Side, sides: str = "auto", *, device: str = "cpu") -> None:
+        if sides not in SIDES:
+            raise ValueError(f"sides: expected one of {', '.join(SIDES)}, got {sides!r}")
+        self.hand, self.twin = hand, twin
+        self.mode = sides
+        if sides == "auto":
+            self.mode = self._remembered() or (
+                "sequential" if device != "cpu" or available_cpus() < 2 else "auto"
+            )
+        self._pool: ThreadPoolExecutor | None = None
+        self._probes: dict[str, list[float]] = {"sequential": [], "concurrent": []}
+        self._warm = False
+
+    def step(self, step: int) -> tuple[StepTrace, StepTrace]:
+        """(hand trace, twin trace) of step ``step``."""
+        if self.mode == "auto":
+            return self._probe(step)
+        if self.mode == "concurrent":
+            return self._concurrent(step)
+        return hand_step(self.hand, step), self.twin.step(step)
+
+    def close(self) -> None:
+        """Stop the worker thread (a no-op when none was started)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> StepRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _concurrent(self, step: int) -> tuple[StepTrace, StepTrace]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="handgrad-hand")
+        hand = self._pool.submit(hand_step, self.hand, step)
+        try:
+            twin_trace = self.twin.step(step)
+        except BaseException:
+            hand_error = hand.exception()  # waits: the hand step ends before anything surfaces
+            if hand_error is not None:
+                raise hand_error from None
+            raise
+        return hand.result(), twin_trace
+
+    def _probe(self, step: int) -> tuple[StepTrace, StepTrace]:
+        """One step while auto has not decided: a warm-up step, then sequential steps timed side
+        by side, then (where both sides are long enough to overlap) concurrent ones."""
+        if not self._warm:
+            self._warm = True
+            return hand_step(self.hand, step), self.twin.step(step)
+        sequential, concurrent = self._probes["sequential"], self._probes["concurrent"]
+        start = time.perf_counter()
+        if len(sequential) < PROBE_STEPS:
+            hand_trace = hand_step(self.hand, step)
+            middle = time.perf_counter()
+            twin_trace = self.twin.step(step)
+            end = time.perf_counter()
+            sequential.append(end - start)
+            if not overlap_may_pay(middle - start, end - middle):
+                self._decide("sequential")
+            return hand_trace, twin_trace
+        traces = self._concurrent(step)
+        concurrent.append(time.perf_counter() - start)
+        if len(concurrent) == PROBE_STEPS:
+            self._decide("concurrent" if min(concurrent) < min(sequential) else "sequential")
+        return traces
+
+    def _decide(self, mode: str) -> None:
+        self.mode = mode
+        try:
+            _VERDICTS[self.hand] = (weakref.ref(self.twin), mode)
+        except TypeError:  # a side that cannot be weakly referenced: each run probes afresh
+            pass
+
+    def _remembered(self) -> str | None:
+        try:
+            twin, mode = _VERDICTS[self.hand]
+        except (KeyError, TypeError):  # TypeError: a side that cannot be weakly referenced
+            return None
+        return mode if twin() is self.twin else None
