@@ -10,7 +10,7 @@ that compares goes through :func:`compare_values` / :func:`compare_traces`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,7 @@ from handgrad.contract.tolerance import (
     tolerance_for,
 )
 from handgrad.contract.trace import StepTrace
+from handgrad.harness.concurrent import split_map
 
 
 @dataclass(frozen=True)
@@ -337,8 +338,14 @@ def compare_traces(
                 tol.rtol,
                 scale=scale_list[i],
             )
-    for batch in batches:
-        for i, check in batch.compare(hand.names(), hand_values, tol, scale_list, norm_scale_list):
+    names = hand.names()
+    compared = split_map(
+        lambda batch: batch.compare(names, hand_values, tol, scale_list, norm_scale_list),
+        batches,
+        [sum(batch.sizes) for batch in batches],
+    )
+    for batch_checks in compared:
+        for i, check in batch_checks:
             checks[i] = check
     return [
         check
@@ -373,19 +380,24 @@ class _LargeTerms:
     Every figure is the double :func:`compare_values` gives for the term alone with the same
     ``scale``/``norm_scale`` (tests/test_tolerance_rule.py checks them equal, field by field):
 
-    * element by element the same operations on the same doubles (flush, |·|, Δ, eᵢ);
+    * element by element the same operations on the same doubles (flush, |·|, Δ, eᵢ); a value
+      flush leaves alone is not copied (:func:`_flushed`);
     * maxima of a term's segment (``np.maximum.reduceat``): a maximum is exact in any order;
-    * sums (the two norms) by ``.sum()`` of the term's own contiguous segment: the same pairwise
-      summation over the same values in the same order as :func:`handgrad.contract.tolerance.norm`
-      of the term alone (``np.add.reduceat`` would sum in another order), and the first maximal
-      element by ``argmax`` of the segment;
+    * sums (the two norms) by ``np.add.reduce`` of the term's own contiguous segment: the same
+      pairwise summation over the same values in the same order as
+      :func:`handgrad.contract.tolerance.norm` of the term alone (``np.add.reduceat`` would sum in
+      another order); a run of terms of one size is summed as the rows of one 2-d view (a row of a
+      C-contiguous array is summed pairwise as the 1-d segment is), and its first maximal elements
+      are ``argmax`` along those rows;
     * ``max(scale, max|t|)`` and ``max(norm_scale, ‖t‖₂)`` of :meth:`Tolerance.measure` are
       ``scale`` and ``norm_scale`` here: both are maxima over a window that holds this step's figures
       (:meth:`RecentScale.update`), or those figures raised by the summands' size.
 
     Only a C-contiguous torch array whose values are all finite is batched (its flattened order
     is its memory order, so its norm sums in the same order as for the N-d array); any other
-    term, and a term whose difference is not finite, goes through :func:`compare_values`."""
+    term, and a term whose difference is not finite, goes through :func:`compare_values`.
+    Batches share nothing: :func:`handgrad.harness.concurrent.split_map` measures and compares
+    them in two threads when a step has enough elements."""
 
     indices: list[int]
     sizes: list[int]
@@ -400,15 +412,18 @@ class _LargeTerms:
     def measure(cls, indices: list[int], torch: list[np.ndarray], tol: Tolerance) -> list[_LargeTerms]:
         """The batches of the terms at ``indices`` that can be batched, each measured."""
         chosen = [i for i in indices if torch[i].size and torch[i].flags.c_contiguous]
-        batches, group, elements = [], [], 0
+        groups, group, elements = [], [], 0
         for i in chosen:
             if group and elements + torch[i].size > LARGE_BATCH_ELEMENTS:
-                batches.append(cls._of(group, torch, tol))
+                groups.append(group)
                 group, elements = [], 0
             group.append(i)
             elements += torch[i].size
         if group:
-            batches.append(cls._of(group, torch, tol))
+            groups.append(group)
+        batches = split_map(
+            lambda group: cls._of(group, torch, tol), groups, [sum(torch[i].size for i in g) for g in groups]
+        )
         return [batch for batch in batches if batch is not None]
 
     @classmethod
@@ -416,8 +431,7 @@ class _LargeTerms:
         sizes = [torch[i].size for i in group]
         starts = np.cumsum([0, *sizes[:-1]]).tolist()
         values = _joined([torch[i] for i in group])
-        flushed = tol.flush(values)
-        magnitude = np.abs(flushed)
+        flushed, magnitude = _flushed(values, tol.tiny)
         peaks = np.maximum.reduceat(magnitude, starts)  # NaN or inf where a value is not finite
         finite = np.isfinite(peaks)
         if not finite.all():  # those terms are sized and compared alone
@@ -426,7 +440,7 @@ class _LargeTerms:
         unit = np.where(peaks > 0, peaks, 1.0)
         squares = magnitude / _per_element(unit, sizes)
         np.square(squares, out=squares)
-        norms = _segment_norms(squares, starts, sizes, peaks.tolist())
+        norms = _segment_norms(squares, _runs(starts, sizes), peaks.tolist())
         return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
 
     def compare(
@@ -436,48 +450,65 @@ class _LargeTerms:
         tol: Tolerance,
         scales: list[float],
         norm_scales: list[float],
-    ) -> Iterator[tuple[int, TermCheck]]:
+    ) -> list[tuple[int, TermCheck]]:
         """(index, check) of each term whose difference is finite (the others are left out)."""
         flat_hand = _joined([hand[i] for i in self.indices])
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.subtract(tol.flush(flat_hand), self.flushed)
+            flushed_hand, diff = _flushed(flat_hand, tol.tiny)  # diff: |hand|, reused for |Δ|
+            np.subtract(flushed_hand, self.flushed, out=diff)
             np.abs(diff, out=diff)
         max_abs = np.maximum.reduceat(diff, self.starts)  # NaN or inf where a |Δ| is not finite
         finite = np.isfinite(max_abs)
         unit = np.where(finite & (max_abs > 0), max_abs, 1.0)
         sizes = self.sizes
+        errors = tol.element_errors(diff, self.magnitude, np.array([scales[i] for i in self.indices]), sizes)
         with np.errstate(invalid="ignore", over="ignore"):
-            scale = _per_element(np.array([scales[i] for i in self.indices]), sizes)
-            errors = tol.element_errors(diff, self.magnitude, scale)
-            squares = diff / _per_element(unit, sizes)
+            squares = np.divide(diff, _per_element(unit, sizes), out=diff)  # |Δ| is not needed again
             np.square(squares, out=squares)
         max_abs_list = max_abs.tolist()
-        diff_norms = _segment_norms(squares, self.starts, sizes, max_abs_list)
+        runs = _runs(self.starts, sizes)
+        diff_norms = _segment_norms(squares, runs, max_abs_list)
+        worst = _first_maxima(errors, runs)  # each term's flat index of its largest eᵢ
+        at = [start + flat for start, flat in zip(self.starts, worst, strict=True)]
+        elem_rels, hand_at, torch_at = errors[at].tolist(), flat_hand[at].tolist(), self.values[at].tolist()
+        checks = []
         for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
             if not ok:
                 continue
-            start, size = self.starts[position], sizes[position]
-            segment = errors[start : start + size]
-            flat = int(segment.argmax())
-            elem_rel = float(segment[flat])
+            start, size, elem_rel = self.starts[position], sizes[position], elem_rels[position]
             # no NaN among the errors (finite |Δ|, denominators ≥ 0): none is over rtol if the largest is not
-            mismatched = int(np.count_nonzero(segment > tol.rtol)) if elem_rel > tol.rtol else 0
-            yield (
-                i,
-                TermCheck(
-                    names[i],
-                    max_abs_list[position],
-                    elem_rel,
-                    relative(diff_norms[position], norm_scales[i]),
-                    mismatched,
-                    size,
-                    tuple(int(k) for k in np.unravel_index(flat, hand[i].shape)),
-                    float(flat_hand[start + flat]),
-                    float(self.values[start + flat]),
-                    tol.rtol,
-                    scale=scales[i],
-                ),
+            mismatched = (
+                int(np.count_nonzero(errors[start : start + size] > tol.rtol)) if elem_rel > tol.rtol else 0
             )
+            check = TermCheck(
+                names[i],
+                max_abs_list[position],
+                elem_rel,
+                relative(diff_norms[position], norm_scales[i]),
+                mismatched,
+                size,
+                _unravel(worst[position], hand[i].shape),
+                hand_at[position],
+                torch_at[position],
+                tol.rtol,
+                scale=scales[i],
+            )
+            checks.append((i, check))
+        return checks
+
+
+def _flushed(values: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
+    """(``Tolerance.flush(values)``, its |·|): a value below ``tiny`` set to 0. Only a subnormal
+    changes value (a zero stays one; its sign is gone under the |·| every figure takes of it), so
+    without one ``values`` itself is returned and no flushed copy is made: |·| once, a comparison
+    and a look at the few values below ``tiny``, instead of |·|, comparison and a where for each
+    side and |·| again for torch's."""
+    magnitude = np.abs(values)
+    below = magnitude < tiny
+    if below.any() and magnitude[below].any():
+        magnitude[below] = 0.0
+        return np.where(below, 0.0, values), magnitude
+    return values, magnitude
 
 
 def _per_element(figures: np.ndarray, sizes: list[int]) -> float | np.ndarray:
@@ -488,18 +519,53 @@ def _per_element(figures: np.ndarray, sizes: list[int]) -> float | np.ndarray:
 
 def _joined(arrays: list[np.ndarray]) -> np.ndarray:
     """The arrays flattened (C order) one after another; one array's own flat view when alone."""
-    return arrays[0].reshape(-1) if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
+    return arrays[0].reshape(-1) if len(arrays) == 1 else np.concatenate(arrays, axis=None)
+
+
+def _runs(starts: list[int], sizes: list[int]) -> list[tuple[int, int, int]]:
+    """(start, count, size) of each run of consecutive terms of one size (an LSTM's gates: one per
+    time step), so that a run's sums and maxima are one call over its rows."""
+    runs: list[tuple[int, int, int]] = []
+    for start, size in zip(starts, sizes, strict=True):
+        if runs and runs[-1][2] == size:
+            first, count, _ = runs[-1]
+            runs[-1] = (first, count + 1, size)
+        else:
+            runs.append((start, 1, size))
+    return runs
 
 
 def _segment_norms(
-    squares: np.ndarray, starts: list[int], sizes: list[int], largest: list[float]
+    squares: np.ndarray, runs: list[tuple[int, int, int]], largest: list[float]
 ) -> list[float]:
     """:func:`handgrad.contract.tolerance.norm` of each segment, given its (vᵢ/largest)² and its
     largest |vᵢ|: the same formula, ``largest·√Σ(vᵢ/largest)²`` (0, inf, NaN: ``largest``)."""
+    sums: list[float] = []
+    with np.errstate(over="ignore", invalid="ignore"):  # a segment whose largest is not finite
+        for start, count, size in runs:
+            block = squares[start : start + count * size]
+            sums.extend(np.add.reduce(block.reshape(count, size), axis=1).tolist())
     return [
-        peak if peak == 0 or not math.isfinite(peak) else peak * math.sqrt(float(squares[a : a + n].sum()))
-        for a, n, peak in zip(starts, sizes, largest, strict=True)
+        peak if peak == 0 or not math.isfinite(peak) else peak * math.sqrt(total)
+        for total, peak in zip(sums, largest, strict=True)
     ]
+
+
+def _first_maxima(values: np.ndarray, runs: list[tuple[int, int, int]]) -> list[int]:
+    """Each segment's ``argmax`` (the first largest element), relative to the segment's start."""
+    firsts: list[int] = []
+    for start, count, size in runs:
+        firsts.extend(values[start : start + count * size].reshape(count, size).argmax(axis=1).tolist())
+    return firsts
+
+
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``np.unravel_index(flat, shape)`` (C order) as a tuple of ints, without the array calls."""
+    index = []
+    for extent in reversed(shape):
+        flat, position = divmod(flat, extent)
+        index.append(position)
+    return tuple(reversed(index))
 
 
 def _raise_to_summands(

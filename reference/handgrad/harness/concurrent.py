@@ -25,10 +25,12 @@ hand side's first, as the sequential order raises it), so nothing runs on behind
 from __future__ import annotations
 
 import os
+import threading
 import time
 import weakref
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -45,6 +47,14 @@ PROBE_STEPS = 2  # steps timed each way before auto decides (after one warm-up s
 
 # hand side → (twin side, verdict): auto's measured choice for that pair of sides
 _VERDICTS: weakref.WeakKeyDictionary[object, tuple[weakref.ref[object], str]] = weakref.WeakKeyDictionary()
+
+
+# A comparison with fewer elements than this (both sides of every large term) runs in one thread:
+# a hand-off costs ~50 µs, about what 2¹⁶ elements of the comparison take.
+SPLIT_ELEMENTS = 1 << 16
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
 def available_cpus() -> int:
@@ -152,3 +162,43 @@ class StepRunner:
         except (KeyError, TypeError):  # TypeError: a side that cannot be weakly referenced
             return None
         return mode if twin() is self.twin else None
+
+
+def split_map(
+    function: Callable[[Item], Result], items: Sequence[Item], weights: Sequence[int]
+) -> list[Result]:
+    """``[function(item) for item in items]``; with two CPUs and at least :data:`SPLIT_ELEMENTS` of
+    weight, the items in two runs of about equal weight, the first in a worker thread while the
+    caller takes the second. ``function`` must touch nothing another call writes (the batches of
+    :mod:`handgrad.harness.compare` each make their own arrays). An error is raised once both runs
+    have stopped, the first run's first."""
+    total = sum(weights)
+    if len(items) < 2 or total < SPLIT_ELEMENTS or available_cpus() < 2:
+        return [function(item) for item in items]
+    cut, running = 1, weights[0]
+    while cut < len(items) - 1 and 2 * (running + weights[cut]) <= total:
+        running += weights[cut]
+        cut += 1
+    first = _worker().submit(lambda: [function(item) for item in items[:cut]])
+    try:
+        rest = [function(item) for item in items[cut:]]
+    except BaseException:
+        error = first.exception()  # waits
+        if error is not None:
+            raise error from None
+        raise
+    return first.result() + rest
+
+
+_WORKERS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child starts its own
+_WORKERS_LOCK = threading.Lock()
+
+
+def _worker() -> ThreadPoolExecutor:
+    """This process's one worker thread for :func:`split_map`, started on first use."""
+    pid = os.getpid()
+    with _WORKERS_LOCK:
+        if pid not in _WORKERS:
+            _WORKERS.clear()  # a parent's executor: its thread is not in this process
+            _WORKERS[pid] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="handgrad-compare")
+        return _WORKERS[pid]
