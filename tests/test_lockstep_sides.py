@@ -20,7 +20,10 @@ CASES = {
     "xor": ["--steps", "30"],
     "deep": ["--steps", "4"],  # a dense stack
     "parity": ["--steps", "3"],  # a recurrent net
-    "alexnet-mini": ["--steps", "2"],
+    "echo": ["--steps", "3"],
+    "mlp": ["--steps", "6", "--order", "shuffle"],
+    "alexnet-mini": ["--steps", "6"],  # shuffled minibatches, into the second epoch
+    "xor-shuffled": ["--steps", "40", "--order", "shuffle"],
     "transformer": ["--steps", "2"],
     "makemore": ["--steps", "3"],
     "multitask": ["--steps", "3"],
@@ -30,7 +33,7 @@ CASES = {
 
 
 def recorded_run(case: str, sides: str) -> tuple[harness.Report, list[tuple[int, StepTrace, StepTrace]]]:
-    scenario = case.removesuffix("-diverging")
+    scenario = case.split("-")[0] if case.startswith("xor") else case
     experiment = SCENARIOS[scenario].build(scenario_parser(scenario).parse_args(CASES[case]))
     steps: list[tuple[int, StepTrace, StepTrace]] = []
 
@@ -179,3 +182,41 @@ def test_auto_is_sequential_without_a_second_cpu_or_on_cuda(monkeypatch: pytest.
 def test_an_unknown_sides_value_is_refused() -> None:
     with pytest.raises(ValueError, match="sides"):
         concurrent.StepRunner(TinySide(), TinySide(), "parallel")
+
+
+def test_the_fast_term_check_is_the_constructors() -> None:
+    from handgrad.harness.compare import TermCheck, _finite_check
+
+    fields = ("dense1.z", 1e-17, 2e-12, 3e-13, 1, 6, (0, 2), 0.5, 0.25, 1e-10)
+    fast, made = _finite_check(*fields, 0.75), TermCheck(*fields, scale=0.75)
+    assert fast == made and vars(fast) == vars(made) and repr(fast) == repr(made)
+
+
+def test_a_shuffled_schedule_gives_each_side_the_same_rows_when_they_ask_at_once() -> None:
+    """Both sides read one ``Batches`` (contract/spec.py), whose epoch orders are drawn lazily from
+    one generator: two threads asking for a new epoch at once must not both draw."""
+    import sys
+
+    from handgrad.contract.spec import Schedule
+
+    schedule = Schedule("minibatch", batch_size=2, order="shuffle", seed=3)
+    expected = list(schedule.batches(6, 600))  # asked for one at a time
+    shared = schedule.batches(6, 600)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches between any two bytecodes, as on a busy machine
+    try:
+        for step in range(0, 600, 3):  # a new epoch every third step
+            barrier, seen = threading.Barrier(4), []
+
+            def ask(step: int = step, barrier: threading.Barrier = barrier, seen: list = seen) -> None:  # noqa: ANN001
+                barrier.wait()
+                seen.append(shared[step])
+
+            workers = [threading.Thread(target=ask) for _ in range(4)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join()
+            assert all(np.array_equal(rows, expected[step]) for rows in seen), step
+    finally:
+        sys.setswitchinterval(interval)
