@@ -220,3 +220,19 @@ def test_a_shuffled_schedule_gives_each_side_the_same_rows_when_they_ask_at_once
             assert all(np.array_equal(rows, expected[step]) for rows in seen), step
     finally:
         sys.setswitchinterval(interval)
+
+
+@pytest.mark.skipif(concurrent.set_blas_threads(2) is None, reason="NumPy's BLAS is not an OpenBLAS")
+def test_the_hand_step_has_one_blas_thread_while_the_twin_runs_and_the_count_comes_back() -> None:
+    experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", "3"]))
+    seen: list[int | None] = []
+    step = experiment.hand.step
+
+    def hand(k: int) -> StepTrace:
+        seen.append(concurrent.set_blas_threads(1))  # the count the step found
+        return step(k)
+
+    experiment.hand.step = hand
+    concurrent.set_blas_threads(2)
+    harness.run(experiment, sides="concurrent")
+    assert seen == [1, 1, 1] and concurrent.set_blas_threads(2) == 2

@@ -24,6 +24,7 @@ hand side's first, as the sequential order raises it), so nothing runs on behind
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -90,6 +91,7 @@ class StepRunner:
                 "sequential" if device != "cpu" or available_cpus() < 2 else "auto"
             )
         self._pool: ThreadPoolExecutor | None = None
+        self._blas_threads: int | None = None  # NumPy's BLAS threads before the first concurrent step
         self._probes: dict[str, list[float]] = {"sequential": [], "concurrent": []}
         self._warm = False
 
@@ -102,10 +104,17 @@ class StepRunner:
         return hand_step(self.hand, step), self.twin.step(step)
 
     def close(self) -> None:
-        """Stop the worker thread (a no-op when none was started)."""
+        """Stop the worker thread and give NumPy's BLAS its threads back (no-ops where nothing
+        was started)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._restore_blas_threads()
+
+    def _restore_blas_threads(self) -> None:
+        if self._blas_threads is not None:
+            set_blas_threads(self._blas_threads)
+            self._blas_threads = None
 
     def __enter__(self) -> StepRunner:
         return self
@@ -116,6 +125,12 @@ class StepRunner:
     def _concurrent(self, step: int) -> tuple[StepTrace, StepTrace]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="handgrad-hand")
+        if self._blas_threads is None:
+            # one core each: the twin's torch thread (--threads, default 1) and the hand step
+            # with one BLAS thread. OpenBLAS's own second thread spins while it waits for work,
+            # and on a core the twin needs that costs the hand's products several times over
+            # (measured: see manual/harness.md, "Both sides at once"); the values are the same.
+            self._blas_threads = set_blas_threads(1)
         hand = self._pool.submit(hand_step, self.hand, step)
         try:
             twin_trace = self.twin.step(step)
@@ -151,6 +166,8 @@ class StepRunner:
 
     def _decide(self, mode: str) -> None:
         self.mode = mode
+        if mode == "sequential":
+            self._restore_blas_threads()
         try:
             _VERDICTS[self.hand] = (weakref.ref(self.twin), mode)
         except TypeError:  # a side that cannot be weakly referenced: each run probes afresh
@@ -188,6 +205,51 @@ def split_map(
             raise error from None
         raise
     return first.result() + rest
+
+
+def set_blas_threads(threads: int) -> int | None:
+    """Set the thread count of the OpenBLAS that NumPy loaded; return the count before, or None
+    (and change nothing) where NumPy's BLAS is not an OpenBLAS this can find. OpenBLAS splits a
+    product's output among its threads, each element summed whole by one thread, so the count
+    changes no value (tests/test_lockstep_sides.py compares every term of every scenario)."""
+    api = _openblas()
+    if api is None:
+        return None
+    get, put = api
+    before = int(get())
+    if before != threads:
+        put(threads)
+    return before
+
+
+_OPENBLAS: list[tuple[Callable[[], int], Callable[[int], None]] | None] = []
+
+
+def _openblas() -> tuple[Callable[[], int], Callable[[int], None]] | None:
+    """(get, set) of the loaded OpenBLAS's thread count, looked up once: the library is found
+    among the process's mapped files (Linux), its functions by the names OpenBLAS builds use."""
+    if _OPENBLAS:
+        return _OPENBLAS[0]
+    found = None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        paths = []
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
+                put = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and put is not None and found is None:
+                    get.restype, put.argtypes, put.restype = ctypes.c_int, [ctypes.c_int], None
+                    found = (get, put)
+    _OPENBLAS.append(found)
+    return found
 
 
 _WORKERS: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked child starts its own
