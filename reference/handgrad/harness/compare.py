@@ -318,19 +318,23 @@ def compare_traces(
     if small:
         sizes = np.array([hand_values[i].size for i in small])
         starts = np.cumsum([0, *sizes[:-1]])
-        flat_hand = np.concatenate([hand_values[i].reshape(-1) for i in small])
-        flat_torch = np.concatenate([torch_values[i].reshape(-1) for i in small])
+        flat_hand = np.concatenate([hand_values[i] for i in small], axis=None)  # each flattened (C order)
+        flat_torch = np.concatenate([torch_values[i] for i in small], axis=None)
         with np.errstate(invalid="ignore", over="ignore"):
-            finite = np.logical_and.reduceat(np.isfinite(flat_hand - flat_torch), starts)
             flat_hand, flat_torch = tol.flush(flat_hand), tol.flush(flat_torch)
             diff = np.abs(flat_hand - flat_torch)
+            # flushing moves no value across overflow: |Δ| is finite exactly where hand − torch is
+            finite_diff = np.isfinite(diff)
+            finite = np.logical_and.reduceat(finite_diff, starts)
+            all_finite = bool(finite_diff.all())  # then torch's values are all finite too
             small_magnitude = np.abs(flat_torch)
-            small_magnitude[~np.isfinite(small_magnitude)] = 0.0
+            if not all_finite:
+                small_magnitude[~np.isfinite(small_magnitude)] = 0.0
             small_peaks = np.maximum.reduceat(small_magnitude, starts)
             max_abs = np.maximum.reduceat(diff, starts)
             # normwise, each term scaled by its own largest value (no overflow, no underflow)
             unit = np.maximum(max_abs, small_peaks)
-            unit[~(unit > 0) | ~np.isfinite(unit)] = 1.0
+            unit[~(unit > 0) if all_finite else ~(unit > 0) | ~np.isfinite(unit)] = 1.0
             units = np.repeat(unit, sizes)
             diff_norm = unit * np.sqrt(np.add.reduceat(np.square(diff / units), starts))
             small_norms = unit * np.sqrt(np.add.reduceat(np.square(small_magnitude / units), starts))
