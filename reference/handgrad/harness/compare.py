@@ -24,6 +24,7 @@ from handgrad.contract.tolerance import (
     tolerance_for,
 )
 from handgrad.contract.trace import StepTrace
+from handgrad.harness import segments
 from handgrad.harness.concurrent import split_map
 
 
@@ -415,8 +416,8 @@ def compare_traces(
 LARGE_BATCH_ELEMENTS = 1 << 15
 # Every array of this size that has to be mapped afresh costs page faults (harness/allocator.py):
 # x / np.repeat(...) over 131,072 doubles took 1.15 ms with a fresh array, 0.09 ms with reused
-# memory. So a batch of one term divides by its figure itself (_per_element), and squares and |Δ|
-# are taken in place: fewer arrays, the same doubles.
+# memory. So a batch of one term divides by its figure itself (segments.per_element), and squares
+# and |Δ| are taken in place: fewer arrays, the same doubles.
 
 
 @dataclass(frozen=True)
@@ -428,7 +429,7 @@ class _LargeTerms:
     ``scale``/``norm_scale`` (tests/test_tolerance_rule.py checks them equal, field by field):
 
     * element by element the same operations on the same doubles (flush, |·|, Δ, eᵢ); a value
-      flush leaves alone is not copied (:func:`_flushed`);
+      flush leaves alone is not copied (:func:`handgrad.harness.segments.flushed`);
     * maxima of a term's segment (``np.maximum.reduceat``): a maximum is exact in any order;
     * sums (the two norms) by ``np.add.reduce`` of the term's own contiguous segment: the same
       pairwise summation over the same values in the same order as
@@ -477,17 +478,17 @@ class _LargeTerms:
     def _of(cls, group: list[int], torch: list[np.ndarray], tol: Tolerance) -> _LargeTerms | None:
         sizes = [torch[i].size for i in group]
         starts = np.cumsum([0, *sizes[:-1]]).tolist()
-        values = _joined([torch[i] for i in group])
-        flushed, magnitude = _flushed(values, tol.tiny)
+        values = segments.joined([torch[i] for i in group])
+        flushed, magnitude = segments.flushed(values, tol.tiny)
         peaks = np.maximum.reduceat(magnitude, starts)  # NaN or inf where a value is not finite
         finite = np.isfinite(peaks)
         if not finite.all():  # those terms are sized and compared alone
             kept = [i for i, ok in zip(group, finite.tolist(), strict=True) if ok]
             return cls._of(kept, torch, tol) if kept else None
         unit = np.where(peaks > 0, peaks, 1.0)
-        squares = magnitude / _per_element(unit, sizes)
+        squares = magnitude / segments.per_element(unit, sizes)
         np.square(squares, out=squares)
-        norms = _segment_norms(squares, _runs(starts, sizes), peaks.tolist())
+        norms = segments.segment_norms(squares, segments.runs(starts, sizes), peaks.tolist())
         return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
 
     def compare(
@@ -499,9 +500,9 @@ class _LargeTerms:
         norm_scales: list[float],
     ) -> list[tuple[int, TermCheck]]:
         """(index, check) of each term whose difference is finite (the others are left out)."""
-        flat_hand = _joined([hand[i] for i in self.indices])
+        flat_hand = segments.joined([hand[i] for i in self.indices])
         with np.errstate(invalid="ignore", over="ignore"):
-            flushed_hand, diff = _flushed(flat_hand, tol.tiny)  # diff: |hand|, reused for |Δ|
+            flushed_hand, diff = segments.flushed(flat_hand, tol.tiny)  # diff: |hand|, reused for |Δ|
             np.subtract(flushed_hand, self.flushed, out=diff)
             np.abs(diff, out=diff)
         max_abs = np.maximum.reduceat(diff, self.starts)  # NaN or inf where a |Δ| is not finite
@@ -510,12 +511,12 @@ class _LargeTerms:
         sizes = self.sizes
         errors = tol.element_errors(diff, self.magnitude, np.array([scales[i] for i in self.indices]), sizes)
         with np.errstate(invalid="ignore", over="ignore"):
-            squares = np.divide(diff, _per_element(unit, sizes), out=diff)  # |Δ| is not needed again
+            squares = np.divide(diff, segments.per_element(unit, sizes), out=diff)  # |Δ| is not needed again
             np.square(squares, out=squares)
         max_abs_list = max_abs.tolist()
-        runs = _runs(self.starts, sizes)
-        diff_norms = _segment_norms(squares, runs, max_abs_list)
-        worst = _first_maxima(errors, runs)  # each term's flat index of its largest eᵢ
+        same_size = segments.runs(self.starts, sizes)
+        diff_norms = segments.segment_norms(squares, same_size, max_abs_list)
+        worst = segments.first_maxima(errors, same_size)  # each term's flat index of its largest eᵢ
         at = [start + flat for start, flat in zip(self.starts, worst, strict=True)]
         elem_rels, hand_at, torch_at = errors[at].tolist(), flat_hand[at].tolist(), self.values[at].tolist()
         checks = []
@@ -534,7 +535,7 @@ class _LargeTerms:
                 relative(diff_norms[position], norm_scales[i]),
                 mismatched,
                 size,
-                _unravel(worst[position], hand[i].shape),
+                segments.unravel(worst[position], hand[i].shape),
                 hand_at[position],
                 torch_at[position],
                 tol.rtol,
@@ -542,77 +543,6 @@ class _LargeTerms:
             )
             checks.append((i, check))
         return checks
-
-
-def _flushed(values: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
-    """(``Tolerance.flush(values)``, its |·|): a value below ``tiny`` set to 0. Only a subnormal
-    changes value (a zero stays one; its sign is gone under the |·| every figure takes of it), so
-    without one ``values`` itself is returned and no flushed copy is made: |·| once, a comparison
-    and a look at the few values below ``tiny``, instead of |·|, comparison and a where for each
-    side and |·| again for torch's."""
-    magnitude = np.abs(values)
-    below = magnitude < tiny
-    if below.any() and magnitude[below].any():
-        magnitude[below] = 0.0
-        return np.where(below, 0.0, values), magnitude
-    return values, magnitude
-
-
-def _per_element(figures: np.ndarray, sizes: list[int]) -> float | np.ndarray:
-    """Each term's figure repeated over its elements; for a batch of one term the figure itself
-    (the same quotients and sums, exactly, without an array the size of the term)."""
-    return float(figures[0]) if len(sizes) == 1 else np.repeat(figures, sizes)
-
-
-def _joined(arrays: list[np.ndarray]) -> np.ndarray:
-    """The arrays flattened (C order) one after another; one array's own flat view when alone."""
-    return arrays[0].reshape(-1) if len(arrays) == 1 else np.concatenate(arrays, axis=None)
-
-
-def _runs(starts: list[int], sizes: list[int]) -> list[tuple[int, int, int]]:
-    """(start, count, size) of each run of consecutive terms of one size (an LSTM's gates: one per
-    time step), so that a run's sums and maxima are one call over its rows."""
-    runs: list[tuple[int, int, int]] = []
-    for start, size in zip(starts, sizes, strict=True):
-        if runs and runs[-1][2] == size:
-            first, count, _ = runs[-1]
-            runs[-1] = (first, count + 1, size)
-        else:
-            runs.append((start, 1, size))
-    return runs
-
-
-def _segment_norms(
-    squares: np.ndarray, runs: list[tuple[int, int, int]], largest: list[float]
-) -> list[float]:
-    """:func:`handgrad.contract.tolerance.norm` of each segment, given its (vᵢ/largest)² and its
-    largest |vᵢ|: the same formula, ``largest·√Σ(vᵢ/largest)²`` (0, inf, NaN: ``largest``)."""
-    sums: list[float] = []
-    with np.errstate(over="ignore", invalid="ignore"):  # a segment whose largest is not finite
-        for start, count, size in runs:
-            block = squares[start : start + count * size]
-            sums.extend(np.add.reduce(block.reshape(count, size), axis=1).tolist())
-    return [
-        peak if peak == 0 or not math.isfinite(peak) else peak * math.sqrt(total)
-        for total, peak in zip(sums, largest, strict=True)
-    ]
-
-
-def _first_maxima(values: np.ndarray, runs: list[tuple[int, int, int]]) -> list[int]:
-    """Each segment's ``argmax`` (the first largest element), relative to the segment's start."""
-    firsts: list[int] = []
-    for start, count, size in runs:
-        firsts.extend(values[start : start + count * size].reshape(count, size).argmax(axis=1).tolist())
-    return firsts
-
-
-def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """``np.unravel_index(flat, shape)`` (C order) as a tuple of ints, without the array calls."""
-    index = []
-    for extent in reversed(shape):
-        flat, position = divmod(flat, extent)
-        index.append(position)
-    return tuple(reversed(index))
 
 
 def _raise_to_summands(

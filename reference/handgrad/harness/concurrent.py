@@ -7,7 +7,7 @@ over arrays of more than a few hundred elements, and torch's kernels, release th
 of a large model keeps both cores busy; a step of a tiny one (xor: a few µs per operation, most of
 it Python) only trades the GIL back and forth, and costs a thread hand-off on top.
 
-``sides`` (the ``run`` keyword, ``--sides`` on the command line):
+``sides`` (the keyword of :func:`handgrad.harness.run`):
 
 * ``sequential``: hand, then twin, in the calling thread;
 * ``concurrent``: hand in one worker thread while the twin runs in the caller, then join;
@@ -18,7 +18,8 @@ it Python) only trades the GIL back and forth, and costs a thread hand-off on to
   same pair of sides (a run of the same experiment in blocks, as ``scripts/bench.py`` times it,
   probes once).
 
-An exception in either side surfaces with its own traceback once both sides have stopped (the
+While the sides run at once the hand step has one OpenBLAS thread (:func:`set_blas_threads`):
+one core each. An exception in either side surfaces with its own traceback once both sides have stopped (the
 hand side's first, as the sequential order raises it), so nothing runs on behind the caller.
 """
 
