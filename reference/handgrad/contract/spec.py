@@ -7,6 +7,7 @@ that every bad value is refused with a message naming its field (``SpecError("lr
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import overload
@@ -278,6 +279,7 @@ class Batches(Sequence[np.ndarray]):
         self._epoch = -1
         self._order = self._fixed
         self._rng = np.random.default_rng(schedule.seed)
+        self._drawing = threading.Lock()  # the two sides ask at once when they run concurrently
 
     def __len__(self) -> int:
         return self.steps
@@ -285,11 +287,12 @@ class Batches(Sequence[np.ndarray]):
     def _order_of(self, epoch: int) -> np.ndarray:
         if self.schedule.mode == "batch" or self.schedule.order != "shuffle":
             return self._fixed
-        if epoch < self._epoch:
-            self._rng, self._epoch = np.random.default_rng(self.schedule.seed), -1
-        while self._epoch < epoch:
-            self._order, self._epoch = self._rng.permutation(self.n_rows), self._epoch + 1
-        return self._order
+        with self._drawing:
+            if epoch < self._epoch:
+                self._rng, self._epoch = np.random.default_rng(self.schedule.seed), -1
+            while self._epoch < epoch:
+                self._order, self._epoch = self._rng.permutation(self.n_rows), self._epoch + 1
+            return self._order
 
     @overload
     def __getitem__(self, index: int) -> np.ndarray: ...

@@ -10,7 +10,7 @@ that compares goes through :func:`compare_values` / :func:`compare_traces`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +24,8 @@ from handgrad.contract.tolerance import (
     tolerance_for,
 )
 from handgrad.contract.trace import StepTrace
+from handgrad.harness import segments
+from handgrad.harness.concurrent import split_map
 
 
 @dataclass(frozen=True)
@@ -203,6 +205,49 @@ class Divergence:
         return text + f" The term before, {self.previous_term}, {verdict}{detail}."
 
 
+def _finite_check(
+    name: str,
+    max_abs: float,
+    elem_rel: float,
+    norm_rel: float,
+    mismatched: int,
+    total: int,
+    worst_index: tuple[int, ...],
+    hand_value: float,
+    torch_value: float,
+    rtol: float,
+    scale: float,
+) -> TermCheck:
+    """``TermCheck(..., scale=scale)`` of a term whose two sides are finite and of one shape, made
+    without the frozen dataclass's ``__init__`` (13 ``object.__setattr__`` calls, 2.5 µs against
+    1.0 µs here; a step of the LSTM bench model makes 600 of them). tests/test_lockstep_sides.py
+    checks it equal to the constructor's, so a field added to TermCheck cannot be missed."""
+    check = _new(TermCheck)
+    _set(
+        check,
+        "__dict__",
+        {
+            "name": name,
+            "max_abs": max_abs,
+            "elem_rel": elem_rel,
+            "norm_rel": norm_rel,
+            "mismatched": mismatched,
+            "total": total,
+            "worst_index": worst_index,
+            "hand_value": hand_value,
+            "torch_value": torch_value,
+            "rtol": rtol,
+            "non_finite": None,
+            "shape_error": None,
+            "scale": scale,
+        },
+    )
+    return check
+
+
+_new, _set = object.__new__, object.__setattr__
+
+
 def first_divergence(
     step: int,
     hand: StepTrace,
@@ -274,19 +319,23 @@ def compare_traces(
     if small:
         sizes = np.array([hand_values[i].size for i in small])
         starts = np.cumsum([0, *sizes[:-1]])
-        flat_hand = np.concatenate([hand_values[i].reshape(-1) for i in small])
-        flat_torch = np.concatenate([torch_values[i].reshape(-1) for i in small])
+        flat_hand = np.concatenate([hand_values[i] for i in small], axis=None)  # each flattened (C order)
+        flat_torch = np.concatenate([torch_values[i] for i in small], axis=None)
         with np.errstate(invalid="ignore", over="ignore"):
-            finite = np.logical_and.reduceat(np.isfinite(flat_hand - flat_torch), starts)
             flat_hand, flat_torch = tol.flush(flat_hand), tol.flush(flat_torch)
             diff = np.abs(flat_hand - flat_torch)
+            # flushing moves no value across overflow: |Δ| is finite exactly where hand − torch is
+            finite_diff = np.isfinite(diff)
+            finite = np.logical_and.reduceat(finite_diff, starts)
+            all_finite = bool(finite_diff.all())  # then torch's values are all finite too
             small_magnitude = np.abs(flat_torch)
-            small_magnitude[~np.isfinite(small_magnitude)] = 0.0
+            if not all_finite:
+                small_magnitude[~np.isfinite(small_magnitude)] = 0.0
             small_peaks = np.maximum.reduceat(small_magnitude, starts)
             max_abs = np.maximum.reduceat(diff, starts)
             # normwise, each term scaled by its own largest value (no overflow, no underflow)
             unit = np.maximum(max_abs, small_peaks)
-            unit[~(unit > 0) | ~np.isfinite(unit)] = 1.0
+            unit[~(unit > 0) if all_finite else ~(unit > 0) | ~np.isfinite(unit)] = 1.0
             units = np.repeat(unit, sizes)
             diff_norm = unit * np.sqrt(np.add.reduceat(np.square(diff / units), starts))
             small_norms = unit * np.sqrt(np.add.reduceat(np.square(small_magnitude / units), starts))
@@ -324,7 +373,7 @@ def compare_traces(
             if not finite_list[position] or elem_rel > tol.rtol or norm_rel > tol.rtol:
                 continue  # compared alone below, with its worst element located
             # an agreeing term: its worst element is not located (no message shows it)
-            checks[i] = TermCheck(
+            checks[i] = _finite_check(
                 hand.terms[i].name,
                 max_abs_list[position],
                 elem_rel,
@@ -335,10 +384,16 @@ def compare_traces(
                 math.nan,
                 math.nan,
                 tol.rtol,
-                scale=scale_list[i],
+                scale_list[i],
             )
-    for batch in batches:
-        for i, check in batch.compare(hand.names(), hand_values, tol, scale_list, norm_scale_list):
+    names = hand.names()
+    compared = split_map(
+        lambda batch: batch.compare(names, hand_values, tol, scale_list, norm_scale_list),
+        batches,
+        [sum(batch.sizes) for batch in batches],
+    )
+    for batch_checks in compared:
+        for i, check in batch_checks:
             checks[i] = check
     return [
         check
@@ -361,8 +416,8 @@ def compare_traces(
 LARGE_BATCH_ELEMENTS = 1 << 15
 # Every array of this size that has to be mapped afresh costs page faults (harness/allocator.py):
 # x / np.repeat(...) over 131,072 doubles took 1.15 ms with a fresh array, 0.09 ms with reused
-# memory. So a batch of one term divides by its figure itself (_per_element), and squares and |Δ|
-# are taken in place: fewer arrays, the same doubles.
+# memory. So a batch of one term divides by its figure itself (segments.per_element), and squares
+# and |Δ| are taken in place: fewer arrays, the same doubles.
 
 
 @dataclass(frozen=True)
@@ -373,19 +428,24 @@ class _LargeTerms:
     Every figure is the double :func:`compare_values` gives for the term alone with the same
     ``scale``/``norm_scale`` (tests/test_tolerance_rule.py checks them equal, field by field):
 
-    * element by element the same operations on the same doubles (flush, |·|, Δ, eᵢ);
+    * element by element the same operations on the same doubles (flush, |·|, Δ, eᵢ); a value
+      flush leaves alone is not copied (:func:`handgrad.harness.segments.flushed`);
     * maxima of a term's segment (``np.maximum.reduceat``): a maximum is exact in any order;
-    * sums (the two norms) by ``.sum()`` of the term's own contiguous segment: the same pairwise
-      summation over the same values in the same order as :func:`handgrad.contract.tolerance.norm`
-      of the term alone (``np.add.reduceat`` would sum in another order), and the first maximal
-      element by ``argmax`` of the segment;
+    * sums (the two norms) by ``np.add.reduce`` of the term's own contiguous segment: the same
+      pairwise summation over the same values in the same order as
+      :func:`handgrad.contract.tolerance.norm` of the term alone (``np.add.reduceat`` would sum in
+      another order); a run of terms of one size is summed as the rows of one 2-d view (a row of a
+      C-contiguous array is summed pairwise as the 1-d segment is), and its first maximal elements
+      are ``argmax`` along those rows;
     * ``max(scale, max|t|)`` and ``max(norm_scale, ‖t‖₂)`` of :meth:`Tolerance.measure` are
       ``scale`` and ``norm_scale`` here: both are maxima over a window that holds this step's figures
       (:meth:`RecentScale.update`), or those figures raised by the summands' size.
 
     Only a C-contiguous torch array whose values are all finite is batched (its flattened order
     is its memory order, so its norm sums in the same order as for the N-d array); any other
-    term, and a term whose difference is not finite, goes through :func:`compare_values`."""
+    term, and a term whose difference is not finite, goes through :func:`compare_values`.
+    Batches share nothing: :func:`handgrad.harness.concurrent.split_map` measures and compares
+    them in two threads when a step has enough elements."""
 
     indices: list[int]
     sizes: list[int]
@@ -400,33 +460,35 @@ class _LargeTerms:
     def measure(cls, indices: list[int], torch: list[np.ndarray], tol: Tolerance) -> list[_LargeTerms]:
         """The batches of the terms at ``indices`` that can be batched, each measured."""
         chosen = [i for i in indices if torch[i].size and torch[i].flags.c_contiguous]
-        batches, group, elements = [], [], 0
+        groups, group, elements = [], [], 0
         for i in chosen:
             if group and elements + torch[i].size > LARGE_BATCH_ELEMENTS:
-                batches.append(cls._of(group, torch, tol))
+                groups.append(group)
                 group, elements = [], 0
             group.append(i)
             elements += torch[i].size
         if group:
-            batches.append(cls._of(group, torch, tol))
+            groups.append(group)
+        batches = split_map(
+            lambda group: cls._of(group, torch, tol), groups, [sum(torch[i].size for i in g) for g in groups]
+        )
         return [batch for batch in batches if batch is not None]
 
     @classmethod
     def _of(cls, group: list[int], torch: list[np.ndarray], tol: Tolerance) -> _LargeTerms | None:
         sizes = [torch[i].size for i in group]
         starts = np.cumsum([0, *sizes[:-1]]).tolist()
-        values = _joined([torch[i] for i in group])
-        flushed = tol.flush(values)
-        magnitude = np.abs(flushed)
+        values = segments.joined([torch[i] for i in group])
+        flushed, magnitude = segments.flushed(values, tol.tiny)
         peaks = np.maximum.reduceat(magnitude, starts)  # NaN or inf where a value is not finite
         finite = np.isfinite(peaks)
         if not finite.all():  # those terms are sized and compared alone
             kept = [i for i, ok in zip(group, finite.tolist(), strict=True) if ok]
             return cls._of(kept, torch, tol) if kept else None
         unit = np.where(peaks > 0, peaks, 1.0)
-        squares = magnitude / _per_element(unit, sizes)
+        squares = magnitude / segments.per_element(unit, sizes)
         np.square(squares, out=squares)
-        norms = _segment_norms(squares, starts, sizes, peaks.tolist())
+        norms = segments.segment_norms(squares, segments.runs(starts, sizes), peaks.tolist())
         return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
 
     def compare(
@@ -436,70 +498,51 @@ class _LargeTerms:
         tol: Tolerance,
         scales: list[float],
         norm_scales: list[float],
-    ) -> Iterator[tuple[int, TermCheck]]:
+    ) -> list[tuple[int, TermCheck]]:
         """(index, check) of each term whose difference is finite (the others are left out)."""
-        flat_hand = _joined([hand[i] for i in self.indices])
+        flat_hand = segments.joined([hand[i] for i in self.indices])
         with np.errstate(invalid="ignore", over="ignore"):
-            diff = np.subtract(tol.flush(flat_hand), self.flushed)
+            flushed_hand, diff = segments.flushed(flat_hand, tol.tiny)  # diff: |hand|, reused for |Δ|
+            np.subtract(flushed_hand, self.flushed, out=diff)
             np.abs(diff, out=diff)
         max_abs = np.maximum.reduceat(diff, self.starts)  # NaN or inf where a |Δ| is not finite
         finite = np.isfinite(max_abs)
         unit = np.where(finite & (max_abs > 0), max_abs, 1.0)
         sizes = self.sizes
+        errors = tol.element_errors(diff, self.magnitude, np.array([scales[i] for i in self.indices]), sizes)
         with np.errstate(invalid="ignore", over="ignore"):
-            scale = _per_element(np.array([scales[i] for i in self.indices]), sizes)
-            errors = tol.element_errors(diff, self.magnitude, scale)
-            squares = diff / _per_element(unit, sizes)
+            squares = np.divide(diff, segments.per_element(unit, sizes), out=diff)  # |Δ| is not needed again
             np.square(squares, out=squares)
         max_abs_list = max_abs.tolist()
-        diff_norms = _segment_norms(squares, self.starts, sizes, max_abs_list)
+        same_size = segments.runs(self.starts, sizes)
+        diff_norms = segments.segment_norms(squares, same_size, max_abs_list)
+        worst = segments.first_maxima(errors, same_size)  # each term's flat index of its largest eᵢ
+        at = [start + flat for start, flat in zip(self.starts, worst, strict=True)]
+        elem_rels, hand_at, torch_at = errors[at].tolist(), flat_hand[at].tolist(), self.values[at].tolist()
+        checks = []
         for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
             if not ok:
                 continue
-            start, size = self.starts[position], sizes[position]
-            segment = errors[start : start + size]
-            flat = int(segment.argmax())
-            elem_rel = float(segment[flat])
+            start, size, elem_rel = self.starts[position], sizes[position], elem_rels[position]
             # no NaN among the errors (finite |Δ|, denominators ≥ 0): none is over rtol if the largest is not
-            mismatched = int(np.count_nonzero(segment > tol.rtol)) if elem_rel > tol.rtol else 0
-            yield (
-                i,
-                TermCheck(
-                    names[i],
-                    max_abs_list[position],
-                    elem_rel,
-                    relative(diff_norms[position], norm_scales[i]),
-                    mismatched,
-                    size,
-                    tuple(int(k) for k in np.unravel_index(flat, hand[i].shape)),
-                    float(flat_hand[start + flat]),
-                    float(self.values[start + flat]),
-                    tol.rtol,
-                    scale=scales[i],
-                ),
+            mismatched = (
+                int(np.count_nonzero(errors[start : start + size] > tol.rtol)) if elem_rel > tol.rtol else 0
             )
-
-
-def _per_element(figures: np.ndarray, sizes: list[int]) -> float | np.ndarray:
-    """Each term's figure repeated over its elements; for a batch of one term the figure itself
-    (the same quotients and sums, exactly, without an array the size of the term)."""
-    return float(figures[0]) if len(sizes) == 1 else np.repeat(figures, sizes)
-
-
-def _joined(arrays: list[np.ndarray]) -> np.ndarray:
-    """The arrays flattened (C order) one after another; one array's own flat view when alone."""
-    return arrays[0].reshape(-1) if len(arrays) == 1 else np.concatenate([a.reshape(-1) for a in arrays])
-
-
-def _segment_norms(
-    squares: np.ndarray, starts: list[int], sizes: list[int], largest: list[float]
-) -> list[float]:
-    """:func:`handgrad.contract.tolerance.norm` of each segment, given its (vᵢ/largest)² and its
-    largest |vᵢ|: the same formula, ``largest·√Σ(vᵢ/largest)²`` (0, inf, NaN: ``largest``)."""
-    return [
-        peak if peak == 0 or not math.isfinite(peak) else peak * math.sqrt(float(squares[a : a + n].sum()))
-        for a, n, peak in zip(starts, sizes, largest, strict=True)
-    ]
+            check = _finite_check(
+                names[i],
+                max_abs_list[position],
+                elem_rel,
+                relative(diff_norms[position], norm_scales[i]),
+                mismatched,
+                size,
+                segments.unravel(worst[position], hand[i].shape),
+                hand_at[position],
+                torch_at[position],
+                tol.rtol,
+                scales[i],
+            )
+            checks.append((i, check))
+        return checks
 
 
 def _raise_to_summands(

@@ -18,6 +18,7 @@ from handgrad.contract.runs import RunSpec
 from handgrad.contract.tolerance import RecentScale, Tolerance, tolerance_for
 from handgrad.contract.trace import StepTrace, Term
 from handgrad.harness.compare import TermCheck, compare_traces, first_divergence
+from handgrad.harness.concurrent import StepRunner
 from handgrad.harness.configuration import experiment_configuration
 from handgrad.harness.report import (
     LOSS_HISTORY_STEPS,
@@ -89,15 +90,17 @@ def run(
     resync: bool = False,
     observers: Iterable[StepObserver] = (),
     progress: Callable[[int, int], None] | None = None,
+    sides: str = "auto",
 ) -> Report:
     """Train both sides for ``experiment.steps`` steps in lock-step, comparing every term.
 
     ``resync`` copies the hand side's parameters into the twin before each step, so a mismatch
     cannot carry over and each step is judged on its own. ``observers`` see every step's two
-    traces and checks (the workbook's Trace sheet streams from here).
+    traces and checks (the workbook's Trace sheet streams from here). ``sides``: ``sequential``,
+    ``concurrent`` (the hand step in a worker thread while the twin steps) or ``auto``
+    (:mod:`handgrad.harness.concurrent`); the numbers are the same either way.
     """
     tol = tolerance or experiment.tolerance
-    recent = RecentScale()
     observers = list(observers)
     report = Report(
         experiment.scenario,
@@ -109,12 +112,30 @@ def run(
         configuration=experiment_configuration(experiment),
     )
     start = time.perf_counter()
+    with StepRunner(experiment.hand, experiment.twin, sides, device=experiment.device) as sides_of:
+        _steps(experiment, sides_of, report, tol, resync, observers, progress)
+    report.seconds = time.perf_counter() - start
+    report.final_params = {"hand": experiment.hand.params(), "torch": experiment.twin.params()}
+    report.predictions = final_predictions(experiment)
+    return report
+
+
+def _steps(
+    experiment: Experiment,
+    sides: StepRunner,
+    report: Report,
+    tol: Tolerance,
+    resync: bool,
+    observers: list[StepObserver],
+    progress: Callable[[int, int], None] | None,
+) -> None:
+    """The step loop of :func:`run`: both sides, the comparison, the figures, until the last step
+    or the first non-finite value."""
+    recent = RecentScale()
     for step in range(1, experiment.steps + 1):
         if resync and step > 1:
             experiment.twin.load_params(experiment.hand.params())
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # reported below
-            hand_trace = experiment.hand.step(step)
-        twin_trace = experiment.twin.step(step)
+        hand_trace, twin_trace = sides.step(step)  # NumPy's warnings off in the hand step: reported below
         checks = compare_traces(hand_trace, twin_trace, tol, recent)
         for check in checks:
             stats = report.terms.get(check.name)
@@ -142,10 +163,6 @@ def run(
             break
         if progress is not None:
             progress(step, experiment.steps)
-    report.seconds = time.perf_counter() - start
-    report.final_params = {"hand": experiment.hand.params(), "torch": experiment.twin.params()}
-    report.predictions = final_predictions(experiment)
-    return report
 
 
 def final_predictions(experiment: Experiment) -> Predictions | None:
