@@ -27,11 +27,12 @@ initial weights at k = 1; the workbook never re-runs a side.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.formula import ArrayFormula
 
 from handgrad.contract.spec import SpecError
@@ -202,13 +203,26 @@ class Sheet:
     def mirror(self, term: str, cells: Iterable[tuple[int, int, int]]) -> None:
         """Torch's values of ``term`` beside the hand cells ((row, col, flat index) each), and the
         |Δ| formula beside those: the hand layout shifted to the torch and |Δ| columns."""
+        placed = list(cells)
+        self._mirror(term, [(row, col) for row, col, _ in placed], [flat for _, _, flat in placed])
+
+    def _mirror(self, term: str, hand: list[tuple[int, int]], flat: Sequence[int]) -> None:
+        """:meth:`mirror` of the hand cells ``hand`` computing elements ``flat`` of ``term``."""
         assert self.torch is not None
         values = np.ravel(self.torch.value(term)).astype(float)
-        for row, col, flat in cells:
-            torch_col = col + self.torch_left - LEFT
-            self.grid.set(row, torch_col, float(values[flat]), "torch")
-            difference = fx.absolute_difference(address(row, col), address(row, torch_col))
-            self.grid.set(row, col + self.delta_left - LEFT, fx.formula(difference), "delta")
+        to_torch, to_delta = self.torch_left - LEFT, self.delta_left - LEFT
+        torch = [(row, col + to_torch) for row, col in hand]
+        self.grid.set_many(torch, values[np.asarray(flat, dtype=np.intp)].tolist(), "torch")
+        # one formula text per column, the row a field: "=ABS(B{0}-Z{0})"
+        shape = fx.formula(fx.absolute_difference("{hand}{0}", "{torch}{0}"))
+        by_column = {
+            col: shape.replace("{hand}", get_column_letter(col)).replace(
+                "{torch}", get_column_letter(col + to_torch)
+            )
+            for col in {col for _, col in hand}
+        }
+        formulas = [by_column[col].format(row) for row, col in hand]
+        self.grid.difference([(row, col + to_delta) for row, col in hand], formulas, hand, torch)
 
     def known_term(self, term: str, size: int, shape: object) -> None:
         """A SpecError unless the hand trace has ``term`` with ``size`` elements."""
@@ -268,23 +282,23 @@ class Sheet:
                     self.grid.text(self.top + 1, left + j, label, "header")
         block = Block(self.top + 2, LEFT, *shape)
         rows, cols = shape
-        if array is not None:
-            self.grid.set(block.top, block.left, ArrayFormula(block.range(), fx.formula(array)), phase)
-        placed = []
-        for i in range(rows):
-            for j in range(cols):
-                row, col = block.top + i, block.left + j
-                if array is None:
-                    self.grid.set(row, col, fx.formula(str(cells[(i, j)])), phase)
-                elif (i, j) != (0, 0):
-                    self.grid.set(row, col, None, phase)
-                self.grid.check(row, col, self.step, term, int(indices[i, j]))
-                placed.append((row, col, int(indices[i, j])))
+        grid = self.grid
+        placed = [
+            (row, col) for row in range(block.top, block.top + rows) for col in range(LEFT, LEFT + cols)
+        ]
+        if array is None:
+            bodies = [str(cells[(i, j)]) for i in range(rows) for j in range(cols)]
+            grid.set_many(placed, formulas(bodies), phase)
+        else:
+            grid.set(block.top, block.left, ArrayFormula(block.range(), fx.formula(array)), phase)
+            grid.set_many(placed[1:], [None] * (len(placed) - 1), phase)
+        flat = np.ravel(indices).tolist()
+        grid.check_many(placed, self.step, term, flat)
         if ones_column:
             for i in range(rows):
-                self.grid.set(block.top + i, block.left + cols, 1.0, "note")
+                grid.set(block.top + i, block.left + cols, 1.0, "note")
         if has_torch:
-            self.mirror(term, placed)
+            self._mirror(term, placed, flat)
         self.top = block.top + rows + 1
         return block
 
@@ -330,6 +344,14 @@ class Sheet:
     def next_title(self, symbol: str, rule: fx.UpdateRule, stateless_sgd: bool) -> str:
         """The equation beside an updated parameter ``symbol``′."""
         return f"{symbol} − η·∂L/∂{symbol}" if stateless_sgd else f"{symbol} after the step ({rule.equation})"
+
+
+def formulas(bodies: list[str]) -> list[str]:
+    """:func:`handgrad.workbook.formulas.formula` of each body (``=`` before it; too long: TooLarge)."""
+    texts = [body if body[:1] == "=" else "=" + body for body in bodies]
+    if texts and max(map(len, texts)) > fx.MAX_FORMULA_CHARS:
+        fx.formula(next(text for text in texts if len(text) > fx.MAX_FORMULA_CHARS))  # raises
+    return texts
 
 
 def _size(name: str, table: ParamTable) -> int:

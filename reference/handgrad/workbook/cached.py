@@ -47,6 +47,14 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
         if cell is None:  # an element of an array formula's range: a cell of its own for the value
             cell = cells[position] = Cell(None)
         cell.cached = values[index]
+    for differences, formulas, hands, torches in grid.differences:  # |Δ|: most of the formulas
+        for position, formula, at_hand, at_torch in zip(differences, formulas, hands, torches, strict=True):
+            cell = cells.get(position)
+            if cell is None or cell.value is not formula or cell.cached is not None:
+                continue  # written over since: read back below like any other formula
+            a, b = _number(cells.get(at_hand)), _number(cells.get(at_torch))
+            if a is not None and b is not None:
+                cell.cached = abs(a - b)
     pending = [
         (position, cell)
         for position, cell in cells.items()
@@ -72,7 +80,11 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
 
 
 def _value(grid: Grid, col: str, row: str) -> float | None:
-    cell = grid.cells.get((int(row), _COLUMNS.get(col) or _column(col)))
+    return _number(grid.cells.get((int(row), _COLUMNS.get(col) or _column(col))))
+
+
+def _number(cell: Cell | None) -> float | None:
+    """The number a cell holds (its cached value if a formula), None if none."""
     if cell is None:
         return None
     if cell.cached is not None:
