@@ -346,6 +346,15 @@ class Sheet:
         return f"{symbol} − η·∂L/∂{symbol}" if stateless_sgd else f"{symbol} after the step ({rule.equation})"
 
 
+def flat_refs(cells: Cells, count: int) -> list[str]:
+    """``cells.ref(flat)`` for flat = 0 .. count − 1 (a block's addresses made a row at a time)."""
+    if type(cells) is Block and count <= cells.rows * cells.cols:
+        letters = [get_column_letter(cells.left + j) for j in range(cells.cols)]
+        found = [f"{letter}{row}" for row in range(cells.top, cells.top + cells.rows) for letter in letters]
+        return found[:count]
+    return [cells.ref(flat) for flat in range(count)]
+
+
 def formulas(bodies: list[str]) -> list[str]:
     """:func:`handgrad.workbook.formulas.formula` of each body (``=`` before it; too long: TooLarge)."""
     texts = [body if body[:1] == "=" else "=" + body for body in bodies]
@@ -457,19 +466,23 @@ def update_blocks(
             slots[(key, name)], top = sheet.param_slot(top, params[name])
     built: dict[str, list[fx.UpdateFormulas]] = {}
     for name, _, _ in table:
+        size = _size(name, table)
+        param_refs, grad_refs = flat_refs(params[name], size), flat_refs(grads[name], size)
+        before_refs = {
+            key: flat_refs(previous[(key, name)], size) if (key, name) in previous else None
+            for key, _ in state_keys
+        }
+        slot_refs = {key: flat_refs(slots[(key, name)], size) for key, _ in state_keys}
         built[name] = [
             rule.build(
-                params[name].ref(flat),
-                grads[name].ref(flat),
+                param_refs[flat],
+                grad_refs[flat],
                 hyper_names,
-                {
-                    key: previous[(key, name)].ref(flat) if (key, name) in previous else None
-                    for key, _ in state_keys
-                },
+                {key: None if refs is None else refs[flat] for key, refs in before_refs.items()},
                 str(step),
-                {key: slots[(key, name)].ref(flat) for key, _ in state_keys},
+                {key: refs[flat] for key, refs in slot_refs.items()},
             )
-            for flat in range(_size(name, table))
+            for flat in range(size)
         ]
     for key, _ in state_keys:
         for name, _, _ in table:
