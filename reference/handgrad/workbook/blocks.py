@@ -192,10 +192,9 @@ class Sheet:
     def labels(self, row: int, col_labels: list[str], row_labels: list[str], rows: int, torch: bool) -> None:
         lefts = [LEFT, self.torch_left, self.delta_left] if torch else [LEFT]
         for left in lefts:
-            for j, label in enumerate(col_labels):
-                self.grid.text(row, left + j, label, "header")
-        for i, label in enumerate(row_labels[:rows]):
-            self.grid.text(row + 1 + i, 1, label, "header")
+            self.grid.texts([(row, left + j) for j in range(len(col_labels))], col_labels, "header")
+        labels = row_labels[:rows]
+        self.grid.texts([(row + 1 + i, 1) for i in range(len(labels))], labels, "header")
 
     def has_torch(self, term: str) -> bool:
         return self.torch is not None and term in self.torch
@@ -278,8 +277,9 @@ class Sheet:
         self.labels(self.top + 1, labels, row_labels, shape[0], torch=False)
         if has_torch:
             for left in (self.torch_left, self.delta_left):
-                for j, label in enumerate(col_labels):
-                    self.grid.text(self.top + 1, left + j, label, "header")
+                self.grid.texts(
+                    [(self.top + 1, left + j) for j in range(len(col_labels))], col_labels, "header"
+                )
         block = Block(self.top + 2, LEFT, *shape)
         rows, cols = shape
         grid = self.grid

@@ -102,6 +102,11 @@ class Grid:
         """Text that came from a user: it is written as text, never as a formula."""
         self.cells[(row, col)] = Cell(str(value), style, None, is_text=True)
 
+    def texts(self, positions: Iterable[Position], values: Iterable[str], style: str | None = None) -> None:
+        """:meth:`text` of each value at its (row, col), all in one ``style``."""
+        cells = map(Cell, map(str, values), repeat(style), repeat(None), repeat(True))
+        self.cells.update(zip(positions, cells, strict=True))
+
     def block(
         self,
         top: int,
