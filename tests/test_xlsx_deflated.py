@@ -20,7 +20,7 @@ import pytest
 from openpyxl import load_workbook
 from openpyxl.worksheet.formula import ArrayFormula
 
-from handgrad.workbook import deflated
+from handgrad.workbook import deflated, forked_rows
 from handgrad.workbook.cached import fill_cached
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.writer import Book, write_grid
@@ -206,3 +206,53 @@ def test_a_written_grid_reads_back(tmp_path: Path):
         np.arange(6.0).reshape(2, 3) / 7
     ).tolist()
     assert (sheet["B5"].value, sheet["C5"].value, sheet["A1"].value) == ("=B2+C2", "=B3*2", "=not a formula")
+
+
+def _grid_book(tmp_path: Path, name: str) -> bytes:
+    """A grid of every kind of cell, 300 rows of them, written the way the writer writes it."""
+    book = Book("Sheet")
+    grid = Grid("Sheet")
+    for row in range(1, 301):
+        for col, (value, _, is_text, cached) in enumerate(CELLS, start=1):
+            if isinstance(value, str) and len(value) > 100 and row > 1:
+                value = f"{value[:100]} {row}"  # texts not yet in the table, in row order
+            if isinstance(value, ArrayFormula):
+                value = ArrayFormula(f"S{row}:S{row}", value.text)
+            cell_style = ["input", "forward", "torch", None][(row + col) % 4]
+            if is_text:
+                grid.text(row, col, str(value), cell_style)
+            else:
+                grid.set(row, col, value, cell_style)
+            grid.cells[(row, col)].cached = cached
+    grid.set(301, 2, "=1+1", "delta")
+    write_grid(book, grid, book.first)
+    path = tmp_path / name
+    save(book.workbook, path, book.sheet_data, book.strings)
+    book.close()
+    return path.read_bytes()
+
+
+def test_rows_serialised_in_a_child_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(forked_rows, "ENABLED", False)
+    plain = _grid_book(tmp_path, "plain.xlsx")
+    monkeypatch.setattr(forked_rows, "ENABLED", True)
+    monkeypatch.setattr(forked_rows, "MIN_CELLS", 100)
+    handed = []
+    monkeypatch.setattr(forked_rows.ForkedRows, "join", _recording(forked_rows.ForkedRows.join, handed))
+    assert _grid_book(tmp_path, "forked.xlsx") == plain
+    assert handed == [True]  # the child did serialise the rows
+    # a child that meets a text the parent did not register gives up; the parent writes the rows
+    monkeypatch.setattr(forked_rows, "texts", lambda rows, longest: iter(()))
+    assert _grid_book(tmp_path, "fallback.xlsx") == plain
+    assert handed == [True, False]
+    sheet = load_workbook(tmp_path / "forked.xlsx")["Sheet"]
+    assert sheet["M300"].value == "x" * 100 + " 300"
+
+
+def _recording(join, handed):  # type: ignore[no-untyped-def]
+    def recorded(self):  # type: ignore[no-untyped-def]
+        found = join(self)
+        handed.append(found)
+        return found
+
+    return recorded

@@ -33,6 +33,7 @@ from openpyxl.worksheet.formula import ArrayFormula
 from openpyxl.xml.functions import tostring
 
 from handgrad.contract.spec import SpecError
+from handgrad.workbook import forked_rows
 from handgrad.workbook.deflated import DeflatedStream, write_entry
 
 EXCEL_MAX_ROWS = 1_048_576
@@ -327,9 +328,13 @@ class SheetData:
         self._size = 0  # bytes of rows flushed
         self.last_row = 0
         self.max_col = 0
+        self._forked: tuple[forked_rows.ForkedRows, Mapping[Any, str], SharedStrings | None] | None = None
+        self._before_fork = (0, 0)
 
     def write(self, xml: str) -> None:
         """Append raw row XML (the caller keeps rows in order and counts them in ``last_row``)."""
+        if self._forked is not None:
+            self._settle()
         self._pending.append(xml)
         self._pending_size += len(xml)
         if self._pending_size > self.FLUSH:
@@ -340,8 +345,7 @@ class SheetData:
             raise ValueError(f"row {row} written after row {self.last_row}")
         if row > EXCEL_MAX_ROWS:
             raise ExcelLimitError(f"row {row:,} is past Excel's last row ({EXCEL_MAX_ROWS:,})")
-        extra = f' ht="{height}" customHeight="1"' if height else ""
-        self.write(f'<row r="{row}"{extra}>{"".join(cells)}</row>')
+        self.write(row_xml(row, cells, height))
         self.last_row = row
 
     def add_cells(
@@ -370,15 +374,77 @@ class SheetData:
         for key in dict.fromkeys(map(_STYLE_KEY, cells.values())):
             style = style_id(*key) if key[0] or key[1] else 0
             attributes[key[0] if key[1] is None else key] = f' s="{style}"' if style else ""
-        rows: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
+        grouped: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
         for (row, col), cell in cells.items():
-            rows[row].append((col, cell))
+            grouped[row].append((col, cell))
         first = itemgetter(0)
-        for row in sorted(rows):
-            items = rows[row]
+        rows = [(row, grouped[row]) for row in sorted(grouped)]
+        for _, items in rows:
             items.sort(key=first)
+        if self._fork(rows, len(cells), attributes, strings):
+            return
+        self._add_rows(rows, attributes, strings)
+
+    def _add_rows(
+        self,
+        rows: list[tuple[int, list[tuple[int, Any]]]],
+        attributes: Mapping[Any, str],
+        strings: SharedStrings | None,
+    ) -> None:
+        for row, items in rows:
             self.add_row(row, grid_row(row, items, attributes, strings))
             self.max_col = max(self.max_col, items[-1][0])
+
+    def _fork(
+        self,
+        rows: list[tuple[int, list[tuple[int, Any]]]],
+        cells: int,
+        attributes: Mapping[Any, str],
+        strings: SharedStrings | None,
+    ) -> bool:
+        """Serialise ``rows`` in a forked child (:mod:`handgrad.workbook.forked_rows`) where that
+        pays and nothing can go wrong in it that the parent would have to see; True if it does."""
+        if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= cells and self.sheet is not None):
+            return False
+        if rows[0][0] <= self.last_row or rows[-1][0] > EXCEL_MAX_ROWS:
+            return False  # add_row refuses it: in the parent, now
+        if max(items[-1][0] for _, items in rows) > EXCEL_MAX_COLS:
+            return False
+        self._settle()
+        self.flush()
+        if self.stream is None:
+            head = _stream_head(self.sheet) if self.file is None else None
+            if head is None:
+                return False
+            self.stream = DeflatedStream(head)
+        if strings is not None:
+            for text in forked_rows.texts(rows, EXCEL_MAX_TEXT):
+                strings.add(text)
+
+        def serialise(row: int, items: list[tuple[int, Any]]) -> bytes:
+            return row_xml(row, grid_row(row, items, attributes, strings)).encode("utf-8")
+
+        self._forked = (
+            forked_rows.ForkedRows(rows, serialise, strings, self.stream.add),
+            attributes,
+            strings,
+        )
+        self._before_fork = (self.last_row, self.max_col)
+        self.last_row = rows[-1][0]
+        self.max_col = max(self.max_col, max(items[-1][0] for _, items in rows))
+        return True
+
+    def _settle(self) -> None:
+        """Wait for rows serialised in a child; serialise them here if the child failed."""
+        if self._forked is None:
+            return
+        forked, attributes, strings = self._forked
+        self._forked = None
+        if forked.join():
+            self._size += forked.size
+            return
+        self.last_row, self.max_col = self._before_fork
+        self._add_rows(list(forked.rows), attributes, strings)
 
     def flush(self) -> None:
         if not self._pending:
@@ -388,9 +454,9 @@ class SheetData:
         self._pending_size = 0
         self._size += len(data)
         if self.stream is None and self.file is None:
-            head = frame_head(self.sheet) if self.sheet is not None else None
+            head = _stream_head(self.sheet) if self.sheet is not None else None
             if head is not None:
-                self.stream = DeflatedStream(head + b"<sheetData>")
+                self.stream = DeflatedStream(head)
             else:
                 self.file = tempfile.TemporaryFile(prefix="handgrad-sheet-")
         if self.stream is not None:
@@ -400,12 +466,14 @@ class SheetData:
 
     def size(self) -> int:
         """Bytes of the rows written so far."""
+        self._settle()
         self.flush()
         return self._size
 
     def part(self, head: bytes, tail: bytes) -> DeflatedStream:
         """The sheet's whole part, deflated: the frame's ``head``, ``<sheetData>``, the rows,
         ``</sheetData>`` and the frame's ``tail``. No row can be added after."""
+        self._settle()
         self.flush()
         prefix = head + b"<sheetData>"
         stream = self.stream
@@ -428,6 +496,9 @@ class SheetData:
         return stream
 
     def close(self) -> None:
+        if self._forked is not None:
+            self._forked[0].cancel()
+            self._forked = None
         if self.stream is not None:
             self.stream.close()
         if self.file is not None:
@@ -435,6 +506,18 @@ class SheetData:
 
 
 _STYLE_KEY = attrgetter("style", "number_format")
+
+
+def row_xml(row: int, cells: Iterable[str], height: float | None = None) -> str:
+    """A ``<row>`` element around its cells' elements."""
+    extra = f' ht="{height}" customHeight="1"' if height else ""
+    return f'<row r="{row}"{extra}>{"".join(cells)}</row>'
+
+
+def _stream_head(sheet: Any) -> bytes | None:
+    """What a sheet's deflated part starts with: its frame's head as it stands, ``<sheetData>``."""
+    head = frame_head(sheet)
+    return None if head is None else head + b"<sheetData>"
 
 
 def frame_head(sheet: Any) -> bytes | None:
