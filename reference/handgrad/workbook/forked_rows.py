@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -69,7 +70,16 @@ class ForkedRows:
         self._handed = False
         self._error: BaseException | None = None
         self._file = tempfile.TemporaryFile(prefix="handgrad-rows-")
-        self._pid = os.fork()
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that a multi-threaded process may deadlock in a forked child;
+            # this child takes no lock another thread could hold (it imports nothing, touches
+            # no stream but its own file and runs no thread)
+            warnings.filterwarnings("ignore", "This process .* is multi-threaded", DeprecationWarning)
+            try:
+                self._pid = os.fork()
+            except OSError:
+                self._file.close()
+                raise
         if self._pid == 0:  # the child: write the rows, exit without running anything else
             code = 1
             try:
@@ -85,7 +95,10 @@ class ForkedRows:
 
     def _wait(self) -> None:
         try:
-            _, status = os.waitpid(self._pid, 0)
+            try:
+                _, status = os.waitpid(self._pid, 0)
+            except ChildProcessError:  # reaped by someone else (SIGCHLD ignored): its word is lost
+                return
             if os.waitstatus_to_exitcode(status) != 0:
                 return
             self._file.seek(0)

@@ -3,8 +3,10 @@
 openpyxl (write-only workbook) writes the package: workbook, styles, tables, charts, defined
 names, conditional formats and every sheet's frame (columns, panes, tail). The rows of each sheet
 are not built as openpyxl cells (about 5,000 rows a second): :class:`SheetData` serialises them
-straight to XML in an unnamed temporary file as they come, so memory stays flat however long the
-Trace is, and :func:`save` splices them into the frame while it writes the final zip.
+straight to XML as they come and deflates them behind the sheet's frame head in a worker thread
+(workbook/deflated.py; a big grid's rows are serialised in a forked child, workbook/forked_rows.py),
+so memory stays flat however long the Trace is, and :func:`save` copies each sheet's deflated part
+into the final zip, the frame's tail added.
 
 The zip is reproducible: the document's created/modified times are fixed (``docProps/core.xml``),
 every entry carries the same date, mode and compression, and the entries come in a fixed order
@@ -424,11 +426,11 @@ class SheetData:
         def serialise(row: int, items: list[tuple[int, Any]]) -> bytes:
             return row_xml(row, grid_row(row, items, attributes, strings)).encode("utf-8")
 
-        self._forked = (
-            forked_rows.ForkedRows(rows, serialise, strings, self.stream.add),
-            attributes,
-            strings,
-        )
+        try:
+            child = forked_rows.ForkedRows(rows, serialise, strings, self.stream.add)
+        except OSError:  # no process to spare: the texts registered are the ones the rows add here
+            return False
+        self._forked = (child, attributes, strings)
         self._before_fork = (self.last_row, self.max_col)
         self.last_row = rows[-1][0]
         self.max_col = max(self.max_col, max(items[-1][0] for _, items in rows))
