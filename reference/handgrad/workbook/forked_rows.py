@@ -43,6 +43,9 @@ def texts(rows: Rows, longest: int) -> Iterator[str]:
     for _, items in rows:
         for _, cell in items:
             value = cell.value
+            kind = type(value)
+            if (kind is float and value - value == 0) or value is None:  # most cells: no text
+                continue
             if isinstance(value, str):
                 if cell.is_text or value[:1] != "=" or len(value) < 2:
                     yield value if len(value) <= longest else value[: longest - 1] + "…"
