@@ -27,11 +27,12 @@ initial weights at k = 1; the workbook never re-runs a side.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.formula import ArrayFormula
 
 from handgrad.contract.spec import SpecError
@@ -191,10 +192,9 @@ class Sheet:
     def labels(self, row: int, col_labels: list[str], row_labels: list[str], rows: int, torch: bool) -> None:
         lefts = [LEFT, self.torch_left, self.delta_left] if torch else [LEFT]
         for left in lefts:
-            for j, label in enumerate(col_labels):
-                self.grid.text(row, left + j, label, "header")
-        for i, label in enumerate(row_labels[:rows]):
-            self.grid.text(row + 1 + i, 1, label, "header")
+            self.grid.texts([(row, left + j) for j in range(len(col_labels))], col_labels, "header")
+        labels = row_labels[:rows]
+        self.grid.texts([(row + 1 + i, 1) for i in range(len(labels))], labels, "header")
 
     def has_torch(self, term: str) -> bool:
         return self.torch is not None and term in self.torch
@@ -202,13 +202,26 @@ class Sheet:
     def mirror(self, term: str, cells: Iterable[tuple[int, int, int]]) -> None:
         """Torch's values of ``term`` beside the hand cells ((row, col, flat index) each), and the
         |Δ| formula beside those: the hand layout shifted to the torch and |Δ| columns."""
+        placed = list(cells)
+        self._mirror(term, [(row, col) for row, col, _ in placed], [flat for _, _, flat in placed])
+
+    def _mirror(self, term: str, hand: list[tuple[int, int]], flat: Sequence[int]) -> None:
+        """:meth:`mirror` of the hand cells ``hand`` computing elements ``flat`` of ``term``."""
         assert self.torch is not None
         values = np.ravel(self.torch.value(term)).astype(float)
-        for row, col, flat in cells:
-            torch_col = col + self.torch_left - LEFT
-            self.grid.set(row, torch_col, float(values[flat]), "torch")
-            difference = fx.absolute_difference(address(row, col), address(row, torch_col))
-            self.grid.set(row, col + self.delta_left - LEFT, fx.formula(difference), "delta")
+        to_torch, to_delta = self.torch_left - LEFT, self.delta_left - LEFT
+        torch = [(row, col + to_torch) for row, col in hand]
+        self.grid.set_many(torch, values[np.asarray(flat, dtype=np.intp)].tolist(), "torch")
+        # one formula text per column, the row a field: "=ABS(B{0}-Z{0})"
+        shape = fx.formula(fx.absolute_difference("{hand}{0}", "{torch}{0}"))
+        by_column = {
+            col: shape.replace("{hand}", get_column_letter(col)).replace(
+                "{torch}", get_column_letter(col + to_torch)
+            )
+            for col in {col for _, col in hand}
+        }
+        formulas = [by_column[col].format(row) for row, col in hand]
+        self.grid.difference([(row, col + to_delta) for row, col in hand], formulas, hand, torch)
 
     def known_term(self, term: str, size: int, shape: object) -> None:
         """A SpecError unless the hand trace has ``term`` with ``size`` elements."""
@@ -264,27 +277,28 @@ class Sheet:
         self.labels(self.top + 1, labels, row_labels, shape[0], torch=False)
         if has_torch:
             for left in (self.torch_left, self.delta_left):
-                for j, label in enumerate(col_labels):
-                    self.grid.text(self.top + 1, left + j, label, "header")
+                self.grid.texts(
+                    [(self.top + 1, left + j) for j in range(len(col_labels))], col_labels, "header"
+                )
         block = Block(self.top + 2, LEFT, *shape)
         rows, cols = shape
-        if array is not None:
-            self.grid.set(block.top, block.left, ArrayFormula(block.range(), fx.formula(array)), phase)
-        placed = []
-        for i in range(rows):
-            for j in range(cols):
-                row, col = block.top + i, block.left + j
-                if array is None:
-                    self.grid.set(row, col, fx.formula(str(cells[(i, j)])), phase)
-                elif (i, j) != (0, 0):
-                    self.grid.set(row, col, None, phase)
-                self.grid.check(row, col, self.step, term, int(indices[i, j]))
-                placed.append((row, col, int(indices[i, j])))
+        grid = self.grid
+        placed = [
+            (row, col) for row in range(block.top, block.top + rows) for col in range(LEFT, LEFT + cols)
+        ]
+        if array is None:
+            bodies = [str(cells[(i, j)]) for i in range(rows) for j in range(cols)]
+            grid.set_many(placed, formulas(bodies), phase)
+        else:
+            grid.set(block.top, block.left, ArrayFormula(block.range(), fx.formula(array)), phase)
+            grid.set_many(placed[1:], [None] * (len(placed) - 1), phase)
+        flat = np.ravel(indices).tolist()
+        grid.check_many(placed, self.step, term, flat)
         if ones_column:
             for i in range(rows):
-                self.grid.set(block.top + i, block.left + cols, 1.0, "note")
+                grid.set(block.top + i, block.left + cols, 1.0, "note")
         if has_torch:
-            self.mirror(term, placed)
+            self._mirror(term, placed, flat)
         self.top = block.top + rows + 1
         return block
 
@@ -330,6 +344,23 @@ class Sheet:
     def next_title(self, symbol: str, rule: fx.UpdateRule, stateless_sgd: bool) -> str:
         """The equation beside an updated parameter ``symbol``′."""
         return f"{symbol} − η·∂L/∂{symbol}" if stateless_sgd else f"{symbol} after the step ({rule.equation})"
+
+
+def flat_refs(cells: Cells, count: int) -> list[str]:
+    """``cells.ref(flat)`` for flat = 0 .. count − 1 (a block's addresses made a row at a time)."""
+    if type(cells) is Block and count <= cells.rows * cells.cols:
+        letters = [get_column_letter(cells.left + j) for j in range(cells.cols)]
+        found = [f"{letter}{row}" for row in range(cells.top, cells.top + cells.rows) for letter in letters]
+        return found[:count]
+    return [cells.ref(flat) for flat in range(count)]
+
+
+def formulas(bodies: list[str]) -> list[str]:
+    """:func:`handgrad.workbook.formulas.formula` of each body (``=`` before it; too long: TooLarge)."""
+    texts = [body if body[:1] == "=" else "=" + body for body in bodies]
+    if texts and max(map(len, texts)) > fx.MAX_FORMULA_CHARS:
+        fx.formula(next(text for text in texts if len(text) > fx.MAX_FORMULA_CHARS))  # raises
+    return texts
 
 
 def _size(name: str, table: ParamTable) -> int:
@@ -435,19 +466,23 @@ def update_blocks(
             slots[(key, name)], top = sheet.param_slot(top, params[name])
     built: dict[str, list[fx.UpdateFormulas]] = {}
     for name, _, _ in table:
+        size = _size(name, table)
+        param_refs, grad_refs = flat_refs(params[name], size), flat_refs(grads[name], size)
+        before_refs = {
+            key: flat_refs(previous[(key, name)], size) if (key, name) in previous else None
+            for key, _ in state_keys
+        }
+        slot_refs = {key: flat_refs(slots[(key, name)], size) for key, _ in state_keys}
         built[name] = [
             rule.build(
-                params[name].ref(flat),
-                grads[name].ref(flat),
+                param_refs[flat],
+                grad_refs[flat],
                 hyper_names,
-                {
-                    key: previous[(key, name)].ref(flat) if (key, name) in previous else None
-                    for key, _ in state_keys
-                },
+                {key: None if refs is None else refs[flat] for key, refs in before_refs.items()},
                 str(step),
-                {key: slots[(key, name)].ref(flat) for key, _ in state_keys},
+                {key: refs[flat] for key, refs in slot_refs.items()},
             )
-            for flat in range(_size(name, table))
+            for flat in range(size)
         ]
     for key, _ in state_keys:
         for name, _, _ in table:

@@ -36,17 +36,30 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
     """Store a cached value on every formula cell of ``grid`` it can; return how many it could not."""
     terms: dict[tuple[int, str], list[float] | None] = {}  # asked once per term, not per cell
     cells = grid.cells
-    for position, (step, term, index) in grid.checks.items():
-        values = terms.get((step, term), _UNSEEN)
-        if values is _UNSEEN:
-            found = hand(step, term)
-            values = terms[(step, term)] = None if found is None else np.ravel(found).astype(float).tolist()
+    get = cells.get
+    step = term = values = None
+    for position, (at_step, at_term, index) in grid.checks.items():
+        if at_term != term or at_step != step:  # the checks of a block come together
+            step, term = at_step, at_term
+            values = terms.get((step, term), _UNSEEN)
+            if values is _UNSEEN:
+                found = hand(step, term)
+                values = None if found is None else np.ravel(found).astype(float).tolist()
+                terms[(step, term)] = values
         if values is None or index >= len(values):
             continue
-        cell = cells.get(position)
+        cell = get(position)
         if cell is None:  # an element of an array formula's range: a cell of its own for the value
             cell = cells[position] = Cell(None)
         cell.cached = values[index]
+    for differences, formulas, hands, torches in grid.differences:  # |Δ|: most of the formulas
+        for position, formula, at_hand, at_torch in zip(differences, formulas, hands, torches, strict=True):
+            cell = get(position)
+            if cell is None or cell.value is not formula or cell.cached is not None:
+                continue  # written over since: read back below like any other formula
+            a, b = _number(get(at_hand)), _number(get(at_torch))
+            if a is not None and b is not None:
+                cell.cached = abs(a - b)
     pending = [
         (position, cell)
         for position, cell in cells.items()
@@ -72,7 +85,11 @@ def fill_cached(grid: Grid, hand: HandValues) -> int:
 
 
 def _value(grid: Grid, col: str, row: str) -> float | None:
-    cell = grid.cells.get((int(row), _COLUMNS.get(col) or _column(col)))
+    return _number(grid.cells.get((int(row), _COLUMNS.get(col) or _column(col))))
+
+
+def _number(cell: Cell | None) -> float | None:
+    """The number a cell holds (its cached value if a formula), None if none."""
     if cell is None:
         return None
     if cell.cached is not None:

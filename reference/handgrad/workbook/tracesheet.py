@@ -85,7 +85,7 @@ class TraceSheets:
         for col, width in enumerate(WIDTHS, start=1):
             sheet.column_dimensions[_letter(col)].width = width
         sheet.freeze_panes = "A2"
-        data = SheetData()
+        data = SheetData(sheet)  # rows deflated as they come, behind this frame (widths, pane)
         data.add_row(1, [self.strings.cell("", name) for name in COLUMNS])
         self.sheets.append((sheet, data))
         self._data = data

@@ -41,6 +41,7 @@ from handgrad.workbook.blocks import (
     Sheet,
     check_complete,
     clip_blocks,
+    flat_refs,
     hyper_inputs,
     params_before,
     step_grids,
@@ -259,8 +260,9 @@ def walkthrough_grid(experiment: Experiment, step: int, captured: Captured) -> G
             z_block = outputs[-1]
             kind, slope = layer.kind, layer.slope
             forward_eq = fx.ACTIVATION_EQUATIONS[kind][0]
+            z = flat_refs(z_block, z_block.rows * z_block.cols)
             cells = {
-                (i, j): fx.activation(kind, z_block.cell(i, j), slope)
+                (i, j): fx.activation(kind, z[i * z_block.cols + j], slope)
                 for i in range(z_block.rows)
                 for j in range(z_block.cols)
             }
@@ -323,12 +325,14 @@ def walkthrough_grid(experiment: Experiment, step: int, captured: Captured) -> G
         elif isinstance(stages[index + 1].layer, Activation):
             act = stages[index + 1].layer
             g_next, a_next = grads[index + 1], outputs[index + 1]
+            size = out.rows * out.cols
+            assert (g_next.rows, g_next.cols) == (a_next.rows, a_next.cols) == (out.rows, out.cols)
+            g, z, a = flat_refs(g_next, size), flat_refs(out, size), flat_refs(a_next, size)
             cells = {
-                (i, j): fx.times_derivative(
-                    act.kind, g_next.cell(i, j), out.cell(i, j), a_next.cell(i, j), act.slope
-                )
+                (i, j): fx.times_derivative(act.kind, g[k], z[k], a[k], act.slope)
                 for i in range(out.rows)
                 for j in range(out.cols)
+                for k in (i * out.cols + j,)
             }
             derivative = fx.ACTIVATION_EQUATIONS[act.kind][1]
             equation = f"∂L/∂{out_symbols[index + 1]} ⊙ f′({out_symbols[index]}), {derivative}"

@@ -47,7 +47,7 @@ from handgrad.workbook.diagnostics_sheet import (
     diagnostic_charts,
     diagnostics_grid,
 )
-from handgrad.workbook.grid import Grid
+from handgrad.workbook.grid import Grid, collection_paused
 from handgrad.workbook.styles import StyleBook
 from handgrad.workbook.tracesheet import TraceSheets
 from handgrad.workbook.training import training_grid
@@ -117,7 +117,7 @@ def write_grid(book: Book, grid: Grid, sheet: Any = None) -> Any:
         if _ADDRESS_LIKE.match(name):
             raise ExcelLimitError(f"defined name {name!r} reads as a cell address; write it like W_1")
         sheet.defined_names[name] = DefinedName(name, attr_text=f"{quote_sheetname(grid.title)}!{ref}")
-    data = SheetData()
+    data = SheetData(sheet)
     data.add_grid(grid.cells, book.styles.id, book.strings)
     book.sheet_data[sheet] = data
     return sheet
@@ -305,6 +305,10 @@ class WorkbookWriter:
 
     def write(self, path: str | Path, report: Report) -> None:
         """Lay out every sheet and write the workbook to ``path`` atomically."""
+        with collection_paused():
+            self._write(path, report)
+
+    def _write(self, path: str | Path, report: Report) -> None:
         self.choose_walkthrough()
         for kept, (h, t, sc) in self.budget.finish():
             self.trace.add_step(kept, h, t, sc)

@@ -3,8 +3,10 @@
 openpyxl (write-only workbook) writes the package: workbook, styles, tables, charts, defined
 names, conditional formats and every sheet's frame (columns, panes, tail). The rows of each sheet
 are not built as openpyxl cells (about 5,000 rows a second): :class:`SheetData` serialises them
-straight to XML in an unnamed temporary file as they come, so memory stays flat however long the
-Trace is, and :func:`save` splices them into the frame while it writes the final zip.
+straight to XML as they come and deflates them behind the sheet's frame head in a worker thread
+(workbook/deflated.py; a big grid's rows are serialised in a forked child, workbook/forked_rows.py),
+so memory stays flat however long the Trace is, and :func:`save` copies each sheet's deflated part
+into the final zip, the frame's tail added.
 
 The zip is reproducible: the document's created/modified times are fixed (``docProps/core.xml``),
 every entry carries the same date, mode and compression, and the entries come in a fixed order
@@ -17,20 +19,24 @@ import datetime
 import io
 import math
 import re
-import shutil
 import tempfile
 import zipfile
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from openpyxl.utils import get_column_letter
 from openpyxl.workbook import Workbook
+from openpyxl.worksheet._writer import WorksheetWriter
 from openpyxl.worksheet.formula import ArrayFormula
 from openpyxl.xml.functions import tostring
 
 from handgrad.contract.spec import SpecError
+from handgrad.workbook import forked_rows
+from handgrad.workbook.deflated import DeflatedStream, write_entry
 
 EXCEL_MAX_ROWS = 1_048_576
 EXCEL_MAX_COLS = 16_384
@@ -196,6 +202,7 @@ def cell_xml(
 
 
 RowCell = tuple[int, object, int, bool, "float | None"]  # (column, value, style, is_text, cached)
+_XML_SPECIAL = re.compile("[&<>\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 def row_cells(row: int, cells: list[RowCell], strings: SharedStrings | None = None) -> list[str]:
@@ -204,38 +211,96 @@ def row_cells(row: int, cells: list[RowCell], strings: SharedStrings | None = No
     A cell that is the next column after the cell written before it (the first: column A) is
     written without ``r``: the reference is optional in SpreadsheetML, and Excel, LibreOffice and
     openpyxl all place such a cell one column to the right of the one before. Every cell after a
-    gap keeps ``r``. This halves the Trace's compressed size. The commonest cells (a finite
-    number, a formula, an array formula's element) are written here without a call per cell;
-    the rest by :func:`cell_xml`.
+    gap keeps ``r``. This halves the Trace's compressed size.
     """
-    if cells and cells[-1][0] > EXCEL_MAX_COLS:
-        raise ExcelLimitError(f"column {cells[-1][0]:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
+    items = [(col, _Cell(value, style, is_text, cached)) for col, value, style, is_text, cached in cells]
+    return grid_row(row, items, _StyleAttributes(), strings)
+
+
+class _Cell:
+    """What :func:`grid_row` reads of a cell (as :class:`handgrad.workbook.grid.Cell`)."""
+
+    __slots__ = ("value", "style", "number_format", "is_text", "cached")
+
+    def __init__(self, value: object, style: int, is_text: bool, cached: float | None) -> None:
+        self.value, self.style, self.number_format = value, style, None
+        self.is_text, self.cached = is_text, cached
+
+
+class _StyleAttributes(dict):  # type: ignore[type-arg]
+    """``style index -> ' s="index"'`` ("" for 0), made on first use."""
+
+    def __missing__(self, style: int) -> str:
+        found = self[style] = f' s="{style}"' if style else ""
+        return found
+
+
+def grid_row(
+    row: int,
+    items: list[tuple[int, Any]],
+    attributes: Mapping[Any, str],
+    strings: SharedStrings | None = None,
+) -> list[str]:
+    """The ``<c>`` elements of one row: ``items`` are (column, cell) in increasing column order, a
+    cell has ``value``, ``style``, ``number_format``, ``is_text`` and ``cached`` (see
+    :func:`cell_xml`); ``attributes`` maps a cell's ``style`` (``(style, number_format)`` where it
+    has a number format) to its ``s`` attribute. A cell that follows the one written before it
+    goes without ``r`` (see :func:`row_cells`). The commonest cells (a finite number, a formula,
+    an array formula's element) are written here without a call per cell; the rest by
+    :func:`cell_xml`.
+    """
+    if items and items[-1][0] > EXCEL_MAX_COLS:
+        raise ExcelLimitError(f"column {items[-1][0]:,} is past Excel's last column ({EXCEL_MAX_COLS:,})")
     out: list[str] = []
     append = out.append
     previous = 0
-    for col, value, style, is_text, cached in cells:
-        r = "" if col == previous + 1 else f' r="{column_letter(col)}{row}"'
-        s = f' s="{style}"' if style else ""
+    special = _XML_SPECIAL.search
+    letters = _COLUMN_LETTERS
+    add_text = strings.add if strings is not None else None
+    for col, cell in items:
+        r = "" if col == previous + 1 else f' r="{letters[col] if col < 703 else column_letter(col)}{row}"'
+        number_format = cell.number_format
+        s = attributes[cell.style] if number_format is None else attributes[(cell.style, number_format)]
+        value = cell.value
         kind = type(value)
-        if kind is float:
+        if kind is str:
+            if cell.is_text or value[:1] != "=" or len(value) < 2:  # type: ignore[index]
+                if add_text is not None and len(value) <= EXCEL_MAX_TEXT:  # type: ignore[arg-type]
+                    append(f'<c{r}{s} t="s"><v>{add_text(value)}</v></c>')  # type: ignore[arg-type]
+                    previous = col
+                    continue
+            else:
+                if len(value) > EXCEL_MAX_FORMULA:  # type: ignore[arg-type]
+                    formula_body(value)  # type: ignore[arg-type]  # raises
+                cached = cell.cached
+                body = value[1:]  # type: ignore[index]
+                if special(body):
+                    body = xml_text(body)
+                if type(cached) is float and cached - cached == 0:
+                    append(f"<c{r}{s}><f>{body}</f><v>{cached!r}</v></c>")
+                    previous = col
+                    continue
+                if cached is None:
+                    append(f"<c{r}{s}><f>{body}</f></c>")
+                    previous = col
+                    continue
+        elif kind is float:
             if value - value == 0:  # finite
                 append(f"<c{r}{s}><v>{value!r}</v></c>")
                 previous = col
                 continue
-        elif kind is str:
-            if not is_text and value[:1] == "=" and len(value) > 1:  # type: ignore[index]
-                if len(value) > EXCEL_MAX_FORMULA:  # type: ignore[arg-type]
-                    formula_body(value)  # type: ignore[arg-type]  # raises
-                v = f"<v>{cached!r}</v>" if type(cached) is float and cached - cached == 0 else ""
-                if v or cached is None:
-                    append(f"<c{r}{s}><f>{xml_text(value[1:])}</f>{v}</c>")  # type: ignore[index]
-                    previous = col
-                    continue
-        elif value is None and type(cached) is float and cached - cached == 0:  # in an array's range
-            append(f"<c{r}{s}><v>{cached!r}</v></c>")
+        elif value is None:
+            cached = cell.cached
+            if type(cached) is float and cached - cached == 0:  # in an array formula's range
+                append(f"<c{r}{s}><v>{cached!r}</v></c>")
+                previous = col
+                continue
+        elif kind is int:
+            append(f"<c{r}{s}><v>{value}</v></c>")
             previous = col
             continue
-        xml = cell_xml(r[4:-1], value, style, is_text=is_text, strings=strings, cached=cached)
+        style = int(s[4:-1]) if s else 0
+        xml = cell_xml(r[4:-1], value, style, is_text=cell.is_text, strings=strings, cached=cell.cached)
         if xml:  # an empty cell is no element: the next one must then name its column
             append(xml)
             previous = col
@@ -243,23 +308,35 @@ def row_cells(row: int, cells: list[RowCell], strings: SharedStrings | None = No
 
 
 class SheetData:
-    """The ``<row>`` elements of one sheet, streamed to an unnamed temporary file.
+    """The ``<row>`` elements of one sheet, streamed out of memory as they come.
 
-    Rows must come in increasing order. Nothing is held in memory beyond a small buffer; the file
-    disappears when closed (or when the process dies: it has no name on disk).
+    Rows must come in increasing order. Nothing is held in memory beyond a small buffer. Given
+    the ``sheet`` (an openpyxl write-only worksheet whose frame is set: column widths, panes),
+    the rows are deflated as they come, behind the sheet's frame head as it stands at the first
+    flush (:class:`~handgrad.workbook.deflated.DeflatedStream`); :meth:`part` checks that head
+    against the saved frame's and deflates the rows again behind the real one where they differ.
+    Else they go to an unnamed temporary file, deflated when saved. Either file disappears when
+    closed (or when the process dies: it has no name on disk).
     """
 
     FLUSH = 1 << 20
 
-    def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="handgrad-sheet-")
+    def __init__(self, sheet: Any = None) -> None:
+        self.sheet = sheet
+        self.file: IO[bytes] | None = None  # the rows, not deflated yet
+        self.stream: DeflatedStream | None = None  # the frame's head and the rows, deflated
         self._pending: list[str] = []
         self._pending_size = 0
+        self._size = 0  # bytes of rows flushed
         self.last_row = 0
         self.max_col = 0
+        self._forked: tuple[forked_rows.ForkedRows, Mapping[Any, str], SharedStrings | None] | None = None
+        self._before_fork = (0, 0)
 
     def write(self, xml: str) -> None:
         """Append raw row XML (the caller keeps rows in order and counts them in ``last_row``)."""
+        if self._forked is not None:
+            self._settle()
         self._pending.append(xml)
         self._pending_size += len(xml)
         if self._pending_size > self.FLUSH:
@@ -270,8 +347,7 @@ class SheetData:
             raise ValueError(f"row {row} written after row {self.last_row}")
         if row > EXCEL_MAX_ROWS:
             raise ExcelLimitError(f"row {row:,} is past Excel's last row ({EXCEL_MAX_ROWS:,})")
-        extra = f' ht="{height}" customHeight="1"' if height else ""
-        self.write(f'<row r="{row}"{extra}>{"".join(cells)}</row>')
+        self.write(row_xml(row, cells, height))
         self.last_row = row
 
     def add_cells(
@@ -296,40 +372,180 @@ class SheetData:
         """Every cell of a grid, ``{(row, col): cell}`` (a :class:`handgrad.workbook.grid.Cell`:
         value, style, number_format, is_text, cached), in rows; ``style_id`` maps a cell's style
         and number format to its index in the workbook (asked in the order the cells were set)."""
-        styles: dict[tuple[str | None, str | None], int] = {(None, None): 0}
-        rows: dict[int, list[RowCell]] = {}
+        attributes: dict[Any, str] = {}
+        for key in dict.fromkeys(map(_STYLE_KEY, cells.values())):
+            style = style_id(*key) if key[0] or key[1] else 0
+            attributes[key[0] if key[1] is None else key] = f' s="{style}"' if style else ""
+        grouped: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
         for (row, col), cell in cells.items():
-            key = (cell.style, cell.number_format)
-            style = styles.get(key)
-            if style is None:
-                style = styles[key] = style_id(*key) if key[0] or key[1] else 0
-            found = rows.get(row)
-            if found is None:
-                found = rows[row] = []
-            found.append((col, cell.value, style, cell.is_text, cell.cached))
-        for row in sorted(rows):
-            items = sorted(rows[row])  # by column: a row's columns are distinct, nothing else compared
-            self.add_row(row, row_cells(row, items, strings))
+            grouped[row].append((col, cell))
+        first = itemgetter(0)
+        rows = [(row, grouped[row]) for row in sorted(grouped)]
+        for _, items in rows:
+            items.sort(key=first)
+        if self._fork(rows, len(cells), attributes, strings):
+            return
+        self._add_rows(rows, attributes, strings)
+
+    def _add_rows(
+        self,
+        rows: list[tuple[int, list[tuple[int, Any]]]],
+        attributes: Mapping[Any, str],
+        strings: SharedStrings | None,
+    ) -> None:
+        for row, items in rows:
+            self.add_row(row, grid_row(row, items, attributes, strings))
             self.max_col = max(self.max_col, items[-1][0])
 
+    def _fork(
+        self,
+        rows: list[tuple[int, list[tuple[int, Any]]]],
+        cells: int,
+        attributes: Mapping[Any, str],
+        strings: SharedStrings | None,
+    ) -> bool:
+        """Serialise ``rows`` in a forked child (:mod:`handgrad.workbook.forked_rows`) where that
+        pays and nothing can go wrong in it that the parent would have to see; True if it does."""
+        if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= cells and self.sheet is not None):
+            return False
+        if rows[0][0] <= self.last_row or rows[-1][0] > EXCEL_MAX_ROWS:
+            return False  # add_row refuses it: in the parent, now
+        if max(items[-1][0] for _, items in rows) > EXCEL_MAX_COLS:
+            return False
+        self._settle()
+        self.flush()
+        if self.stream is None:
+            head = _stream_head(self.sheet) if self.file is None else None
+            if head is None:
+                return False
+            self.stream = DeflatedStream(head)
+        if strings is not None:
+            for text in forked_rows.texts(rows, EXCEL_MAX_TEXT):
+                strings.add(text)
+
+        def serialise(row: int, items: list[tuple[int, Any]]) -> bytes:
+            return row_xml(row, grid_row(row, items, attributes, strings)).encode("utf-8")
+
+        try:
+            child = forked_rows.ForkedRows(rows, serialise, strings, self.stream.add)
+        except OSError:  # no process to spare: the texts registered are the ones the rows add here
+            return False
+        self._forked = (child, attributes, strings)
+        self._before_fork = (self.last_row, self.max_col)
+        self.last_row = rows[-1][0]
+        self.max_col = max(self.max_col, max(items[-1][0] for _, items in rows))
+        return True
+
+    def _settle(self) -> None:
+        """Wait for rows serialised in a child; serialise them here if the child failed."""
+        if self._forked is None:
+            return
+        forked, attributes, strings = self._forked
+        self._forked = None
+        if forked.join():
+            self._size += forked.size
+            return
+        self.last_row, self.max_col = self._before_fork
+        self._add_rows(list(forked.rows), attributes, strings)
+
     def flush(self) -> None:
-        if self._pending:
-            self.file.write("".join(self._pending).encode("utf-8"))
-            self._pending.clear()
-            self._pending_size = 0
+        if not self._pending:
+            return
+        data = "".join(self._pending).encode("utf-8")
+        self._pending.clear()
+        self._pending_size = 0
+        self._size += len(data)
+        if self.stream is None and self.file is None:
+            head = _stream_head(self.sheet) if self.sheet is not None else None
+            if head is not None:
+                self.stream = DeflatedStream(head)
+            else:
+                self.file = tempfile.TemporaryFile(prefix="handgrad-sheet-")
+        if self.stream is not None:
+            self.stream.add(data)
+        else:
+            self.file.write(data)  # type: ignore[union-attr]
 
     def size(self) -> int:
+        """Bytes of the rows written so far."""
+        self._settle()
         self.flush()
-        return self.file.tell()
+        return self._size
 
-    def copy_to(self, out: IO[bytes]) -> None:
+    def part(self, head: bytes, tail: bytes) -> DeflatedStream:
+        """The sheet's whole part, deflated: the frame's ``head``, ``<sheetData>``, the rows,
+        ``</sheetData>`` and the frame's ``tail``. No row can be added after."""
+        self._settle()
         self.flush()
-        self.file.seek(0)
-        shutil.copyfileobj(self.file, out, 1 << 20)
-        self.file.seek(0, io.SEEK_END)
+        prefix = head + b"<sheetData>"
+        stream = self.stream
+        if stream is None or stream.head != prefix:
+            fresh = DeflatedStream(prefix)
+            if stream is not None:  # the frame changed after the first rows were deflated
+                stream.finish()
+                for data in stream.inflated(skip=len(stream.head)):
+                    fresh.add(data)
+                stream.close()
+            elif self.file is not None:
+                self.file.seek(0)
+                while data := self.file.read(1 << 20):
+                    fresh.add(data)
+                self.file.close()
+                self.file = None
+            stream = self.stream = fresh
+        stream.add(b"</sheetData>" + tail)
+        stream.finish()
+        return stream
 
     def close(self) -> None:
-        self.file.close()
+        if self._forked is not None:
+            self._forked[0].cancel()
+            self._forked = None
+        if self.stream is not None:
+            self.stream.close()
+        if self.file is not None:
+            self.file.close()
+
+
+_STYLE_KEY = attrgetter("style", "number_format")
+
+
+def row_xml(row: int, cells: Iterable[str], height: float | None = None) -> str:
+    """A ``<row>`` element around its cells' elements."""
+    extra = f' ht="{height}" customHeight="1"' if height else ""
+    return f'<row r="{row}"{extra}>{"".join(cells)}</row>'
+
+
+def _stream_head(sheet: Any) -> bytes | None:
+    """What a sheet's deflated part starts with: its frame's head as it stands, ``<sheetData>``."""
+    head = frame_head(sheet)
+    return None if head is None else head + b"<sheetData>"
+
+
+def frame_head(sheet: Any) -> bytes | None:
+    """What openpyxl writes before the rows of write-only ``sheet`` as the sheet stands now
+    (properties, views, format, columns), or None where its frame has no empty sheetData."""
+    # writing the frame sets these on the sheet (the columns' outline level is found while the
+    # columns are written, after the format that names it): put them back, or the real frame
+    # would name an outline level this one did not
+    kept = (sheet.column_dimensions.max_outline, sheet.sheet_format.outlineLevelCol)
+    lists = {name: getattr(sheet, name) for name in ("_hyperlinks", "_comments") if hasattr(sheet, name)}
+    out = io.BytesIO()
+    try:
+        writer = WorksheetWriter(sheet, out=out)
+        writer.write_top()
+        writer.write_rows()
+        writer.close()
+    finally:
+        sheet.column_dimensions.max_outline, sheet.sheet_format.outlineLevelCol = kept
+        for name in ("_hyperlinks", "_comments"):
+            if name in lists:
+                setattr(sheet, name, lists[name])
+            elif hasattr(sheet, name):
+                delattr(sheet, name)
+    content = out.getvalue()
+    match = _EMPTY_SHEET_DATA.search(content)
+    return None if match is None else content[: match.start()]
 
 
 _EMPTY_SHEET_DATA = re.compile(rb"<sheetData\s*/>|<sheetData>\s*</sheetData>")
@@ -399,9 +615,5 @@ def save(
             match = _EMPTY_SHEET_DATA.search(content)
             if match is None:
                 raise RuntimeError(f"{name}: openpyxl wrote rows into a streamed sheet's frame")
-            head, tail = content[: match.start()], content[match.end() :]
-            size = len(head) + len(b"<sheetData></sheetData>") + data.size() + len(tail)
-            with target.open(_zip_info(name, size), "w") as out:
-                out.write(head + b"<sheetData>")
-                data.copy_to(out)
-                out.write(b"</sheetData>" + tail)
+            stream = data.part(content[: match.start()], content[match.end() :])
+            write_entry(target, _zip_info(name, stream.size), stream)
