@@ -225,10 +225,11 @@ def _ops_layer(
     ``full[t]``: every row is active at step t (default: read from ``active``). ``first``: the
     input is the data, whose gradient the terms never read (∂L/∂x of layer 1 is torch.nn's): its
     steps are taken by one ``unbind`` (one backward node that stacks the step gradients) rather
-    than a ``select`` per step, whose backward fills a T·N·I zero tensor each (T² work). The same
-    arithmetic either way, step by step, as the hand side's order of operations; the transposed
-    weights are views taken once (their gradient sums reach only ∂L/∂W, which the terms take from
-    torch.nn)."""
+    than a ``select`` per step, whose backward fills a T·N·I zero tensor each (T² work); above
+    layer 1 the input's gradient is a term, and ``select`` keeps it as it always was. The forward
+    arithmetic is the same either way, one step at a time; the transposed weights are views taken
+    once (their gradient sums reach only ∂L/∂W, which the check compares with torch.nn's and the
+    terms take from torch.nn)."""
     W_ih, W_hh, b_ih, b_hh = (params[k] for k in PARAM_NAMES)
     W_ih_T, W_hh_T = W_ih.T, W_hh.T
     gates = GATES[cell] if cell in ("gru", "lstm") else ("a",)
