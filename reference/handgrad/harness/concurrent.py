@@ -32,14 +32,18 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from handgrad.contract.trace import StepTrace
 
-if TYPE_CHECKING:
-    from handgrad.harness.lockstep import Side
+
+class Side(Protocol):
+    """What running a side needs (a :class:`handgrad.harness.lockstep.Side` has it): step k."""
+
+    def step(self, step: int) -> StepTrace: ...
+
 
 SIDES = ("auto", "sequential", "concurrent")
 # Below this a side's step is mostly Python, which one GIL serialises: nothing to overlap. A
