@@ -236,3 +236,31 @@ def test_the_hand_step_has_one_blas_thread_while_the_twin_runs_and_the_count_com
     concurrent.set_blas_threads(2)
     harness.run(experiment, sides="concurrent")
     assert seen == [1, 1, 1] and concurrent.set_blas_threads(2) == 2
+
+
+def test_split_map_keeps_the_order_and_uses_a_second_thread_for_heavy_items() -> None:
+    threads: list[str] = []
+
+    def square(item: int) -> int:
+        threads.append(threading.current_thread().name)
+        return item * item
+
+    weights = [concurrent.SPLIT_ELEMENTS // 4] * 8
+    assert concurrent.split_map(square, list(range(8)), weights) == [k * k for k in range(8)]
+    if concurrent.available_cpus() >= 2:
+        assert len(set(threads)) == 2 and threading.main_thread().name in threads
+    threads.clear()
+    assert concurrent.split_map(square, [3, 4], [1, 1]) == [9, 16]  # light: the caller alone
+    assert set(threads) == {threading.main_thread().name}
+
+
+@pytest.mark.parametrize("failing", [0, 7])  # in the worker's run, in the caller's
+def test_split_map_raises_an_items_error_with_its_traceback(failing: int) -> None:
+    def check(item: int) -> int:
+        if item == failing:
+            raise_from_the_hand_side(item)
+        return item
+
+    with pytest.raises(ZeroDivisionError, match=f"hand step {failing}") as raised:
+        concurrent.split_map(check, list(range(8)), [concurrent.SPLIT_ELEMENTS] * 8)
+    assert traceback.extract_tb(raised.value.__traceback__)[-1].name == "raise_from_the_hand_side"

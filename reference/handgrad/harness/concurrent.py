@@ -40,7 +40,7 @@ from handgrad.contract.trace import StepTrace
 
 
 class Side(Protocol):
-    """What a side needs here: step k (1-based) and its trace (harness.lockstep.Side has more)."""
+    """What running a side needs (a :class:`handgrad.harness.lockstep.Side` has it): step k."""
 
     def step(self, step: int) -> StepTrace: ...
 
