@@ -328,7 +328,8 @@ def xlsx_cells() -> Row:
     ``append`` loop, the floor. Rates are cells per second, the fastest of 3 interleaved runs."""
     from openpyxl import Workbook
 
-    from handgrad.workbook.xlsx import SheetData, save
+    from handgrad.workbook.package import save
+    from handgrad.workbook.xlsx import SheetData
 
     rows, cols = 20_000, 10
     values = np.random.default_rng(0).standard_normal((rows, cols)).tolist()

@@ -37,8 +37,8 @@ from handgrad.workbook.diagnostics_sheet import (  # noqa: E402
     diagnostics_grid,
 )
 from handgrad.workbook.grid import Grid  # noqa: E402
+from handgrad.workbook.package import save  # noqa: E402
 from handgrad.workbook.writer import Book, write_grid  # noqa: E402
-from handgrad.workbook.xlsx import save  # noqa: E402
 
 DEFAULT_RUN = ["--depth", "8", "--activation", "sigmoid", "--init-gain", "4", "--steps", "300"]
 

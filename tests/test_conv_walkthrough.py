@@ -33,8 +33,8 @@ from handgrad.scenarios.conv import bars
 from handgrad.scenarios.stack import stack_experiment
 from handgrad.workbook.conv_walkthrough import conv_unsupported_reason, conv_walkthrough_grids
 from handgrad.workbook.grid import Grid
+from handgrad.workbook.package import save
 from handgrad.workbook.writer import Book, write_grid
-from handgrad.workbook.xlsx import save
 
 REL = 1e-12
 ROOT = Path(__file__).resolve().parents[1]

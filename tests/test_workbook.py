@@ -25,9 +25,10 @@ from handgrad import cli, harness
 from handgrad.cli import scenario_parser
 from handgrad.scenarios import SCENARIOS
 from handgrad.workbook.grid import Grid
+from handgrad.workbook.package import save
 from handgrad.workbook.tracesheet import COLUMNS
 from handgrad.workbook.writer import Book, WorkbookWriter, check_runs, write_grid
-from handgrad.workbook.xlsx import DOCUMENT_TIME, ZIP_TIME, ExcelLimitError, SheetData, check_title, save
+from handgrad.workbook.xlsx import DOCUMENT_TIME, ZIP_TIME, ExcelLimitError, SheetData, check_title
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "reference")}

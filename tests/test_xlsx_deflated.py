@@ -23,15 +23,14 @@ from openpyxl.worksheet.formula import ArrayFormula
 from handgrad.workbook import deflated, forked_rows
 from handgrad.workbook.cached import fill_cached
 from handgrad.workbook.grid import Grid
+from handgrad.workbook.package import save, zip_info
 from handgrad.workbook.writer import Book, write_grid
 from handgrad.workbook.xlsx import (
     SharedStrings,
     SheetData,
-    _zip_info,
     cell_xml,
     column_letter,
     row_cells,
-    save,
 )
 
 
@@ -49,10 +48,10 @@ def _content(size: int, seed: int = 0) -> bytes:
 def _plain_zip(content: bytes, name: str = "xl/worksheets/sheet1.xml") -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", allowZip64=True) as target:
-        target.writestr(_zip_info("first.xml", 3), b"abc")
-        with target.open(_zip_info(name, len(content)), "w") as entry:
+        target.writestr(zip_info("first.xml", 3), b"abc")
+        with target.open(zip_info(name, len(content)), "w") as entry:
             entry.write(content)
-        target.writestr(_zip_info("last.xml", 3), b"xyz")
+        target.writestr(zip_info("last.xml", 3), b"xyz")
     return out.getvalue()
 
 
@@ -66,9 +65,9 @@ def _deflated_zip(content: bytes, pieces: list[int], name: str = "xl/worksheets/
         stream.finish()
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", allowZip64=True) as target:
-            target.writestr(_zip_info("first.xml", 3), b"abc")
-            deflated.write_entry(target, _zip_info(name, stream.size), stream)
-            target.writestr(_zip_info("last.xml", 3), b"xyz")
+            target.writestr(zip_info("first.xml", 3), b"abc")
+            deflated.write_entry(target, zip_info(name, stream.size), stream)
+            target.writestr(zip_info("last.xml", 3), b"xyz")
         return out.getvalue()
     finally:
         stream.close()

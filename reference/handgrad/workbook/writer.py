@@ -48,6 +48,7 @@ from handgrad.workbook.diagnostics_sheet import (
     diagnostics_grid,
 )
 from handgrad.workbook.grid import Grid, collection_paused
+from handgrad.workbook.package import save
 from handgrad.workbook.styles import StyleBook
 from handgrad.workbook.tracesheet import TraceSheets
 from handgrad.workbook.training import training_grid
@@ -59,7 +60,6 @@ from handgrad.workbook.xlsx import (
     SheetData,
     check_title,
     column_letter,
-    save,
 )
 
 CHART_POINTS = 2000  # the charts draw at most this many steps (every k-th step beyond)

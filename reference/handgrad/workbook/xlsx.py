@@ -5,8 +5,8 @@ names, conditional formats and every sheet's frame (columns, panes, tail). The r
 are not built as openpyxl cells (about 5,000 rows a second): :class:`SheetData` serialises them
 straight to XML as they come and deflates them behind the sheet's frame head in a worker thread
 (workbook/deflated.py; a big grid's rows are serialised in a forked child, workbook/forked_rows.py),
-so memory stays flat however long the Trace is, and :func:`save` copies each sheet's deflated part
-into the final zip, the frame's tail added.
+so memory stays flat however long the Trace is; :func:`handgrad.workbook.package.save` copies
+each sheet's deflated part into the final zip, the frame's tail added.
 
 The zip is reproducible: the document's created/modified times are fixed (``docProps/core.xml``),
 every entry carries the same date, mode and compression, and the entries come in a fixed order
@@ -20,23 +20,19 @@ import io
 import math
 import re
 import tempfile
-import zipfile
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from operator import attrgetter, itemgetter
-from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 from openpyxl.utils import get_column_letter
-from openpyxl.workbook import Workbook
 from openpyxl.worksheet._writer import WorksheetWriter
 from openpyxl.worksheet.formula import ArrayFormula
-from openpyxl.xml.functions import tostring
 
 from handgrad.contract.spec import SpecError
 from handgrad.workbook import forked_rows
-from handgrad.workbook.deflated import DeflatedStream, write_entry
+from handgrad.workbook.deflated import DeflatedStream
 
 EXCEL_MAX_ROWS = 1_048_576
 EXCEL_MAX_COLS = 16_384
@@ -47,9 +43,6 @@ DOCUMENT_TIME = datetime.datetime(2000, 1, 1, 0, 0, 0)  # created/modified of ev
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry
 
 SHEET_NS = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
-SHARED_STRINGS_PART = "xl/sharedStrings.xml"
-_SHARED_STRINGS_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
-_SHARED_STRINGS_REL = "http://schemas.openxmlformats.org/officeDocument/2006/relationships/sharedStrings"
 _ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _BAD_TITLE = re.compile(r"[\[\]:*?/\\]")
 _COLUMN_LETTERS = [""] + [get_column_letter(i) for i in range(1, 703)]  # A..ZZ, the common case
@@ -544,76 +537,8 @@ def frame_head(sheet: Any) -> bytes | None:
             elif hasattr(sheet, name):
                 delattr(sheet, name)
     content = out.getvalue()
-    match = _EMPTY_SHEET_DATA.search(content)
+    match = EMPTY_SHEET_DATA.search(content)
     return None if match is None else content[: match.start()]
 
 
-_EMPTY_SHEET_DATA = re.compile(rb"<sheetData\s*/>|<sheetData>\s*</sheetData>")
-
-
-def _zip_info(name: str, size: int = 0) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name, date_time=ZIP_TIME)
-    info.compress_type = zipfile.ZIP_DEFLATED
-    info.create_system = 3  # the same bytes on every platform
-    info.external_attr = 0o644 << 16
-    info.file_size = size  # lets zipfile choose zip64 up front for a huge sheet
-    return info
-
-
-def _entry_order(names: list[str]) -> list[str]:
-    first = [name for name in ("[Content_Types].xml", "_rels/.rels") if name in names]
-    return first + [name for name in names if name not in first]
-
-
-def _add_shared_strings(name: str, content: bytes) -> bytes:
-    """Register ``xl/sharedStrings.xml`` in the content types and the workbook's relationships
-    (openpyxl 3.1 writes inline strings only, so it lists no such part)."""
-    if name == "[Content_Types].xml":
-        entry = f'<Override PartName="/{SHARED_STRINGS_PART}" ContentType="{_SHARED_STRINGS_TYPE}" />'
-        return content.replace(b"</Types>", entry.encode() + b"</Types>")
-    if name == "xl/_rels/workbook.xml.rels":
-        target = f"/{SHARED_STRINGS_PART}"
-        entry = f'<Relationship Id="rIdSharedStrings" Type="{_SHARED_STRINGS_REL}" Target="{target}" />'
-        return content.replace(b"</Relationships>", entry.encode() + b"</Relationships>")
-    return content
-
-
-def save(
-    workbook: Workbook,
-    path: str | Path,
-    sheet_data: Mapping[Any, SheetData],
-    strings: SharedStrings | None = None,
-) -> None:
-    """Write ``workbook`` to ``path`` with each sheet's rows taken from ``sheet_data`` (by sheet)
-    and the text of shared-string cells from ``strings``.
-
-    ``path`` should be a temporary file (see :func:`handgrad.atomic.atomic_path`): the zip is
-    written in place.
-    """
-    workbook.properties.creator = "handgrad"
-    workbook.properties.created = DOCUMENT_TIME
-    frame = io.BytesIO()
-    workbook.save(frame)  # every sheet is an empty frame here: small
-    workbook.properties.modified = DOCUMENT_TIME  # openpyxl stamps "now" while saving; undo it
-    core = tostring(workbook.properties.to_tree())
-    by_path = {sheet.path[1:]: data for sheet, data in sheet_data.items()}
-    with zipfile.ZipFile(frame) as source, zipfile.ZipFile(path, "w", allowZip64=True) as target:
-        names = _entry_order(source.namelist())
-        if strings is not None and SHARED_STRINGS_PART in names:
-            raise RuntimeError("openpyxl wrote a shared string table of its own")
-        for name in names:
-            content = core if name == "docProps/core.xml" else source.read(name)
-            if strings is not None:
-                content = _add_shared_strings(name, content)
-            data = by_path.get(name)
-            if data is None:
-                target.writestr(_zip_info(name, len(content)), content)
-                if name == "xl/workbook.xml" and strings is not None:
-                    table = strings.xml()
-                    target.writestr(_zip_info(SHARED_STRINGS_PART, len(table)), table)
-                continue
-            match = _EMPTY_SHEET_DATA.search(content)
-            if match is None:
-                raise RuntimeError(f"{name}: openpyxl wrote rows into a streamed sheet's frame")
-            stream = data.part(content[: match.start()], content[match.end() :])
-            write_entry(target, _zip_info(name, stream.size), stream)
+EMPTY_SHEET_DATA = re.compile(rb"<sheetData\s*/>|<sheetData>\s*</sheetData>")
