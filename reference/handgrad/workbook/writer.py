@@ -147,7 +147,9 @@ def check_runs(
     at the step ``step +`` later (a run's second row fixes both strides)."""
     runs: list[list[Any]] = []
     last: list[Any] | None = None
-    for (row, col), (step, term, index) in sorted(checks.items(), key=lambda item: (item[0][1], item[0][0])):
+    # column-major: (col, row) are distinct, so the tuples sort by them alone (no key function)
+    by_column = sorted([(col, row, *check) for (row, col), check in checks.items()])
+    for col, row, step, term, index in by_column:
         if last is not None and last[0] == col and last[2] + 1 == row and last[4] == term:
             k = row - last[1]
             if last[2] == last[1]:  # a single cell so far: this row sets the strides
