@@ -252,28 +252,14 @@ class TwinRecurrent:
         else:
             da3, dz3 = self._time_major(yhat.grad), self._time_major(z.grad)
             dx3 = self._time_major(output.grad)  # ∂L/∂output: only the head reads the output
+            per_step = (("da", "∂L/∂ŷ", da3), ("dz", "∂L/∂z_y", dz3), ("dx", "∂L/∂x_y", dx3))
             for t in range(T, 0, -1):
                 m = active[t - 1]
-                if m.any():
-                    trace.add(
-                        f"{HEAD}.dL_da[{t}]", f"∂L/∂ŷ{sub(t)}", "backward", da3[t - 1][m], SOURCE, copy=False
-                    )
-                    trace.add(
-                        f"{HEAD}.dL_dz[{t}]",
-                        f"∂L/∂z_y{sub(t)}",
-                        "backward",
-                        dz3[t - 1][m],
-                        SOURCE,
-                        copy=False,
-                    )
-                    trace.add(
-                        f"{HEAD}.dL_dx[{t}]",
-                        f"∂L/∂x_y{sub(t)}",
-                        "backward",
-                        dx3[t - 1][m],
-                        SOURCE,
-                        copy=False,
-                    )
+                if not m.any():
+                    continue
+                for short, symbol, values in per_step:
+                    name, at = f"{HEAD}.dL_{short}[{t}]", f"{symbol}{sub(t)}"
+                    trace.add(name, at, "backward", values[t - 1][m], SOURCE, copy=False)
             trace.add(f"{HEAD}.dL_dW", "∂L/∂W_y", "backward", grads[f"{HEAD}.W"], SOURCE)
             trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", grads[f"{HEAD}.b"], SOURCE)
         for layer in reversed(range(model.num_layers)):
