@@ -110,6 +110,9 @@ CASES = [
     Case("hidden 1e9", ["compare", "xor", "--hidden", str(10**9)], "hidden"),
     Case("image size 1e5", ["compare", "alexnet-mini", "--image-size", "100000"], "image_size"),
     Case("length 1e9", ["compare", "parity", "--length", str(10**9)], "length"),
+    # within SIZE_LIMITS, but each time step's records (~88 KiB) would pass 4 GiB: 10 GB measured
+    Case("length 1e5 records", ["compare", "parity", "--length", "100000"], "length"),
+    Case("echo length 1e5 two layers", ["compare", "echo", "--length", "50000", "--layers", "2"], "length"),
     Case("depth 1e4", ["compare", "deep", "--depth", "10000"], "depth"),
     Case("deep wide", ["compare", "deep", "--width", "100000", "--depth", "100"], "depth"),
     Case("recurrent product", ["compare", "parity", "--hidden", "100000", "--length", "1000"], "length"),
