@@ -109,3 +109,15 @@ def test_long_xor_keeps_a_budget_and_says_so(tmp_path: Path, capsys: pytest.Capt
     assert any(line.split("workbook: ")[1] in str(text) for text in readme)
     assert any(str(text).startswith("handgrad compare xor --steps 4000 --xlsx FILE.xlsx") for text in readme)
     book.close()
+
+
+@pytest.mark.parametrize(("rows", "warned"), [(124_831, False), (912_300, True)])
+def test_a_step_over_the_budget_is_said_with_its_size_when_large(rows: int, warned: bool) -> None:
+    """deep's one step (124,831 rows, ~3 MB) passes the budget quietly; echo at length 2,000 (one
+    step of 912,300 rows, a 25.6 MB workbook measured) is said with its size in megabytes."""
+    budget = TraceBudget(TraceSteps("auto"), 1)
+    budget.admit(1, rows, False, None)
+    text = budget.describe(1)
+    assert text.startswith("The Trace keeps every one of the 1 steps run.")
+    assert ("One step is 912,300 rows" in text and "about 25 MB" in text) is warned
+    assert ("One step is" in text) is warned

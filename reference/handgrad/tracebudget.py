@@ -22,7 +22,9 @@ import numpy as np
 
 from handgrad.contract.spec import SpecError
 
-TRACE_ROW_BUDGET = 120_000  # Trace rows of the automatic default: ~27 bytes each once zipped
+TRACE_ROW_BUDGET = 120_000  # Trace rows of the automatic default
+OVERSIZE_MB = 10  # a Trace the budget could not hold is said in words from this size on
+TRACE_ROW_BYTES = 27  # a Trace row's bytes once zipped, about (deep's one step: 124,831 rows)
 HELP = (
     "steps the Trace sheet keeps: all, N (N steps: first, last and an even sample), FIRST:LAST "
     f"(a range) or every:K; default auto: every step while the rows fit {TRACE_ROW_BUDGET:,}, "
@@ -175,7 +177,7 @@ class TraceBudget:
         """One sentence: which steps the Trace holds and why (console, Summary, Read me)."""
         kept = len(self.kept)
         if kept >= steps_run:
-            return f"The Trace keeps every one of the {steps_run:,} steps run."
+            return f"The Trace keeps every one of the {steps_run:,} steps run.{self._oversize(kept)}"
         how = {
             "auto": f"the automatic budget of {self.budget_rows:,} rows ({self.rows_per_step:,} rows a step)",
             "count": f"--trace-steps {self.choice.text}",
@@ -191,6 +193,21 @@ class TraceBudget:
         return (
             f"The Trace keeps {kept:,} of the {steps_run:,} steps run ({_ranges(sorted(self.kept))}) "
             f"by {how}{also}; every step was compared. --trace-steps all keeps every step."
+            f"{self._oversize(kept)}"
+        )
+
+    def _oversize(self, kept: int) -> str:
+        """A warning when the automatic budget could not hold and the Trace is large: one step
+        alone is over the budget (a long sequence, a wide layer), so the Trace is as large as the
+        steps it must keep."""
+        rows = self.rows_per_step * kept
+        megabytes = rows * TRACE_ROW_BYTES / 1e6
+        if self.choice.kind != "auto" or rows <= self.budget_rows or megabytes < OVERSIZE_MB:
+            return ""
+        return (
+            f" One step is {self.rows_per_step:,} rows, over the automatic budget of "
+            f"{self.budget_rows:,}: the Trace alone is about {megabytes:,.0f} MB (a smaller run "
+            "makes a smaller workbook)."
         )
 
 
