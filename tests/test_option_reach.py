@@ -92,6 +92,7 @@ NO_EFFECT = {
     "--trace-steps": "which steps the Trace sheet keeps (with --xlsx); every step is still compared",
     "--live-steps": "how many Training-sheet rows are live formulas (with --xlsx)",
     "--quiet": "console output only",
+    "--all-terms": "console output only (every row of the term table)",
     "--gradcheck": "adds the finite-difference column beside the trace (tests/test_compare_gradcheck.py)",
     "--resync": "copies the hand weights into torch before each step: the same numbers while both agree",
     "--max-memory": "a bound on the estimated memory: it refuses a run or lets it run unchanged",

@@ -70,6 +70,11 @@ def check_parser() -> ArgumentParser:
     parser.add_argument("--xlsx", metavar="FILE", help="write the workbook (never over an input)")
     parser.add_argument("--walkthrough", metavar="STEPS", default="1", help="workbook walkthrough steps")
     parser.add_argument("--quiet", action="store_true", help="print the verdict line only")
+    parser.add_argument(
+        "--all-terms",
+        action="store_true",
+        help="print every term's row (default: at most 200, failing terms and largest errors first)",
+    )
     return parser
 
 

@@ -45,6 +45,11 @@ def _common_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="print the verdict line only")
     parser.add_argument(
+        "--all-terms",
+        action="store_true",
+        help=f"print every term's row (default: at most {TABLE_ROWS}, failing and largest errors first)",
+    )
+    parser.add_argument(
         "--xlsx", metavar="FILE", help="write the workbook (live formulas, every term; default: none)"
     )
     parser.add_argument(
@@ -80,10 +85,15 @@ def scenario_parser(name: str) -> ArgumentParser:
     return parser
 
 
-def _format_table(report: Report) -> str:
+TABLE_ROWS = 200  # the console table's rows at most: every scenario at its defaults fits (echo: 153)
+
+
+def _format_table(report: Report, limit: int | None = TABLE_ROWS) -> str:
     """One row per term: max |hand − torch| over the run, and with ``--gradcheck`` the FD column:
-    max |hand − finite differences| over the steps checked, ok or FAIL by the oracle's tolerance."""
-    width = max((len(name) for name in report.terms), default=4)
+    max |hand − finite differences| over the steps checked, ok or FAIL by the oracle's tolerance.
+
+    More than ``limit`` terms (a long sequence has a dozen a time step): the failing terms, then
+    the largest errors, ``limit`` rows in the trace's order, and a line that counts the rest."""
     fd: dict[str, tuple[bool, float]] = {}
     for result in report.oracle or ():
         ok, worst = fd.get(result.term, (True, 0.0))
@@ -92,11 +102,16 @@ def _format_table(report: Report) -> str:
         name: "ok" if not stats.failing_steps else f"FAIL ({stats.failing_steps} steps)"
         for name, stats in report.terms.items()
     }
+    fd_failing = {name for name, (ok, _) in fd.items() if not ok}
+    failing = {name for name, stats in report.terms.items() if stats.failing_steps} | fd_failing
+    shown = _shown_terms(report, failing, limit)
+    width = max((len(name) for name in shown), default=4)
     ok_width = max(map(len, oks.values()), default=2) if report.oracle is not None else 0
     header = f"{'term':<{width}}  {'phase':<9} {'max |Δ|':>9} {'elem rel':>9} {'norm rel':>9}  "
     header += f"{'ok':<{ok_width}}"
     lines = [header + ("  FD" if report.oracle is not None else "")]
-    for name, stats in report.terms.items():
+    for name in shown:
+        stats = report.terms[name]
         row = f"{name:<{width}}  {stats.phase:<9} {stats.max_abs:9.1e} {stats.elem_rel:9.1e} "
         row += f"{stats.norm_rel:9.1e}  "
         row += f"{oks[name]:<{ok_width}}"
@@ -104,7 +119,26 @@ def _format_table(report: Report) -> str:
             ok, worst = fd[name]
             row += f"  {'ok' if ok else 'FAIL'} {worst:.1e}"
         lines.append(row.rstrip())
+    hidden = [name for name in report.terms if name not in shown]
+    if hidden:
+        failing_hidden = len(failing.intersection(hidden))
+        largest = max(report.terms[name].max_rel for name in hidden)
+        what = f"{failing_hidden:,} of them failing" if failing_hidden else "all agreeing"
+        lines.append(
+            f"… {len(hidden):,} more terms not shown ({what}; their largest rel error {largest:.1e}): "
+            "--all-terms prints every row, --json FILE writes every term"
+        )
     return "\n".join(lines)
+
+
+def _shown_terms(report: Report, failing: set[str], limit: int | None) -> list[str]:
+    """The terms the table prints: all of them, or the ``limit`` that matter most (``failing``,
+    by either check, first, then the largest relative error), in the report's order."""
+    names = list(report.terms)
+    if limit is None or len(names) <= limit:
+        return names
+    chosen = set(sorted(names, key=lambda name: (name not in failing, -report.terms[name].max_rel))[:limit])
+    return [name for name in names if name in chosen]
 
 
 def _configuration_line(report: Report) -> str:
@@ -234,7 +268,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
     if args.json:
         _write_json(args.json, report)
     if not args.quiet:
-        print(_format_table(report))
+        print(_format_table(report, None if args.all_terms else TABLE_ROWS))
         if report.configuration is not None:
             print(f"{name}: {_configuration_line(report)}")
         if oracle is not None and oracle.input_reason is not None:
@@ -259,7 +293,7 @@ def check(argv: Sequence[str]) -> int:
     if args.json:
         _write_json(args.json, report)
     if not args.quiet:
-        print(_format_table(report))
+        print(_format_table(report, None if args.all_terms else TABLE_ROWS))
         print(f"{label}: {_configuration_line(report)}")
         if report.predictions is not None:
             print(f"{label}: final predictions, every row of the data at the last step's weights:")
