@@ -121,3 +121,15 @@ def test_a_step_over_the_budget_is_said_with_its_size_when_large(rows: int, warn
     assert text.startswith("The Trace keeps every one of the 1 steps run.")
     assert ("One step is 912,300 rows" in text and "about 25 MB" in text) is warned
     assert ("One step is" in text) is warned
+
+
+def test_required_steps_over_the_budget_say_so_and_the_remedy() -> None:
+    """deep with --walkthrough 1,2,3,4 keeps four steps of 124,831 rows (a 31 MB workbook)."""
+    budget = TraceBudget(TraceSteps("auto"), 100)
+    budget.require([1, 2, 3, 4])
+    for step in range(1, 101):
+        budget.admit(step, 124_831, False, None)
+    budget.finish()
+    text = budget.describe(100)
+    assert "The 4 steps it must keep are 499,324 rows" in text
+    assert "about 13 MB (fewer --walkthrough steps make a smaller workbook)" in text

@@ -204,10 +204,15 @@ class TraceBudget:
         megabytes = rows * TRACE_ROW_BYTES / 1e6
         if self.choice.kind != "auto" or rows <= self.budget_rows or megabytes < OVERSIZE_MB:
             return ""
+        if kept == 1:
+            what = f"One step is {self.rows_per_step:,} rows"
+            remedy = "a smaller run makes a smaller workbook"
+        else:
+            what = f"The {kept:,} steps it must keep are {rows:,} rows"
+            remedy = "fewer --walkthrough steps make a smaller workbook"
         return (
-            f" One step is {self.rows_per_step:,} rows, over the automatic budget of "
-            f"{self.budget_rows:,}: the Trace alone is about {megabytes:,.0f} MB (a smaller run "
-            "makes a smaller workbook)."
+            f" {what}, over the automatic budget of {self.budget_rows:,}: the Trace alone is about "
+            f"{megabytes:,.0f} MB ({remedy})."
         )
 
 
