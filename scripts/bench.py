@@ -85,16 +85,47 @@ def mlp_step() -> Row:
         return step_ratio("mlp_step", "mlp", [*argv, "--lr", "0.01"], 1.0, warmup=3, per_block=1, blocks=40)
 
 
+# torch alone training xor as `compare xor` does (2-3-1 sigmoid, squared error, online SGD, 1,000
+# steps, float64, one thread): what any lock-step against torch must spend besides its own work.
+# The SGD update is written out (p ← p − η·∂L/∂p, torch.optim.SGD's arithmetic): constructing a
+# torch.optim optimizer imports torch._dynamo (~1.5 s), which handgrad avoids (twin/eager.py)
+PLAIN_TORCH_XOR = """
+import numpy, torch
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = torch.nn.Sequential(
+    torch.nn.Linear(2, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 1), torch.nn.Sigmoid()
+).double()
+x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+y = torch.tensor([[0.0], [1.0], [1.0], [0.0]], dtype=torch.float64)
+params = list(model.parameters())
+loss_module = torch.nn.MSELoss()
+for step in range(1000):
+    row = step % 4
+    for p in params:
+        p.grad = None
+    loss_module(model(x[row : row + 1]), y[row : row + 1]).backward()
+    with torch.no_grad():
+        for p in params:
+            p.add_(p.grad, alpha=-0.5)
+"""
+
+
 @benchmark("compare_xor", "`handgrad compare xor --steps 1000` / `python -c 'import numpy, torch'`, wall")
 def compare_xor() -> Row:
+    """Also timed, not in the ratio: ``torch_only``, the same 1,000 xor steps trained by torch
+    alone after the same imports (:data:`PLAIN_TORCH_XOR`), the floor of any lock-step run."""
     seconds = time_commands(
         {
             "compare": [sys.executable, "-m", "handgrad", "compare", "xor", "--steps", "1000", "--quiet"],
             "floor": [sys.executable, "-c", "import numpy, torch"],
+            "torch_only": [sys.executable, "-c", PLAIN_TORCH_XOR],
         },
         repeats=OPTIONS.repeats,
     )
-    return Row.of("compare_xor", seconds, seconds["compare"] / seconds["floor"], 1.3)
+    figures = Row.of("compare_xor", seconds, 0.0, 0.0).figures
+    figures += f"  torch_only/floor {seconds['torch_only'] / seconds['floor']:.2f}"
+    return Row("compare_xor", figures, seconds["compare"] / seconds["floor"], 1.3)
 
 
 @benchmark("conv_step", "hand / torch step time, Conv2d 3→16 3×3 pad 1 on 8×3×32×32, fwd+bwd, float64")
