@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 import numpy as np
 
@@ -296,63 +297,34 @@ def compare_traces(
 
     ``recent``: the run's memory of each term's size (:class:`RecentScale`), updated here; without
     it each term is measured against its own size at this step."""
-    hand_names, torch_names = hand.names(), torch.names()
-    if hand_names != torch_names:
-        only_hand = [n for n in hand_names if n not in torch]
-        only_torch = [n for n in torch_names if n not in hand]
+    names = [term.name for term in hand.terms]
+    if names != [term.name for term in torch.terms]:
+        only_hand = [n for n in names if n not in torch]
+        only_torch = [n for n in torch.names() if n not in hand]
         raise TermContractError(
             f"step {hand.step}: term lists differ (hand only: {only_hand}, torch only: "
             f"{only_torch}; or the order differs)"
         )
-    hand_values = [np.asarray(term.value, dtype=np.float64) for term in hand]
-    torch_values = [np.asarray(term.value, dtype=np.float64) for term in torch]
+    hand_values, torch_values = _doubles(hand), _doubles(torch)
     count = len(hand_values)
-    small = [
-        i
-        for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True))
-        if 0 < h.size <= BATCHED_TERM_LIMIT and h.shape == t.shape
-    ]
-    small_set = set(small)
-    # This step's size of every term (max|t| and ‖t‖₂ of torch's finite, flushed values): small
-    # terms in one numpy pass, large ones alone.
+    small: list[int] = []  # compared together in one pass (_SmallTerms)
+    large: list[int] = []  # measured in batches (_LargeTerms), or alone
+    for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True)):
+        if h.shape == t.shape:
+            (small if 0 < h.size <= BATCHED_TERM_LIMIT else large).append(i)
+    # This step's size of every term (max|t| and ‖t‖₂ of torch's finite, flushed values)
     peaks, norms = np.zeros(count), np.zeros(count)
-    if small:
-        sizes = np.array([hand_values[i].size for i in small])
-        starts = np.cumsum([0, *sizes[:-1]])
-        flat_hand = np.concatenate([hand_values[i] for i in small], axis=None)  # each flattened (C order)
-        flat_torch = np.concatenate([torch_values[i] for i in small], axis=None)
-        with np.errstate(invalid="ignore", over="ignore"):
-            flat_hand, flat_torch = tol.flush(flat_hand), tol.flush(flat_torch)
-            diff = np.abs(flat_hand - flat_torch)
-            # flushing moves no value across overflow: |Δ| is finite exactly where hand − torch is
-            finite_diff = np.isfinite(diff)
-            finite = np.logical_and.reduceat(finite_diff, starts)
-            all_finite = bool(finite_diff.all())  # then torch's values are all finite too
-            small_magnitude = np.abs(flat_torch)
-            if not all_finite:
-                small_magnitude[~np.isfinite(small_magnitude)] = 0.0
-            small_peaks = np.maximum.reduceat(small_magnitude, starts)
-            max_abs = np.maximum.reduceat(diff, starts)
-            # normwise, each term scaled by its own largest value (no overflow, no underflow)
-            unit = np.maximum(max_abs, small_peaks)
-            unit[~(unit > 0) if all_finite else ~(unit > 0) | ~np.isfinite(unit)] = 1.0
-            units = np.repeat(unit, sizes)
-            diff_norm = unit * np.sqrt(np.add.reduceat(np.square(diff / units), starts))
-            small_norms = unit * np.sqrt(np.add.reduceat(np.square(small_magnitude / units), starts))
-        peaks[small] = small_peaks
-        norms[small] = small_norms
+    few = _SmallTerms(small, hand_values, torch_values, tol) if small else None
+    if few is not None:
+        peaks[small], norms[small] = few.peaks, few.norms
     # large terms: measured together in batches (see _LargeTerms), the torch side kept for the
     # comparison below; a term the batches leave out is sized alone and compared by compare_values
-    batches = _LargeTerms.measure(
-        [i for i in range(count) if i not in small_set and hand_values[i].shape == torch_values[i].shape],
-        torch_values,
-        tol,
-    )
+    batches = _LargeTerms.measure(large, torch_values, tol)
     batched = {i for batch in batches for i in batch.indices}
     for batch in batches:
         peaks[batch.indices], norms[batch.indices] = batch.peaks, batch.norms
-    for i in range(count):
-        if i not in small_set and i not in batched and hand_values[i].shape == torch_values[i].shape:
+    for i in large:
+        if i not in batched:
             magnitude = np.abs(tol.flush(torch_values[i]))
             magnitude[~np.isfinite(magnitude)] = 0.0
             peaks[i], norms[i] = float(magnitude.max(initial=0.0)), norm(magnitude)
@@ -361,32 +333,9 @@ def compare_traces(
     checks: list[TermCheck | None] = [None] * count
     # the per-term figures as Python floats once (.tolist() gives the same doubles as float(x[i]))
     scale_list, norm_scale_list = scales.tolist(), norm_scales.tolist()
-    if small:
-        with np.errstate(invalid="ignore"):
-            errors = tol.element_errors(diff, small_magnitude, np.repeat(scales[small], sizes))
-        elem_rel_list = np.maximum.reduceat(errors, starts).tolist()
-        finite_list, max_abs_list = finite.tolist(), max_abs.tolist()
-        diff_norm_list, size_list = diff_norm.tolist(), sizes.tolist()
-        for position, i in enumerate(small):
-            norm_rel = relative(diff_norm_list[position], norm_scale_list[i])
-            elem_rel = elem_rel_list[position]
-            if not finite_list[position] or elem_rel > tol.rtol or norm_rel > tol.rtol:
-                continue  # compared alone below, with its worst element located
-            # an agreeing term: its worst element is not located (no message shows it)
-            checks[i] = _finite_check(
-                hand.terms[i].name,
-                max_abs_list[position],
-                elem_rel,
-                norm_rel,
-                0,
-                size_list[position],
-                (),
-                math.nan,
-                math.nan,
-                tol.rtol,
-                scale_list[i],
-            )
-    names = hand.names()
+    if few is not None:
+        for i, check in few.agreeing(names, tol, scales[small], scale_list, norm_scale_list):
+            checks[i] = check
     compared = split_map(
         lambda batch: batch.compare(names, hand_values, tol, scale_list, norm_scale_list),
         batches,
@@ -399,15 +348,112 @@ def compare_traces(
         check
         if check is not None
         else compare_values(
-            term.name,
+            names[i],
             hand_values[i],
             torch_values[i],
             tol,
             scale=scale_list[i],
             norm_scale=norm_scale_list[i],
         )
-        for i, (term, check) in enumerate(zip(hand.terms, checks, strict=True))
+        for i, check in enumerate(checks)
     ]
+
+
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _doubles(trace: StepTrace) -> list[np.ndarray]:
+    """Each term's value as float64 (``np.asarray(value, dtype=np.float64)``, skipped where the
+    value already is one: 0.25 µs a term)."""
+    return [
+        value
+        if type(value) is np.ndarray and value.dtype is _FLOAT64
+        else np.asarray(value, dtype=np.float64)
+        for value in (term.value for term in trace.terms)
+    ]
+
+
+class _SmallTerms:
+    """Terms of 1 to :data:`BATCHED_TERM_LIMIT` elements (of one shape on both sides), measured
+    in one numpy pass: both sides' values side by side in one array of two rows (hand, torch),
+    so each operation of the rule is one call for every term of both sides.
+
+    Row 0 becomes |Δ| (flushed hand − flushed torch), row 1 |t| (flushed torch; a non-finite |t|
+    set to 0 for the term's size); a term's figures are reductions of its columns
+    (``np.*.reduceat`` along the rows: each row's segment reduced as the 1-d segment is). A term
+    is finite exactly where its largest |Δ| is (``np.maximum`` propagates NaN). Only a term that
+    agrees gets its check here (its worst element is not located: no message shows it); any
+    other goes through :func:`compare_values`."""
+
+    def __init__(
+        self, small: list[int], hand: list[np.ndarray], torch: list[np.ndarray], tol: Tolerance
+    ) -> None:
+        sizes = [hand[i].size for i in small]
+        starts = [0, *accumulate(sizes[:-1])]
+        pair = np.concatenate([*(hand[i] for i in small), *(torch[i] for i in small)], axis=None)
+        with np.errstate(invalid="ignore", over="ignore"):
+            pair = tol.flush(pair).reshape(2, -1)
+            pair[0] -= pair[1]
+            np.abs(pair, out=pair)  # |Δ|, |t|
+            top = np.maximum.reduceat(pair, starts, axis=1)  # max |Δ|, max |t|
+            max_abs = top[0]
+            self.all_finite = math.isfinite(float(np.maximum.reduce(max_abs)))
+            if not self.all_finite:  # then torch's values are all finite too
+                magnitude = pair[1]
+                magnitude[~np.isfinite(magnitude)] = 0.0
+                top[1] = np.maximum.reduceat(magnitude, starts)
+            # normwise, each term scaled by its own largest value (no overflow, no underflow)
+            unit = np.maximum(max_abs, top[1])
+            unit[~(unit > 0) if self.all_finite else ~(unit > 0) | ~np.isfinite(unit)] = 1.0
+            sums = np.add.reduceat(np.square(pair / np.repeat(unit, sizes)), starts, axis=1)
+            self.diff_norms, self.norms = unit * np.sqrt(sums)
+        self.small, self.sizes, self.starts, self.pair = small, sizes, starts, pair
+        self.max_abs, self.peaks = max_abs, top[1]
+
+    def agreeing(
+        self,
+        names: list[str],
+        tol: Tolerance,
+        scales: np.ndarray,
+        scale_list: list[float],
+        norm_scale_list: list[float],
+    ) -> list[tuple[int, TermCheck]]:
+        """(index, check) of each term that is finite and agrees, measured at ``scales`` (the
+        small terms' s, in order) and the run's ``scale_list``/``norm_scale_list`` (every term's)."""
+        diff, magnitude = self.pair
+        with np.errstate(invalid="ignore"):
+            errors = tol.element_errors(diff, magnitude, scales, self.sizes)
+        elem_rels = np.maximum.reduceat(errors, self.starts).tolist()
+        finite = [True] * len(self.small) if self.all_finite else np.isfinite(self.max_abs).tolist()
+        rtol, checks = tol.rtol, []
+        for i, size, max_abs, elem_rel, diff_norm, ok in zip(
+            self.small,
+            self.sizes,
+            self.max_abs.tolist(),
+            elem_rels,
+            self.diff_norms.tolist(),
+            finite,
+            strict=True,
+        ):
+            norm_scale = norm_scale_list[i]  # relative(diff_norm, norm_scale), inline
+            norm_rel = 0.0 if diff_norm == 0 else diff_norm / norm_scale if norm_scale > 0 else math.inf
+            if ok and elem_rel <= rtol and norm_rel <= rtol:
+                check = _finite_check(
+                    names[i],
+                    max_abs,
+                    elem_rel,
+                    norm_rel,
+                    0,
+                    size,
+                    (),
+                    math.nan,
+                    math.nan,
+                    rtol,
+                    scale_list[i],
+                )
+                checks.append((i, check))
+            # any other is compared alone, with its worst element located
+        return checks
 
 
 # Large terms are measured together in batches of about this many elements (one larger term is a
@@ -565,10 +611,13 @@ def _raise_to_summands(
                 f"step {hand.step}: {term.name} {hand_values[i].shape} is declared {subscripts} of "
                 f"{list(operands)}, of shape {floor.shape}"
             )
-        peak = float(floor.max(initial=0.0))
+        # floor.max(initial=0.0) and np.sum(...): the same reductions without numpy's wrappers
+        peak = float(np.maximum.reduce(floor, axis=None, initial=0.0))
         if peak > 0 and math.isfinite(peak):
             peaks[i] = max(peaks[i], peak)
-            norms[i] = max(norms[i], peak * math.sqrt(float(np.sum(np.square(floor / peak)))))
+            norms[i] = max(
+                norms[i], peak * math.sqrt(float(np.add.reduce(np.square(floor / peak), axis=None)))
+            )
 
 
 def assert_values_match(name: str, hand: np.ndarray, torch: np.ndarray, tol: Tolerance) -> None:
