@@ -435,8 +435,7 @@ class _SmallTerms:
             finite,
             strict=True,
         ):
-            norm_scale = norm_scale_list[i]  # relative(diff_norm, norm_scale), inline
-            norm_rel = 0.0 if diff_norm == 0 else diff_norm / norm_scale if norm_scale > 0 else math.inf
+            norm_rel = relative(diff_norm, norm_scale_list[i])
             if ok and elem_rel <= rtol and norm_rel <= rtol:
                 check = _finite_check(
                     names[i],
@@ -462,7 +461,7 @@ class _SmallTerms:
 LARGE_BATCH_ELEMENTS = 1 << 15
 # Every array of this size that has to be mapped afresh costs page faults (harness/allocator.py):
 # x / np.repeat(...) over 131,072 doubles took 1.15 ms with a fresh array, 0.09 ms with reused
-# memory. So a batch of one term divides by its figure itself (segments.per_element), and squares
+# memory. So a batch of one term divides by its figure itself (segments.term_wise), and squares
 # and |Δ| are taken in place: fewer arrays, the same doubles.
 
 
@@ -496,6 +495,7 @@ class _LargeTerms:
     indices: list[int]
     sizes: list[int]
     starts: list[int]
+    runs: list[tuple[int, int, int]]  # (start, count, size) of each run of terms of one size
     values: np.ndarray  # torch's values, flattened and concatenated in the order of ``indices``
     flushed: np.ndarray  # the same with subnormals set to 0
     magnitude: np.ndarray  # |flushed|
@@ -523,7 +523,7 @@ class _LargeTerms:
     @classmethod
     def _of(cls, group: list[int], torch: list[np.ndarray], tol: Tolerance) -> _LargeTerms | None:
         sizes = [torch[i].size for i in group]
-        starts = np.cumsum([0, *sizes[:-1]]).tolist()
+        starts = [0, *accumulate(sizes[:-1])]
         values = segments.joined([torch[i] for i in group])
         flushed, magnitude = segments.flushed(values, tol.tiny)
         peaks = np.maximum.reduceat(magnitude, starts)  # NaN or inf where a value is not finite
@@ -532,10 +532,11 @@ class _LargeTerms:
             kept = [i for i, ok in zip(group, finite.tolist(), strict=True) if ok]
             return cls._of(kept, torch, tol) if kept else None
         unit = np.where(peaks > 0, peaks, 1.0)
-        squares = magnitude / segments.per_element(unit, sizes)
+        runs = segments.runs(starts, sizes)
+        squares = segments.term_wise(np.divide, magnitude, unit, runs, np.empty_like(magnitude))
         np.square(squares, out=squares)
-        norms = segments.segment_norms(squares, segments.runs(starts, sizes), peaks.tolist())
-        return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
+        norms = segments.segment_norms(squares, runs, peaks.tolist())
+        return cls(group, sizes, starts, runs, values, flushed, magnitude, peaks, norms)
 
     def compare(
         self,
@@ -554,38 +555,45 @@ class _LargeTerms:
         max_abs = np.maximum.reduceat(diff, self.starts)  # NaN or inf where a |Δ| is not finite
         finite = np.isfinite(max_abs)
         unit = np.where(finite & (max_abs > 0), max_abs, 1.0)
-        sizes = self.sizes
-        errors = tol.element_errors(diff, self.magnitude, np.array([scales[i] for i in self.indices]), sizes)
-        with np.errstate(invalid="ignore", over="ignore"):
-            squares = np.divide(diff, segments.per_element(unit, sizes), out=diff)  # |Δ| is not needed again
+        sizes, runs, rtol = self.sizes, self.runs, tol.rtol
+        term_scales = [scales[i] for i in self.indices]
+        errors = tol.element_errors(diff, self.magnitude, np.array(term_scales), sizes, runs)
+        with np.errstate(invalid="ignore", over="ignore"):  # |Δ| is not needed again
+            squares = segments.term_wise(np.divide, diff, unit, runs, diff)
             np.square(squares, out=squares)
         max_abs_list = max_abs.tolist()
-        same_size = segments.runs(self.starts, sizes)
-        diff_norms = segments.segment_norms(squares, same_size, max_abs_list)
-        worst = segments.first_maxima(errors, same_size)  # each term's flat index of its largest eᵢ
-        at = [start + flat for start, flat in zip(self.starts, worst, strict=True)]
+        diff_norms = segments.segment_norms(squares, runs, max_abs_list)
+        worst = segments.first_maxima(errors, runs)  # each term's flat index of its largest eᵢ
+        at = np.add(self.starts, worst)
         elem_rels, hand_at, torch_at = errors[at].tolist(), flat_hand[at].tolist(), self.values[at].tolist()
         checks = []
         for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
             if not ok:
                 continue
-            start, size, elem_rel = self.starts[position], sizes[position], elem_rels[position]
-            # no NaN among the errors (finite |Δ|, denominators ≥ 0): none is over rtol if the largest is not
-            mismatched = (
-                int(np.count_nonzero(errors[start : start + size] > tol.rtol)) if elem_rel > tol.rtol else 0
+            size, elem_rel, diff_norm, norm_scale = (
+                sizes[position],
+                elem_rels[position],
+                diff_norms[position],
+                norm_scales[i],
             )
+            # no NaN among the errors (finite |Δ|, denominators ≥ 0): none is over rtol if the largest is not
+            if elem_rel > rtol:
+                start = self.starts[position]
+                mismatched = int(np.count_nonzero(errors[start : start + size] > rtol))
+            else:
+                mismatched = 0
             check = _finite_check(
                 names[i],
                 max_abs_list[position],
                 elem_rel,
-                relative(diff_norms[position], norm_scales[i]),
+                relative(diff_norm, norm_scale),
                 mismatched,
                 size,
                 segments.unravel(worst[position], hand[i].shape),
                 hand_at[position],
                 torch_at[position],
-                tol.rtol,
-                scales[i],
+                rtol,
+                term_scales[position],
             )
             checks.append((i, check))
         return checks
