@@ -13,6 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import NoReturn
 
 import numpy as np
 
@@ -297,21 +298,28 @@ def compare_traces(
 
     ``recent``: the run's memory of each term's size (:class:`RecentScale`), updated here; without
     it each term is measured against its own size at this step."""
-    names = [term.name for term in hand.terms]
-    if names != [term.name for term in torch.terms]:
-        only_hand = [n for n in names if n not in torch]
-        only_torch = [n for n in torch.names() if n not in hand]
-        raise TermContractError(
-            f"step {hand.step}: term lists differ (hand only: {only_hand}, torch only: "
-            f"{only_torch}; or the order differs)"
-        )
-    hand_values, torch_values = _doubles(hand), _doubles(torch)
-    count = len(hand_values)
+    names: list[str] = []
+    hand_values: list[np.ndarray] = []  # each term's value as float64
+    torch_values: list[np.ndarray] = []
     small: list[int] = []  # compared together in one pass (_SmallTerms)
     large: list[int] = []  # measured in batches (_LargeTerms), or alone
-    for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True)):
+    if len(hand.terms) != len(torch.terms):
+        _differ(hand, torch)
+    for i, (hand_term, torch_term) in enumerate(zip(hand.terms, torch.terms, strict=True)):
+        name, h, t = hand_term.name, hand_term.value, torch_term.value
+        if name != torch_term.name:
+            _differ(hand, torch)
+        # np.asarray(value, dtype=np.float64), skipped where the value already is one (0.25 µs a term)
+        if type(h) is not np.ndarray or h.dtype is not _FLOAT64:
+            h = np.asarray(h, dtype=np.float64)
+        if type(t) is not np.ndarray or t.dtype is not _FLOAT64:
+            t = np.asarray(t, dtype=np.float64)
+        names.append(name)
+        hand_values.append(h)
+        torch_values.append(t)
         if h.shape == t.shape:
             (small if 0 < h.size <= BATCHED_TERM_LIMIT else large).append(i)
+    count = len(names)
     # This step's size of every term (max|t| and ‖t‖₂ of torch's finite, flushed values)
     peaks, norms = np.zeros(count), np.zeros(count)
     few = _SmallTerms(small, hand_values, torch_values, tol) if small else None
@@ -323,7 +331,7 @@ def compare_traces(
     batched = {i for batch in batches for i in batch.indices}
     for batch in batches:
         peaks[batch.indices], norms[batch.indices] = batch.peaks, batch.norms
-    for i in large:
+    for i in large if len(batched) < len(large) else ():
         if i not in batched:
             magnitude = np.abs(tol.flush(torch_values[i]))
             magnitude[~np.isfinite(magnitude)] = 0.0
@@ -362,15 +370,13 @@ def compare_traces(
 _FLOAT64 = np.dtype(np.float64)
 
 
-def _doubles(trace: StepTrace) -> list[np.ndarray]:
-    """Each term's value as float64 (``np.asarray(value, dtype=np.float64)``, skipped where the
-    value already is one: 0.25 µs a term)."""
-    return [
-        value
-        if type(value) is np.ndarray and value.dtype is _FLOAT64
-        else np.asarray(value, dtype=np.float64)
-        for value in (term.value for term in trace.terms)
-    ]
+def _differ(hand: StepTrace, torch: StepTrace) -> NoReturn:
+    only_hand = [n for n in hand.names() if n not in torch]
+    only_torch = [n for n in torch.names() if n not in hand]
+    raise TermContractError(
+        f"step {hand.step}: term lists differ (hand only: {only_hand}, torch only: "
+        f"{only_torch}; or the order differs)"
+    )
 
 
 class _SmallTerms:
