@@ -512,13 +512,19 @@ class _LargeTerms:
     def measure(cls, indices: list[int], torch: list[np.ndarray], tol: Tolerance) -> list[_LargeTerms]:
         """The batches of the terms at ``indices`` that can be batched, each measured."""
         chosen = [i for i in indices if torch[i].size and torch[i].flags.c_contiguous]
+        # a term of a batch's size or more is a batch of its own, and does not close the batch
+        # being filled (MLP 784-256-10: 6 batches instead of 8; each costs ~100 µs of calls)
         groups, group, elements = [], [], 0
         for i in chosen:
-            if group and elements + torch[i].size > LARGE_BATCH_ELEMENTS:
+            size = torch[i].size
+            if size >= LARGE_BATCH_ELEMENTS:
+                groups.append([i])
+                continue
+            if group and elements + size > LARGE_BATCH_ELEMENTS:
                 groups.append(group)
                 group, elements = [], 0
             group.append(i)
-            elements += torch[i].size
+            elements += size
         if group:
             groups.append(group)
         batches = split_map(
