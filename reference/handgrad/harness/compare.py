@@ -410,7 +410,11 @@ class _SmallTerms:
                 top[1] = np.maximum.reduceat(magnitude, starts)
             # normwise, each term scaled by its own largest value (no overflow, no underflow)
             unit = np.maximum(max_abs, top[1])
-            unit[~(unit > 0) if self.all_finite else ~(unit > 0) | ~np.isfinite(unit)] = 1.0
+            unit = (
+                np.where(unit > 0, unit, 1.0)
+                if self.all_finite
+                else np.where((unit > 0) & np.isfinite(unit), unit, 1.0)
+            )
             sums = np.add.reduceat(np.square(pair / np.repeat(unit, sizes)), starts, axis=1)
             self.diff_norms, self.norms = unit * np.sqrt(sums)
         self.small, self.sizes, self.starts, self.pair = small, sizes, starts, pair
@@ -427,8 +431,7 @@ class _SmallTerms:
         """(index, check) of each term that is finite and agrees, measured at ``scales`` (the
         small terms' s, in order) and the run's ``scale_list``/``norm_scale_list`` (every term's)."""
         diff, magnitude = self.pair
-        with np.errstate(invalid="ignore"):
-            errors = tol.element_errors(diff, magnitude, scales, self.sizes)
+        errors = tol.element_errors(diff, magnitude, scales, self.sizes)
         elem_rels = np.maximum.reduceat(errors, self.starts).tolist()
         finite = [True] * len(self.small) if self.all_finite else np.isfinite(self.max_abs).tolist()
         rtol, checks = tol.rtol, []
