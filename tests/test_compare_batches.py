@@ -1,10 +1,10 @@
 """The batched comparison of a step's large terms gives each term the doubles it gets alone.
 
 compare_traces measures the terms above BATCHED_TERM_LIMIT elements in batches (harness/compare.py
-_LargeTerms): runs of terms of one size broadcast their figures (harness/segments.py term_wise,
-Tolerance.element_errors with runs), a term of a batch's size or more is a batch of its own
-between the others, and subnormals are found by counts. Each check must equal, field by field,
-what compare_values gives for the term alone at the same scales.
+_LargeTerms): runs of terms of one size are reduced as the rows of one 2-d view, a term of a
+batch's size or more is a batch of its own between the others, and subnormals are found by
+counts. Each check must equal, field by field, what compare_values gives for the term alone at
+the same scales.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from handgrad.contract.tolerance import BROADCAST_RUNS, TOLERANCES, norm
+from handgrad.contract.tolerance import TOLERANCES, norm
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import compare_traces, compare_values, segments
 from handgrad.harness.compare import LARGE_BATCH_ELEMENTS
@@ -22,8 +22,8 @@ SUBNORMAL = 5e-324
 
 
 def _shapes(case: str) -> list[tuple[int, ...]]:
-    """Large-term shapes of one step: a long run (more runs than BROADCAST_RUNS in its batch, or
-    one run), a few runs (broadcast), a term of a batch's size between them."""
+    """Large-term shapes of one step: one run of one size, a few runs, many runs of one term, a
+    term of a batch's size between the others."""
     big = (LARGE_BATCH_ELEMENTS // 64 + 1, 64)
     return {
         "one run": [(16, 64)] * 12,
@@ -70,27 +70,6 @@ def test_each_batched_term_is_measured_as_compare_values_measures_it(case: str) 
             name, h, t, F64, scale=float(magnitude.max(initial=0.0)), norm_scale=norm(magnitude)
         )
         assert repr(check) == repr(alone)
-
-
-@pytest.mark.parametrize("sizes", [[1000], [50, 50, 70], [30] * 7 + [40], [5, 6, 7, 8, 9, 10]])
-def test_a_figure_broadcast_per_run_is_the_figure_repeated(sizes: list[int]) -> None:
-    """term_wise and element_errors with runs: the doubles of the figures repeated per element."""
-    rng = np.random.default_rng(sum(sizes))
-    starts = [0, *np.cumsum(sizes[:-1]).tolist()]
-    runs = segments.runs(starts, sizes)
-    assert (len(runs) > BROADCAST_RUNS) == (sizes == [5, 6, 7, 8, 9, 10])
-    values = np.abs(rng.normal(size=sum(sizes))) * 10.0 ** rng.integers(-5, 5, sum(sizes))
-    figures = rng.uniform(0.5, 2.0, len(sizes)) * 10.0 ** rng.integers(-5, 5, len(sizes))
-    repeated = np.repeat(figures, sizes)
-    for ufunc, first in ((np.divide, False), (np.add, True)):
-        got = segments.term_wise(ufunc, values, figures, runs, np.empty_like(values), figures_first=first)
-        expected = ufunc(repeated, values) if first else ufunc(values, repeated)
-        assert got.tobytes() == expected.tobytes()
-    diff = values * rng.uniform(0, 1e-12, values.size)
-    by_runs = F64.element_errors(diff, values, figures, sizes, runs)
-    by_sizes = F64.element_errors(diff, values, figures, sizes)
-    alone = F64.element_errors(diff, values, repeated)
-    assert by_runs.tobytes() == by_sizes.tobytes() == alone.tobytes()
 
 
 def test_flushed_finds_a_subnormal_among_zeros_and_copies_nothing_without_one() -> None:

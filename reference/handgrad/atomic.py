@@ -63,7 +63,9 @@ def _same_file(a: str, b: str) -> bool:
         return False
 
 
-def check_outputs(outputs: Mapping[str, str | None], inputs: Mapping[str, str | None] | None = None) -> None:
+def check_outputs(
+    outputs: Mapping[str, str | None], inputs: Mapping[str, str | None] | None = None
+) -> None:
     """Check every given output (``{"--json": path, ...}``) and refuse, naming both options, one
     that is the same file as an input or as another output. Special files (``/dev/null``) may be
     given twice: they are written through, never replaced."""

@@ -142,13 +142,6 @@ def _summarise(
     if not math.isfinite(max_abs):
         bad = bad | ~np.isfinite(diff)
     return OracleCheck(
-        name,
-        method,
-        max_abs,
-        index,
-        float(analytic.reshape(-1)[flat]),
-        float(numeric.reshape(-1)[flat]),
-        int(bad.sum()),
-        int(analytic.size),
-        values,
+        name, method, max_abs, index, float(analytic.reshape(-1)[flat]), float(numeric.reshape(-1)[flat]),
+        int(bad.sum()), int(analytic.size), values,
     )

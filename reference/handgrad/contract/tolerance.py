@@ -29,11 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# Batched terms (harness/segments.py): with up to this many runs of terms of one size, an operation
-# between each element and its term's figure is one broadcasting call per run (its figures as a
-# column); with more, one call over the figures repeated over the elements (np.repeat).
-BROADCAST_RUNS = 4
-
 
 @dataclass(frozen=True)
 class Tolerance:
@@ -67,15 +62,12 @@ class Tolerance:
         magnitude: np.ndarray,
         scale: float | np.ndarray,
         sizes: list[int] | None = None,
-        runs: list[tuple[int, int, int]] | None = None,
     ) -> np.ndarray:
         """eᵢ = |Δᵢ| / ((atol/rtol)·s + |tᵢ|): each element's relative error; it agrees iff eᵢ ≤ rtol.
 
         ``sizes``: ``diff`` and ``magnitude`` hold several terms one after another, of these sizes,
         and ``scale`` has one s per term (the same doubles as s repeated over each term's elements,
-        without the pass that multiplies the repeated array). ``runs``: the same terms as
-        (start, count, size) of each run of terms of one size; with few runs, each run's
-        denominators are one broadcasting addition (its s as a column), with no repeated array."""
+        without the pass that multiplies the repeated array)."""
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # inf is a verdict here
             floor = self.scale_weight * scale
             if sizes is None:
@@ -83,18 +75,6 @@ class Tolerance:
             else:  # one array for the denominators and the quotients
                 if len(sizes) == 1:
                     denominator = np.add(float(floor[0]), magnitude)
-                elif runs is not None and len(runs) <= BROADCAST_RUNS:
-                    denominator = np.empty_like(magnitude)
-                    term = 0
-                    for start, count, size in runs:
-                        end = start + count * size
-                        rows = denominator[start:end].reshape(count, size)
-                        np.add(
-                            floor[term : term + count, None],
-                            magnitude[start:end].reshape(count, size),
-                            out=rows,
-                        )
-                        term += count
                 else:
                     denominator = np.repeat(floor, sizes)
                     denominator += magnitude

@@ -58,7 +58,10 @@ def clip_grad_value(grads: Mapping[str, np.ndarray], clip_value: float) -> dict[
         raise SpecError("clip_value", f"expected a number, got {clip_value!r}")
     if not math.isfinite(clip_value) or clip_value < 0:
         raise SpecError("clip_value", f"expected a finite number >= 0, got {clip_value}")
-    return {k: np.clip(np.asarray(g, dtype=np.float64), -clip_value, clip_value) for k, g in grads.items()}
+    return {
+        k: np.clip(np.asarray(g, dtype=np.float64), -clip_value, clip_value)
+        for k, g in grads.items()
+    }
 
 
 def _norm_type(norm_type: float) -> float:

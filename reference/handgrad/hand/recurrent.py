@@ -235,7 +235,9 @@ def cell_backward(
     dc_prev = None
     if cache.cell == "lstm":
         dh, dc = dout
-        da, _, dh_prev, dc_prev = _lstm_step_back(dh, dc, cache.c, cache.step.acts, cache.step.tanh_c, W_hh)
+        da, _, dh_prev, dc_prev = _lstm_step_back(
+            dh, dc, cache.c, cache.step.acts, cache.step.tanh_c, W_hh
+        )
         dgh = da
     elif cache.cell == "gru":
         da, dgh, dh_prev = _gru_step_back(dout, cache.h, cache.step.acts, cache.step.hh_n, W_hh)

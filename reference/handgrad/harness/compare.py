@@ -298,25 +298,25 @@ def compare_traces(
 
     ``recent``: the run's memory of each term's size (:class:`RecentScale`), updated here; without
     it each term is measured against its own size at this step."""
-    names: list[str] = []
-    hand_values: list[np.ndarray] = []  # each term's value as float64
-    torch_values: list[np.ndarray] = []
+    names = [term.name for term in hand.terms]
+    if names != [term.name for term in torch.terms]:
+        _differ(hand, torch)
+    # np.asarray(value, dtype=np.float64), skipped where the value already is one (0.25 µs a term)
+    hand_values = [
+        value
+        if type(value) is np.ndarray and value.dtype is _FLOAT64
+        else np.asarray(value, dtype=np.float64)
+        for value in (term.value for term in hand.terms)
+    ]
+    torch_values = [
+        value
+        if type(value) is np.ndarray and value.dtype is _FLOAT64
+        else np.asarray(value, dtype=np.float64)
+        for value in (term.value for term in torch.terms)
+    ]
     small: list[int] = []  # compared together in one pass (_SmallTerms)
     large: list[int] = []  # measured in batches (_LargeTerms), or alone
-    if len(hand.terms) != len(torch.terms):
-        _differ(hand, torch)
-    for i, (hand_term, torch_term) in enumerate(zip(hand.terms, torch.terms, strict=True)):
-        name, h, t = hand_term.name, hand_term.value, torch_term.value
-        if name != torch_term.name:
-            _differ(hand, torch)
-        # np.asarray(value, dtype=np.float64), skipped where the value already is one (0.25 µs a term)
-        if type(h) is not np.ndarray or h.dtype is not _FLOAT64:
-            h = np.asarray(h, dtype=np.float64)
-        if type(t) is not np.ndarray or t.dtype is not _FLOAT64:
-            t = np.asarray(t, dtype=np.float64)
-        names.append(name)
-        hand_values.append(h)
-        torch_values.append(t)
+    for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True)):
         if h.shape == t.shape:
             (small if 0 < h.size <= BATCHED_TERM_LIMIT else large).append(i)
     count = len(names)
@@ -470,7 +470,7 @@ class _SmallTerms:
 LARGE_BATCH_ELEMENTS = 1 << 15
 # Every array of this size that has to be mapped afresh costs page faults (harness/allocator.py):
 # x / np.repeat(...) over 131,072 doubles took 1.15 ms with a fresh array, 0.09 ms with reused
-# memory. So a batch of one term divides by its figure itself (segments.term_wise), and squares
+# memory. So a batch of one term divides by its figure itself (segments.per_element), and squares
 # and |Δ| are taken in place: fewer arrays, the same doubles.
 
 
@@ -548,7 +548,7 @@ class _LargeTerms:
             return cls._of(kept, torch, tol) if kept else None
         unit = np.where(peaks > 0, peaks, 1.0)
         runs = segments.runs(starts, sizes)
-        squares = segments.term_wise(np.divide, magnitude, unit, runs, np.empty_like(magnitude))
+        squares = magnitude / segments.per_element(unit, sizes)
         np.square(squares, out=squares)
         norms = segments.segment_norms(squares, runs, peaks.tolist())
         return cls(group, sizes, starts, runs, values, flushed, magnitude, peaks, norms)
@@ -572,9 +572,9 @@ class _LargeTerms:
         unit = np.where(finite & (max_abs > 0), max_abs, 1.0)
         sizes, runs, rtol = self.sizes, self.runs, tol.rtol
         term_scales = [scales[i] for i in self.indices]
-        errors = tol.element_errors(diff, self.magnitude, np.array(term_scales), sizes, runs)
+        errors = tol.element_errors(diff, self.magnitude, np.array(term_scales), sizes)
         with np.errstate(invalid="ignore", over="ignore"):  # |Δ| is not needed again
-            squares = segments.term_wise(np.divide, diff, unit, runs, diff)
+            squares = np.divide(diff, segments.per_element(unit, sizes), out=diff)
             np.square(squares, out=squares)
         max_abs_list = max_abs.tolist()
         diff_norms = segments.segment_norms(squares, runs, max_abs_list)

@@ -15,11 +15,6 @@ import math
 
 import numpy as np
 
-# up to this many runs of one size, an operation between each element and its term's figure is
-# one broadcasting call per run (the run's rows against its figures as a column); beyond it, one
-# call over the figures repeated over their elements (np.repeat: a pass that writes the batch)
-from handgrad.contract.tolerance import BROADCAST_RUNS
-
 
 def flushed(values: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
     """(``Tolerance.flush(values)``, its |·|): a value below ``tiny`` set to 0. Only a subnormal
@@ -37,32 +32,10 @@ def flushed(values: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
     return values, magnitude
 
 
-def term_wise(
-    ufunc: np.ufunc,
-    values: np.ndarray,
-    figures: np.ndarray,
-    runs: list[tuple[int, int, int]],
-    out: np.ndarray,
-    *,
-    figures_first: bool = False,
-) -> np.ndarray:
-    """``ufunc(values, each element's term's figure, out=out)`` (``figures_first``: the figure as
-    the first operand), element by element the same doubles as with the figures repeated over
-    their elements: a batch of one term takes its figure as a float, a few runs broadcast it."""
-    if len(runs) == 1 and runs[0][1] == 1:
-        figure = float(figures[0])
-        return ufunc(figure, values, out=out) if figures_first else ufunc(values, figure, out=out)
-    if len(runs) > BROADCAST_RUNS:
-        repeated = np.repeat(figures, [size for _, count, size in runs for _ in range(count)])
-        return ufunc(repeated, values, out=out) if figures_first else ufunc(values, repeated, out=out)
-    term = 0
-    for start, count, size in runs:
-        end = start + count * size
-        rows, column = values[start:end].reshape(count, size), figures[term : term + count, None]
-        into = out[start:end].reshape(count, size)
-        ufunc(column, rows, out=into) if figures_first else ufunc(rows, column, out=into)
-        term += count
-    return out
+def per_element(figures: np.ndarray, sizes: list[int]) -> float | np.ndarray:
+    """Each term's figure repeated over its elements; for a batch of one term the figure itself
+    (the same quotients and sums, exactly, without an array the size of the term)."""
+    return float(figures[0]) if len(sizes) == 1 else np.repeat(figures, sizes)
 
 
 def joined(arrays: list[np.ndarray]) -> np.ndarray:
