@@ -582,33 +582,37 @@ class _LargeTerms:
         at = np.add(self.starts, worst)
         elem_rels, hand_at, torch_at = errors[at].tolist(), flat_hand[at].tolist(), self.values[at].tolist()
         checks = []
-        for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
+        unravel = segments.unravel
+        for i, ok, start, size, top, elem_rel, diff_norm, flat, hand_value, torch_value, scale in zip(
+            self.indices,
+            finite.tolist(),
+            self.starts,
+            sizes,
+            max_abs_list,
+            elem_rels,
+            diff_norms,
+            worst,
+            hand_at,
+            torch_at,
+            term_scales,
+            strict=True,
+        ):
             if not ok:
                 continue
-            size, elem_rel, diff_norm, norm_scale = (
-                sizes[position],
-                elem_rels[position],
-                diff_norms[position],
-                norm_scales[i],
-            )
             # no NaN among the errors (finite |Δ|, denominators ≥ 0): none is over rtol if the largest is not
-            if elem_rel > rtol:
-                start = self.starts[position]
-                mismatched = int(np.count_nonzero(errors[start : start + size] > rtol))
-            else:
-                mismatched = 0
+            mismatched = int(np.count_nonzero(errors[start : start + size] > rtol)) if elem_rel > rtol else 0
             check = _finite_check(
                 names[i],
-                max_abs_list[position],
+                top,
                 elem_rel,
-                relative(diff_norm, norm_scale),
+                relative(diff_norm, norm_scales[i]),
                 mismatched,
                 size,
-                segments.unravel(worst[position], hand[i].shape),
-                hand_at[position],
-                torch_at[position],
+                unravel(flat, hand[i].shape),
+                hand_value,
+                torch_value,
                 rtol,
-                term_scales[position],
+                scale,
             )
             checks.append((i, check))
         return checks
