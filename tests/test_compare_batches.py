@@ -1,7 +1,7 @@
 """The batched comparison of a step's large terms gives each term the doubles it gets alone.
 
-compare_traces measures the terms above BATCHED_TERM_LIMIT elements in batches (harness/compare.py
-_LargeTerms): runs of terms of one size are reduced as the rows of one 2-d view, a term of a
+compare_traces measures the terms above BATCHED_TERM_LIMIT elements in batches (harness/batches.py
+LargeTerms): runs of terms of one size are reduced as the rows of one 2-d view, a term of a
 batch's size or more is a batch of its own between the others, and subnormals are found by
 counts. Each check must equal, field by field, what compare_values gives for the term alone at
 the same scales.
@@ -15,7 +15,7 @@ import pytest
 from handgrad.contract.tolerance import TOLERANCES, norm
 from handgrad.contract.trace import StepTrace
 from handgrad.harness import compare_traces, compare_values, segments
-from handgrad.harness.compare import LARGE_BATCH_ELEMENTS
+from handgrad.harness.batches import LARGE_BATCH_ELEMENTS
 
 F64 = TOLERANCES["float64"]
 SUBNORMAL = 5e-324

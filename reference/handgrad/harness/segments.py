@@ -1,6 +1,6 @@
 """Segments of one flat array, each a term: the per-term figures of a batch of terms.
 
-:class:`handgrad.harness.compare._LargeTerms` lays a batch's terms one after another in one array
+:class:`handgrad.harness.batches.LargeTerms` lays a batch's terms one after another in one array
 (``joined``) and reads each term's figures off its segment: a largest element by
 ``np.maximum.reduceat`` (exact in any order), a norm by ``np.add.reduce`` of the segment alone
 (the pairwise order of :func:`handgrad.contract.tolerance.norm` on the term alone), a first largest
