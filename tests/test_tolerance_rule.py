@@ -260,8 +260,8 @@ def _large_cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @pytest.mark.parametrize("case", list(_large_cases()))
 def test_a_large_term_in_a_trace_is_measured_as_compare_values_measures_it(case: str) -> None:
-    """compare_traces measures a large term once for its size and its comparison (harness/compare.py
-    _LargeTerm); every figure must be the double compare_values gives with the same scales — here
+    """compare_traces measures a large term once for its size and its comparison (harness/batches.py
+    LargeTerms); every figure must be the double compare_values gives with the same scales — here
     the window's, taken from an earlier step with larger values, and the term's own at step 1."""
     hand_value, torch_value = _large_cases()[case]
     assert hand_value.size > harness.BATCHED_TERM_LIMIT

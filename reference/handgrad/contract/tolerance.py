@@ -141,7 +141,7 @@ class RecentScale:
         slot = self._peaks[self._count % self.window]
         slot[0], slot[1] = peaks, norms
         self._count += 1
-        recent = self._peaks.max(axis=0)
+        recent = np.maximum.reduce(self._peaks, axis=0)  # self._peaks.max(axis=0), without its wrapper
         return recent[0], recent[1]
 
 

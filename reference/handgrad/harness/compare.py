@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NoReturn
 
 import numpy as np
 
@@ -19,52 +20,15 @@ from handgrad.contract.tolerance import (
     RecentScale,
     Tolerance,
     norm,
-    relative,
     summand_scale,
     tolerance_for,
 )
 from handgrad.contract.trace import StepTrace
-from handgrad.harness import segments
+from handgrad.harness.batches import BATCHED_TERM_LIMIT as BATCHED_TERM_LIMIT
+from handgrad.harness.batches import LargeTerms, SmallTerms
 from handgrad.harness.concurrent import split_map
-
-
-@dataclass(frozen=True)
-class TermCheck:
-    """The comparison of one term at one step.
-
-    ``elem_rel``: the largest element-wise relative error ``|Δᵢ| / ((atol/rtol)·max|t| + |tᵢ|)``;
-    ``norm_rel``: ``‖Δ‖₂ / ‖t‖₂``. The term agrees when both are ≤ rtol and every side is finite.
-    ``worst_index`` is the element shown in messages (the largest ``elem_rel``); ``scale`` is the
-    term's largest |torch| at this step.
-    """
-
-    name: str
-    max_abs: float
-    elem_rel: float
-    norm_rel: float
-    mismatched: int
-    total: int
-    worst_index: tuple[int, ...]
-    hand_value: float
-    torch_value: float
-    rtol: float
-    non_finite: str | None = None  # "hand", "torch" or "both" when a side is not finite
-    shape_error: str | None = None
-    scale: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return (
-            self.mismatched == 0
-            and self.norm_rel <= self.rtol
-            and self.non_finite is None
-            and self.shape_error is None
-        )
-
-    @property
-    def largest_rel(self) -> float:
-        """The larger of the two figures, the one that decides."""
-        return max(self.elem_rel, self.norm_rel)
+from handgrad.harness.termcheck import TermCheck as TermCheck
+from handgrad.harness.termcheck import _finite_check as _finite_check
 
 
 def compare_values(
@@ -205,49 +169,6 @@ class Divergence:
         return text + f" The term before, {self.previous_term}, {verdict}{detail}."
 
 
-def _finite_check(
-    name: str,
-    max_abs: float,
-    elem_rel: float,
-    norm_rel: float,
-    mismatched: int,
-    total: int,
-    worst_index: tuple[int, ...],
-    hand_value: float,
-    torch_value: float,
-    rtol: float,
-    scale: float,
-) -> TermCheck:
-    """``TermCheck(..., scale=scale)`` of a term whose two sides are finite and of one shape, made
-    without the frozen dataclass's ``__init__`` (13 ``object.__setattr__`` calls, 2.5 µs against
-    1.0 µs here; a step of the LSTM bench model makes 600 of them). tests/test_lockstep_sides.py
-    checks it equal to the constructor's, so a field added to TermCheck cannot be missed."""
-    check = _new(TermCheck)
-    _set(
-        check,
-        "__dict__",
-        {
-            "name": name,
-            "max_abs": max_abs,
-            "elem_rel": elem_rel,
-            "norm_rel": norm_rel,
-            "mismatched": mismatched,
-            "total": total,
-            "worst_index": worst_index,
-            "hand_value": hand_value,
-            "torch_value": torch_value,
-            "rtol": rtol,
-            "non_finite": None,
-            "shape_error": None,
-            "scale": scale,
-        },
-    )
-    return check
-
-
-_new, _set = object.__new__, object.__setattr__
-
-
 def first_divergence(
     step: int,
     hand: StepTrace,
@@ -286,9 +207,6 @@ class TermContractError(RuntimeError):
     """The two sides emitted different term names: a bug in handgrad itself, not a mismatch."""
 
 
-BATCHED_TERM_LIMIT = 64  # terms up to this many elements are compared together in one pass
-
-
 def compare_traces(
     hand: StepTrace, torch: StepTrace, tol: Tolerance, recent: RecentScale | None = None
 ) -> list[TermCheck]:
@@ -296,63 +214,41 @@ def compare_traces(
 
     ``recent``: the run's memory of each term's size (:class:`RecentScale`), updated here; without
     it each term is measured against its own size at this step."""
-    hand_names, torch_names = hand.names(), torch.names()
-    if hand_names != torch_names:
-        only_hand = [n for n in hand_names if n not in torch]
-        only_torch = [n for n in torch_names if n not in hand]
-        raise TermContractError(
-            f"step {hand.step}: term lists differ (hand only: {only_hand}, torch only: "
-            f"{only_torch}; or the order differs)"
-        )
-    hand_values = [np.asarray(term.value, dtype=np.float64) for term in hand]
-    torch_values = [np.asarray(term.value, dtype=np.float64) for term in torch]
-    count = len(hand_values)
-    small = [
-        i
-        for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True))
-        if 0 < h.size <= BATCHED_TERM_LIMIT and h.shape == t.shape
+    names = [term.name for term in hand.terms]
+    if names != [term.name for term in torch.terms]:
+        _differ(hand, torch)
+    # np.asarray(value, dtype=np.float64), skipped where the value already is one (0.25 µs a term)
+    hand_values = [
+        value
+        if type(value) is np.ndarray and value.dtype is _FLOAT64
+        else np.asarray(value, dtype=np.float64)
+        for value in (term.value for term in hand.terms)
     ]
-    small_set = set(small)
-    # This step's size of every term (max|t| and ‖t‖₂ of torch's finite, flushed values): small
-    # terms in one numpy pass, large ones alone.
+    torch_values = [
+        value
+        if type(value) is np.ndarray and value.dtype is _FLOAT64
+        else np.asarray(value, dtype=np.float64)
+        for value in (term.value for term in torch.terms)
+    ]
+    small: list[int] = []  # compared together in one pass (SmallTerms)
+    large: list[int] = []  # measured in batches (LargeTerms), or alone
+    for i, (h, t) in enumerate(zip(hand_values, torch_values, strict=True)):
+        if h.shape == t.shape:
+            (small if 0 < h.size <= BATCHED_TERM_LIMIT else large).append(i)
+    count = len(names)
+    # This step's size of every term (max|t| and ‖t‖₂ of torch's finite, flushed values)
     peaks, norms = np.zeros(count), np.zeros(count)
-    if small:
-        sizes = np.array([hand_values[i].size for i in small])
-        starts = np.cumsum([0, *sizes[:-1]])
-        flat_hand = np.concatenate([hand_values[i] for i in small], axis=None)  # each flattened (C order)
-        flat_torch = np.concatenate([torch_values[i] for i in small], axis=None)
-        with np.errstate(invalid="ignore", over="ignore"):
-            flat_hand, flat_torch = tol.flush(flat_hand), tol.flush(flat_torch)
-            diff = np.abs(flat_hand - flat_torch)
-            # flushing moves no value across overflow: |Δ| is finite exactly where hand − torch is
-            finite_diff = np.isfinite(diff)
-            finite = np.logical_and.reduceat(finite_diff, starts)
-            all_finite = bool(finite_diff.all())  # then torch's values are all finite too
-            small_magnitude = np.abs(flat_torch)
-            if not all_finite:
-                small_magnitude[~np.isfinite(small_magnitude)] = 0.0
-            small_peaks = np.maximum.reduceat(small_magnitude, starts)
-            max_abs = np.maximum.reduceat(diff, starts)
-            # normwise, each term scaled by its own largest value (no overflow, no underflow)
-            unit = np.maximum(max_abs, small_peaks)
-            unit[~(unit > 0) if all_finite else ~(unit > 0) | ~np.isfinite(unit)] = 1.0
-            units = np.repeat(unit, sizes)
-            diff_norm = unit * np.sqrt(np.add.reduceat(np.square(diff / units), starts))
-            small_norms = unit * np.sqrt(np.add.reduceat(np.square(small_magnitude / units), starts))
-        peaks[small] = small_peaks
-        norms[small] = small_norms
-    # large terms: measured together in batches (see _LargeTerms), the torch side kept for the
+    few = SmallTerms(small, hand_values, torch_values, tol) if small else None
+    if few is not None:
+        peaks[small], norms[small] = few.peaks, few.norms
+    # large terms: measured together in batches (see LargeTerms), the torch side kept for the
     # comparison below; a term the batches leave out is sized alone and compared by compare_values
-    batches = _LargeTerms.measure(
-        [i for i in range(count) if i not in small_set and hand_values[i].shape == torch_values[i].shape],
-        torch_values,
-        tol,
-    )
+    batches = LargeTerms.measure(large, torch_values, tol)
     batched = {i for batch in batches for i in batch.indices}
     for batch in batches:
         peaks[batch.indices], norms[batch.indices] = batch.peaks, batch.norms
-    for i in range(count):
-        if i not in small_set and i not in batched and hand_values[i].shape == torch_values[i].shape:
+    for i in large if len(batched) < len(large) else ():
+        if i not in batched:
             magnitude = np.abs(tol.flush(torch_values[i]))
             magnitude[~np.isfinite(magnitude)] = 0.0
             peaks[i], norms[i] = float(magnitude.max(initial=0.0)), norm(magnitude)
@@ -361,32 +257,9 @@ def compare_traces(
     checks: list[TermCheck | None] = [None] * count
     # the per-term figures as Python floats once (.tolist() gives the same doubles as float(x[i]))
     scale_list, norm_scale_list = scales.tolist(), norm_scales.tolist()
-    if small:
-        with np.errstate(invalid="ignore"):
-            errors = tol.element_errors(diff, small_magnitude, np.repeat(scales[small], sizes))
-        elem_rel_list = np.maximum.reduceat(errors, starts).tolist()
-        finite_list, max_abs_list = finite.tolist(), max_abs.tolist()
-        diff_norm_list, size_list = diff_norm.tolist(), sizes.tolist()
-        for position, i in enumerate(small):
-            norm_rel = relative(diff_norm_list[position], norm_scale_list[i])
-            elem_rel = elem_rel_list[position]
-            if not finite_list[position] or elem_rel > tol.rtol or norm_rel > tol.rtol:
-                continue  # compared alone below, with its worst element located
-            # an agreeing term: its worst element is not located (no message shows it)
-            checks[i] = _finite_check(
-                hand.terms[i].name,
-                max_abs_list[position],
-                elem_rel,
-                norm_rel,
-                0,
-                size_list[position],
-                (),
-                math.nan,
-                math.nan,
-                tol.rtol,
-                scale_list[i],
-            )
-    names = hand.names()
+    if few is not None:
+        for i, check in few.agreeing(names, tol, scales[small], scale_list, norm_scale_list):
+            checks[i] = check
     compared = split_map(
         lambda batch: batch.compare(names, hand_values, tol, scale_list, norm_scale_list),
         batches,
@@ -399,150 +272,27 @@ def compare_traces(
         check
         if check is not None
         else compare_values(
-            term.name,
+            names[i],
             hand_values[i],
             torch_values[i],
             tol,
             scale=scale_list[i],
             norm_scale=norm_scale_list[i],
         )
-        for i, (term, check) in enumerate(zip(hand.terms, checks, strict=True))
+        for i, check in enumerate(checks)
     ]
 
 
-# Large terms are measured together in batches of about this many elements (one larger term is a
-# batch of its own): each temporary array of a batch stays in cache (256 kB). Measured on deep's
-# 123,000 elements a step: 2¹⁵ per batch 3.8 ms, one batch of all 12 ms, term by term 8 ms.
-LARGE_BATCH_ELEMENTS = 1 << 15
-# Every array of this size that has to be mapped afresh costs page faults (harness/allocator.py):
-# x / np.repeat(...) over 131,072 doubles took 1.15 ms with a fresh array, 0.09 ms with reused
-# memory. So a batch of one term divides by its figure itself (segments.per_element), and squares
-# and |Δ| are taken in place: fewer arrays, the same doubles.
+_FLOAT64 = np.dtype(np.float64)
 
 
-@dataclass(frozen=True)
-class _LargeTerms:
-    """Terms above :data:`BATCHED_TERM_LIMIT` elements measured together: their size for the
-    :class:`RecentScale` and then their comparison, one numpy pass over all of them each.
-
-    Every figure is the double :func:`compare_values` gives for the term alone with the same
-    ``scale``/``norm_scale`` (tests/test_tolerance_rule.py checks them equal, field by field):
-
-    * element by element the same operations on the same doubles (flush, |·|, Δ, eᵢ); a value
-      flush leaves alone is not copied (:func:`handgrad.harness.segments.flushed`);
-    * maxima of a term's segment (``np.maximum.reduceat``): a maximum is exact in any order;
-    * sums (the two norms) by ``np.add.reduce`` of the term's own contiguous segment: the same
-      pairwise summation over the same values in the same order as
-      :func:`handgrad.contract.tolerance.norm` of the term alone (``np.add.reduceat`` would sum in
-      another order); a run of terms of one size is summed as the rows of one 2-d view (a row of a
-      C-contiguous array is summed pairwise as the 1-d segment is), and its first maximal elements
-      are ``argmax`` along those rows;
-    * ``max(scale, max|t|)`` and ``max(norm_scale, ‖t‖₂)`` of :meth:`Tolerance.measure` are
-      ``scale`` and ``norm_scale`` here: both are maxima over a window that holds this step's figures
-      (:meth:`RecentScale.update`), or those figures raised by the summands' size.
-
-    Only a C-contiguous torch array whose values are all finite is batched (its flattened order
-    is its memory order, so its norm sums in the same order as for the N-d array); any other
-    term, and a term whose difference is not finite, goes through :func:`compare_values`.
-    Batches share nothing: :func:`handgrad.harness.concurrent.split_map` measures and compares
-    them in two threads when a step has enough elements."""
-
-    indices: list[int]
-    sizes: list[int]
-    starts: list[int]
-    values: np.ndarray  # torch's values, flattened and concatenated in the order of ``indices``
-    flushed: np.ndarray  # the same with subnormals set to 0
-    magnitude: np.ndarray  # |flushed|
-    peaks: np.ndarray  # max |t| of each term
-    norms: list[float]  # ‖t‖₂ of each term
-
-    @classmethod
-    def measure(cls, indices: list[int], torch: list[np.ndarray], tol: Tolerance) -> list[_LargeTerms]:
-        """The batches of the terms at ``indices`` that can be batched, each measured."""
-        chosen = [i for i in indices if torch[i].size and torch[i].flags.c_contiguous]
-        groups, group, elements = [], [], 0
-        for i in chosen:
-            if group and elements + torch[i].size > LARGE_BATCH_ELEMENTS:
-                groups.append(group)
-                group, elements = [], 0
-            group.append(i)
-            elements += torch[i].size
-        if group:
-            groups.append(group)
-        batches = split_map(
-            lambda group: cls._of(group, torch, tol), groups, [sum(torch[i].size for i in g) for g in groups]
-        )
-        return [batch for batch in batches if batch is not None]
-
-    @classmethod
-    def _of(cls, group: list[int], torch: list[np.ndarray], tol: Tolerance) -> _LargeTerms | None:
-        sizes = [torch[i].size for i in group]
-        starts = np.cumsum([0, *sizes[:-1]]).tolist()
-        values = segments.joined([torch[i] for i in group])
-        flushed, magnitude = segments.flushed(values, tol.tiny)
-        peaks = np.maximum.reduceat(magnitude, starts)  # NaN or inf where a value is not finite
-        finite = np.isfinite(peaks)
-        if not finite.all():  # those terms are sized and compared alone
-            kept = [i for i, ok in zip(group, finite.tolist(), strict=True) if ok]
-            return cls._of(kept, torch, tol) if kept else None
-        unit = np.where(peaks > 0, peaks, 1.0)
-        squares = magnitude / segments.per_element(unit, sizes)
-        np.square(squares, out=squares)
-        norms = segments.segment_norms(squares, segments.runs(starts, sizes), peaks.tolist())
-        return cls(group, sizes, starts, values, flushed, magnitude, peaks, norms)
-
-    def compare(
-        self,
-        names: list[str],
-        hand: list[np.ndarray],
-        tol: Tolerance,
-        scales: list[float],
-        norm_scales: list[float],
-    ) -> list[tuple[int, TermCheck]]:
-        """(index, check) of each term whose difference is finite (the others are left out)."""
-        flat_hand = segments.joined([hand[i] for i in self.indices])
-        with np.errstate(invalid="ignore", over="ignore"):
-            flushed_hand, diff = segments.flushed(flat_hand, tol.tiny)  # diff: |hand|, reused for |Δ|
-            np.subtract(flushed_hand, self.flushed, out=diff)
-            np.abs(diff, out=diff)
-        max_abs = np.maximum.reduceat(diff, self.starts)  # NaN or inf where a |Δ| is not finite
-        finite = np.isfinite(max_abs)
-        unit = np.where(finite & (max_abs > 0), max_abs, 1.0)
-        sizes = self.sizes
-        errors = tol.element_errors(diff, self.magnitude, np.array([scales[i] for i in self.indices]), sizes)
-        with np.errstate(invalid="ignore", over="ignore"):
-            squares = np.divide(diff, segments.per_element(unit, sizes), out=diff)  # |Δ| is not needed again
-            np.square(squares, out=squares)
-        max_abs_list = max_abs.tolist()
-        same_size = segments.runs(self.starts, sizes)
-        diff_norms = segments.segment_norms(squares, same_size, max_abs_list)
-        worst = segments.first_maxima(errors, same_size)  # each term's flat index of its largest eᵢ
-        at = [start + flat for start, flat in zip(self.starts, worst, strict=True)]
-        elem_rels, hand_at, torch_at = errors[at].tolist(), flat_hand[at].tolist(), self.values[at].tolist()
-        checks = []
-        for position, (i, ok) in enumerate(zip(self.indices, finite.tolist(), strict=True)):
-            if not ok:
-                continue
-            start, size, elem_rel = self.starts[position], sizes[position], elem_rels[position]
-            # no NaN among the errors (finite |Δ|, denominators ≥ 0): none is over rtol if the largest is not
-            mismatched = (
-                int(np.count_nonzero(errors[start : start + size] > tol.rtol)) if elem_rel > tol.rtol else 0
-            )
-            check = _finite_check(
-                names[i],
-                max_abs_list[position],
-                elem_rel,
-                relative(diff_norms[position], norm_scales[i]),
-                mismatched,
-                size,
-                segments.unravel(worst[position], hand[i].shape),
-                hand_at[position],
-                torch_at[position],
-                tol.rtol,
-                scales[i],
-            )
-            checks.append((i, check))
-        return checks
+def _differ(hand: StepTrace, torch: StepTrace) -> NoReturn:
+    only_hand = [n for n in hand.names() if n not in torch]
+    only_torch = [n for n in torch.names() if n not in hand]
+    raise TermContractError(
+        f"step {hand.step}: term lists differ (hand only: {only_hand}, torch only: "
+        f"{only_torch}; or the order differs)"
+    )
 
 
 def _raise_to_summands(
@@ -565,10 +315,13 @@ def _raise_to_summands(
                 f"step {hand.step}: {term.name} {hand_values[i].shape} is declared {subscripts} of "
                 f"{list(operands)}, of shape {floor.shape}"
             )
-        peak = float(floor.max(initial=0.0))
+        # floor.max(initial=0.0) and np.sum(...): the same reductions without numpy's wrappers
+        peak = float(np.maximum.reduce(floor, axis=None, initial=0.0))
         if peak > 0 and math.isfinite(peak):
             peaks[i] = max(peaks[i], peak)
-            norms[i] = max(norms[i], peak * math.sqrt(float(np.sum(np.square(floor / peak)))))
+            norms[i] = max(
+                norms[i], peak * math.sqrt(float(np.add.reduce(np.square(floor / peak), axis=None)))
+            )
 
 
 def assert_values_match(name: str, hand: np.ndarray, torch: np.ndarray, tol: Tolerance) -> None:

@@ -1,6 +1,6 @@
 """Segments of one flat array, each a term: the per-term figures of a batch of terms.
 
-:class:`handgrad.harness.compare._LargeTerms` lays a batch's terms one after another in one array
+:class:`handgrad.harness.batches.LargeTerms` lays a batch's terms one after another in one array
 (``joined``) and reads each term's figures off its segment: a largest element by
 ``np.maximum.reduceat`` (exact in any order), a norm by ``np.add.reduce`` of the segment alone
 (the pairwise order of :func:`handgrad.contract.tolerance.norm` on the term alone), a first largest
@@ -24,7 +24,9 @@ def flushed(values: np.ndarray, tiny: float) -> tuple[np.ndarray, np.ndarray]:
     side and |·| again for torch's."""
     magnitude = np.abs(values)
     below = magnitude < tiny
-    if below.any() and magnitude[below].any():
+    # a subnormal is below tiny and not 0: counts, not magnitude[below].any() (a gather through a
+    # mask of scattered zeros: 160 µs for 32,768 values half of them 0, the counts 10 µs)
+    if below.any() and np.count_nonzero(below) != np.count_nonzero(magnitude == 0):
         magnitude[below] = 0.0
         return np.where(below, 0.0, values), magnitude
     return values, magnitude
@@ -78,6 +80,8 @@ def first_maxima(values: np.ndarray, runs: list[tuple[int, int, int]]) -> list[i
 
 def unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     """``np.unravel_index(flat, shape)`` (C order) as a tuple of ints, without the array calls."""
+    if len(shape) == 2:  # most terms: one divmod
+        return divmod(flat, shape[1])
     index = []
     for extent in reversed(shape):
         flat, position = divmod(flat, extent)
