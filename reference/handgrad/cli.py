@@ -28,6 +28,7 @@ from handgrad.atomic import atomic_write_bytes, check_outputs
 from handgrad.contract.spec import SpecError, require_int
 from handgrad.harness import Report, all_document
 from handgrad.harness.allocator import keep_freed_memory
+from handgrad.harness.drift import Diagnosis, diagnose, needs_diagnosis
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.tracebudget import HELP as TRACE_HELP
@@ -216,6 +217,19 @@ def regenerate_command(name: str, argv: Sequence[str]) -> str:
     return shlex.join(["handgrad", "compare", name, *words])
 
 
+def _diagnose(name: str, args: argparse.Namespace, report: Report) -> Diagnosis | None:
+    """A mismatch of finite values without ``--resync``: drift or an error (harness/drift.py),
+    kept on the report for the JSON."""
+    if args.resync or not needs_diagnosis(report):
+        return None
+    if not args.quiet:
+        step = report.first.step
+        print(f"{name}: diagnosing the mismatch: steps 1-{step} again with --resync …", flush=True)
+    diagnosis = diagnose(lambda: SCENARIOS[name].build(args), report)
+    report.diagnosis = diagnosis.to_json()
+    return diagnosis
+
+
 def compare(name: str, argv: Sequence[str]) -> int:
     args = scenario_parser(name).parse_args(list(argv))
     check_outputs({"--json": args.json, "--xlsx": args.xlsx}, input_files(args))
@@ -265,6 +279,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
     finally:
         if workbook:
             workbook.close()
+    diagnosis = _diagnose(name, args, report)
     if args.json:
         _write_json(args.json, report)
     if not args.quiet:
@@ -279,6 +294,8 @@ def compare(name: str, argv: Sequence[str]) -> int:
     if workbook and not args.quiet:
         for line in workbook.notices():
             print(f"{name}: workbook: {line}")
+    if diagnosis is not None and not args.quiet:
+        print(f"{name}: {diagnosis.line()}")
     print(f"{name}: {report.verdict()}")  # the verdict last (before a stop note): `| tail -1` reads it
     if report.stopped:
         print(f"{name}: stopped early: {report.stopped}")

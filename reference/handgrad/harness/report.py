@@ -136,6 +136,9 @@ class Report:
     # twin reads no configuration back
     configuration: list[OptionCheck] | None = None
     predictions: Predictions | None = None  # small data sets only: see PREDICTION_ROWS
+    # drift or an error (harness/drift.py): the steps up to the first divergence rerun with resync;
+    # None when there was nothing to diagnose
+    diagnosis: dict[str, object] | None = None
 
     @property
     def ok(self) -> bool:
@@ -262,6 +265,7 @@ class Report:
             "oracle": None
             if self.oracle is None
             else {"ok": not self.oracle_failures, "checks": [result.to_json() for result in self.oracle]},
+            "diagnosis": self.diagnosis,
         }
 
 
