@@ -60,3 +60,27 @@ def test_a_planted_bug_is_an_error_at_its_own_step(mutant) -> None:  # noqa: ANN
         mutant.expected_term,
     )
     assert diagnosis.line().startswith("diagnosis: an error, not drift: ")
+
+
+WIDE_MODEL = """
+import torch
+
+
+def make():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(2, 30), torch.nn.Sigmoid(), torch.nn.Linear(30, 1), torch.nn.Sigmoid()
+    ).double()
+    x = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    return model, x, torch.tensor([[0.0], [1.0], [1.0], [0.0]], dtype=torch.float64)
+"""
+
+
+def test_a_users_model_is_diagnosed_and_takes_resync(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``handgrad check``: the wide sigmoid net at η = 2 drifts past rtol at step 44."""
+    (tmp_path / "wide.py").write_text(WIDE_MODEL)
+    argv = ["check", f"{tmp_path / 'wide.py'}:make", "--lr", "2", "--steps", "50"]
+    assert cli.main(argv) == cli.EXIT_MISMATCH
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].startswith("wide: diagnosis: drift, not an error: steps 1-44 run again")
+    assert cli.main([*argv, "--resync"]) == cli.EXIT_OK

@@ -71,6 +71,9 @@ def check_parser() -> ArgumentParser:
     parser.add_argument("--walkthrough", metavar="STEPS", default="1", help="workbook walkthrough steps")
     parser.add_argument("--quiet", action="store_true", help="print the verdict line only")
     parser.add_argument(
+        "--resync", action="store_true", help="copy the hand weights into torch before each step"
+    )
+    parser.add_argument(
         "--all-terms",
         action="store_true",
         help="print every term's row (default: at most 200, failing terms and largest errors first)",
@@ -221,6 +224,7 @@ def run_check(
     workbook and, by ``--json``, nothing yet: cli.py writes and prints the report as for
     ``compare``). Returns (the run's label, the report, the options, the workbook's notices)."""
     from handgrad import harness
+    from handgrad.harness.drift import diagnose, needs_diagnosis
     from handgrad.scenarios.own_model import build_experiment
 
     args = check_parser().parse_args(list(argv))
@@ -240,25 +244,33 @@ def run_check(
     _check_memory(model, x, args)
     if args.weights:
         model = _weights(args.weights, model, args.dtype)
-    experiment = build_experiment(
-        model,
-        x,
-        y,
-        loss=loss,
-        optimizer=optimizer,
-        steps=args.steps,
-        seed=args.seed,
-        schedule=schedule,
-        head=args.head,
-        custom_layers=custom,
-        dtype=args.dtype,
-        device=device,
-        name=file.stem,
-    )
+
+    def build() -> harness.Experiment:  # the user's module is deep-copied: each build starts afresh
+        return build_experiment(
+            model,
+            x,
+            y,
+            loss=loss,
+            optimizer=optimizer,
+            steps=args.steps,
+            seed=args.seed,
+            schedule=schedule,
+            head=args.head,
+            custom_layers=custom,
+            dtype=args.dtype,
+            device=device,
+            name=file.stem,
+        )
+
+    notices: list[str] = []
     if args.xlsx:
         from handgrad.workbook.writer import run_with_workbook
 
-        notices: list[str] = []
-        report = run_with_workbook(experiment, args.xlsx, walkthrough_steps=walkthrough, notices=notices)
-        return file.stem, report, args, notices
-    return file.stem, harness.run(experiment, progress=progress(file.stem) if progress else None), args, []
+        report = run_with_workbook(
+            build(), args.xlsx, walkthrough_steps=walkthrough, resync=args.resync, notices=notices
+        )
+    else:
+        report = harness.run(build(), resync=args.resync, progress=progress(file.stem) if progress else None)
+    if not args.resync and needs_diagnosis(report):
+        report.diagnosis = diagnose(build, report).to_json()
+    return file.stem, report, args, notices

@@ -28,7 +28,7 @@ from handgrad.atomic import atomic_write_bytes, check_outputs
 from handgrad.contract.spec import SpecError, require_int
 from handgrad.harness import Report, all_document
 from handgrad.harness.allocator import keep_freed_memory
-from handgrad.harness.drift import Diagnosis, diagnose, needs_diagnosis
+from handgrad.harness.drift import diagnose, needs_diagnosis
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.common import check_memory, estimate_memory
 from handgrad.tracebudget import HELP as TRACE_HELP
@@ -217,17 +217,15 @@ def regenerate_command(name: str, argv: Sequence[str]) -> str:
     return shlex.join(["handgrad", "compare", name, *words])
 
 
-def _diagnose(name: str, args: argparse.Namespace, report: Report) -> Diagnosis | None:
+def _diagnose(name: str, args: argparse.Namespace, report: Report) -> None:
     """A mismatch of finite values without ``--resync``: drift or an error (harness/drift.py),
-    kept on the report for the JSON."""
+    kept on the report (``report.diagnosis``: the console's line and the JSON's field)."""
     if args.resync or not needs_diagnosis(report):
-        return None
+        return
     if not args.quiet:
         step = report.first.step
         print(f"{name}: diagnosing the mismatch: steps 1-{step} again with --resync …", flush=True)
-    diagnosis = diagnose(lambda: SCENARIOS[name].build(args), report)
-    report.diagnosis = diagnosis.to_json()
-    return diagnosis
+    report.diagnosis = diagnose(lambda: SCENARIOS[name].build(args), report).to_json()
 
 
 def compare(name: str, argv: Sequence[str]) -> int:
@@ -279,7 +277,7 @@ def compare(name: str, argv: Sequence[str]) -> int:
     finally:
         if workbook:
             workbook.close()
-    diagnosis = _diagnose(name, args, report)
+    _diagnose(name, args, report)
     if args.json:
         _write_json(args.json, report)
     if not args.quiet:
@@ -294,8 +292,8 @@ def compare(name: str, argv: Sequence[str]) -> int:
     if workbook and not args.quiet:
         for line in workbook.notices():
             print(f"{name}: workbook: {line}")
-    if diagnosis is not None and not args.quiet:
-        print(f"{name}: {diagnosis.line()}")
+    if report.diagnosis is not None and not args.quiet:
+        print(f"{name}: {report.diagnosis['message']}")
     print(f"{name}: {report.verdict()}")  # the verdict last (before a stop note): `| tail -1` reads it
     if report.stopped:
         print(f"{name}: stopped early: {report.stopped}")
@@ -317,6 +315,8 @@ def check(argv: Sequence[str]) -> int:
             print(report.predictions.table())
         for line in notices:
             print(f"{label}: workbook: {line}")
+        if report.diagnosis is not None:
+            print(f"{label}: {report.diagnosis['message']}")
     print(f"{label}: {report.verdict()}")
     if report.stopped:
         print(f"{label}: stopped early: {report.stopped}")
