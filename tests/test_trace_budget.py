@@ -131,5 +131,17 @@ def test_required_steps_over_the_budget_say_so_and_the_remedy() -> None:
         budget.admit(step, 124_831, False, None)
     budget.finish()
     text = budget.describe(100)
-    assert "The 4 steps it must keep are 499,324 rows" in text
-    assert "about 13 MB (fewer --walkthrough steps make a smaller workbook)" in text
+    assert "The 4 steps it must keep (the steps the live sheets show) are 499,324 rows" in text
+    assert "about 13 MB (fewer --walkthrough steps or a smaller run give a smaller workbook)" in text
+
+
+def test_a_divergence_over_the_budget_names_it() -> None:
+    """transformer --n-embd 160 drifted past rtol at step 185: steps 1 and 184-186 of 720,239 rows."""
+    budget = TraceBudget(TraceSteps("auto"), 200)
+    budget.require([1])
+    for step in range(1, 201):
+        budget.admit(step, 720_239, step >= 185, None)
+    budget.finish()
+    text = budget.describe(200)
+    assert "The 4 steps it must keep (the first divergence and its neighbours) are 2,880,956 rows" in text
+    assert "about 78 MB (a smaller run gives a smaller workbook)" in text

@@ -204,15 +204,18 @@ class TraceBudget:
         megabytes = rows * TRACE_ROW_BYTES / 1e6
         if self.choice.kind != "auto" or rows <= self.budget_rows or megabytes < OVERSIZE_MB:
             return ""
+        walkthroughs = len(self.required) > 1
+        remedy = "fewer --walkthrough steps or a smaller run give" if walkthroughs else "a smaller run gives"
         if kept == 1:
             what = f"One step is {self.rows_per_step:,} rows"
-            remedy = "a smaller run makes a smaller workbook"
         else:
-            what = f"The {kept:,} steps it must keep are {rows:,} rows"
-            remedy = "fewer --walkthrough steps make a smaller workbook"
+            why = ["the first divergence and its neighbours"] if self.divergence is not None else []
+            why += ["the steps the live sheets show"] if walkthroughs else []
+            because = f" ({' and '.join(why)})" if why else ""
+            what = f"The {kept:,} steps it must keep{because} are {rows:,} rows"
         return (
             f" {what}, over the automatic budget of {self.budget_rows:,}: the Trace alone is about "
-            f"{megabytes:,.0f} MB ({remedy})."
+            f"{megabytes:,.0f} MB ({remedy} a smaller workbook)."
         )
 
 
