@@ -123,11 +123,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def _reduce(spec: Loss, ell: np.ndarray, divisor: float) -> np.ndarray:
     if spec.reduction == "none":
         return ell
-    total = np.sum(ell)
+    total = ell.sum()
     if spec.reduction == "sum":
         return total
-    with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: 0/0 = NaN, as torch
-        return total / divisor
+    if divisor == 0:
+        with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: 0/0 = NaN, as torch
+            return total / divisor
+    return total / divisor
 
 
 def _class_targets(spec: Loss, y: np.ndarray, n_classes: int, form: str) -> tuple[np.ndarray, float]:
