@@ -35,6 +35,11 @@ def _changed_by_later_steps(side, steps: int = 4) -> list[str]:  # noqa: ANN001 
         ("xor", ["--optimizer", "adagrad"]),
         ("alexnet-mini", []),
         ("deep", []),
+        ("parity", ["--cell", "lstm", "--layers", "2", "--lengths", "ragged"]),
+        ("echo", ["--batch-first", "--cell", "gru", "--optimizer", "adam"]),
+        ("multitask", []),
+        ("makemore", []),
+        ("transformer", []),
     ],
 )
 def test_the_hand_trace_is_not_changed_by_later_steps(name: str, argv: list[str]) -> None:

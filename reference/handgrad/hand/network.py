@@ -325,7 +325,8 @@ class HandNetwork:
         ]
         self._stage_buffers = {  # stage name -> (short, full name) of each buffer its forward reads
             stage.name: [
-                (short, f"{stage.name}.{short}") for short, _, _, _ in LAYER_SHAPES[type(stage.layer)].buffers(stage)
+                (short, f"{stage.name}.{short}")
+                for short, _, _, _ in LAYER_SHAPES[type(stage.layer)].buffers(stage)
             ]
             for stage in self.stages
         }
