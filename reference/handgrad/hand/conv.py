@@ -18,7 +18,10 @@ Output size (torch, ``ceil_mode=False``):
 
 Speed: a window view of ``x̃`` (``sliding_window_view``, no copy) is laid out once as the im2col
 matrix and multiplied in one (batched over groups) matmul. The backward's scatter back to pixels
-(col2im) loops over the kH·kW kernel taps, never over pixels, and never uses ``np.add.at``.
+(col2im) loops over the kH·kW kernel taps, never over pixels, and never uses ``np.add.at``; it
+reads the window gradients in the matmul's own order (channels outer). No function writes into an
+array it was given (an output may be a view of one: Flatten's reshape); the hand network relies on
+that when it keeps its terms uncopied.
 """
 
 from __future__ import annotations
