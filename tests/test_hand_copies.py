@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from handgrad.cli import scenario_parser
+from handgrad.harness import run
 from handgrad.modelcheck import check_model
 from handgrad.scenarios import SCENARIOS
 from handgrad.scenarios.own_model import build_experiment
@@ -55,12 +56,22 @@ def test_the_hand_trace_keeps_batchnorm_statistics_and_adamw_state() -> None:
     from handgrad.scenarios.stack import stack_experiment
 
     rng = np.random.default_rng(0)
-    network = Network((Dense(3, 4), BatchNorm(4), Activation("relu"), Dense(4, 1)), (3,))
+    # no bias before the BatchNorm: its gradient is 0 but for rounding, which AdamW would amplify
+    network = Network((Dense(3, 4, bias=False), BatchNorm(4), Activation("relu"), Dense(4, 1)), (3,))
     data = Data(rng.standard_normal((8, 3)), rng.standard_normal((8, 1)))
     schedule = Schedule("minibatch", batch_size=4, order="shuffle", seed=0)
     optimizer = Optimizer("adamw", 0.1, {"weight_decay": 0.1})
-    experiment = stack_experiment("bn", network, Loss("mse"), optimizer, data, schedule, steps=4, seed=0)
-    assert _changed_by_later_steps(experiment.hand) == []
+
+    def experiment():  # noqa: ANN202
+        return stack_experiment("bn", network, Loss("mse"), optimizer, data, schedule, steps=4, seed=0)
+
+    assert _changed_by_later_steps(experiment().hand) == []
+    # the statistics were read and moved (bn1 shares its stage name with the relu after it) ...
+    first = experiment().hand.step(1)
+    assert not np.array_equal(first.value("bn1.running_mean"), np.zeros(4))
+    # ... and every term, the uncopied ones included, is what torch computed
+    report = run(experiment())
+    assert report.ok, report.verdict()
 
 
 # --- a user's own layer: its arrays are its own, the trace copies them ------------------------------

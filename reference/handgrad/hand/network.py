@@ -323,13 +323,6 @@ class HandNetwork:
             for stage in self.stages
             for short, _, symbol, _ in LAYER_SHAPES[type(stage.layer)].buffers(stage)
         ]
-        self._stage_buffers = {  # stage name -> (short, full name) of each buffer its forward reads
-            stage.name: [
-                (short, f"{stage.name}.{short}")
-                for short, _, _, _ in LAYER_SHAPES[type(stage.layer)].buffers(stage)
-            ]
-            for stage in self.stages
-        }
 
     def buffers(self) -> dict[str, np.ndarray]:
         return dict(self._buffers)
@@ -413,8 +406,8 @@ class HandNetwork:
     def _stage_params(self, terms: StageTerms, step: int | None = None) -> dict[str, np.ndarray]:
         params = {short: self._params[name] for short, name, _, _ in terms.params}
         name = terms.stage.name
-        for short, buffer in self._stage_buffers[name]:
-            params[short] = self._buffers[buffer]
+        for short, _, _, _ in LAYER_SHAPES[type(terms.stage.layer)].buffers(terms.stage):
+            params[short] = self._buffers[f"{name}.{short}"]
         if step is not None and name in self.masks:  # data of this step, not a parameter
             params["mask"] = np.asarray(self.masks[name][step - 1], dtype=self.dtype)
         return params
