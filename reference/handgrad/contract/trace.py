@@ -90,8 +90,10 @@ class StepTrace:
         """Append a term (a copy of ``value`` as an ndarray) and return the stored array.
 
         ``copy=False``: the caller's word that nothing writes to ``value`` later (the twin's tensors
-        made fresh by this step); a C- or F-contiguous ndarray is then kept as it is, which is what
-        the copy would hold (the copy keeps the order of a contiguous array), any other value copied.
+        made fresh by this step; the hand side's arrays, which its functions make new and never
+        write into, but not what a user's own layer returns or is given); a C- or F-contiguous
+        ndarray is then kept as it is, which is what the copy would hold (the copy keeps the order
+        of a contiguous array), any other value copied.
         """
         if name in self._index:
             raise ValueError(f"term {name!r} added twice at step {self.step}")

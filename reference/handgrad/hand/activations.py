@@ -31,7 +31,8 @@ class ActivationCache(NamedTuple):
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """σ(z) without overflow: exp is only taken of −|z|."""
     e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    t = 1.0 + e
+    return np.where(z >= 0, 1.0 / t, e / t)
 
 
 def forward(kind: str, z: np.ndarray, slope: float = 0.01) -> tuple[np.ndarray, ActivationCache]:

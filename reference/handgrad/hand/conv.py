@@ -18,7 +18,10 @@ Output size (torch, ``ceil_mode=False``):
 
 Speed: a window view of ``x̃`` (``sliding_window_view``, no copy) is laid out once as the im2col
 matrix and multiplied in one (batched over groups) matmul. The backward's scatter back to pixels
-(col2im) loops over the kH·kW kernel taps, never over pixels, and never uses ``np.add.at``.
+(col2im) loops over the kH·kW kernel taps, never over pixels, and never uses ``np.add.at``; it
+reads the window gradients in the matmul's own order (channels outer). No function writes into an
+array it was given (an output may be a view of one: Flatten's reshape); the hand network relies on
+that when it keeps its terms uncopied.
 """
 
 from __future__ import annotations
@@ -118,10 +121,11 @@ def _col2im(dwin: np.ndarray, padded_hw: Pair, stride: Pair, dilation: Pair) -> 
 
     ``dwin[n, c, u, v, i, j]`` is ∂L/∂win[n, c, i, j, u, v]; each tap (u, v) adds its whole
     (H_o, W_o) plane onto the strided pixels it read, ``x̃[i·s + u·d, j·s + v·d]``. Pixels read by
-    several windows (overlap) receive the sum. One loop over kH·kW taps, none over pixels.
+    several windows (overlap) receive the sum. One loop over kH·kW taps, none over pixels. The
+    two leading axes pass through in their order: (C, N, ...) in gives ∂L/∂x̃ as (C, N, Hp, Wp).
     """
     n, c, kh, kw, ho, wo = dwin.shape
-    dxp = np.zeros((n, c, *padded_hw), dtype=dwin.dtype)  # N,C,Hp,Wp
+    dxp = np.zeros((n, c, *padded_hw), dtype=dwin.dtype)  # N,C,Hp,Wp (or C,N,Hp,Wp)
     for u in range(kh):
         for v in range(kw):
             rows, cols = _tap_slice(u, v, stride, dilation, (ho, wo))
@@ -265,11 +269,11 @@ def conv2d_backward(dout: np.ndarray, cache: ConvCache) -> tuple[np.ndarray, dic
     if cache.has_bias:
         grads["b"] = dout.sum(axis=(0, 2, 3))  # ∂L/∂b[o] = Σ_{n,i,j} δ[n,o,i,j]   C_out
     dcols = w_mat.transpose(0, 2, 1) @ d_mat  # ∂L/∂X̃_g = W_gᵀ Δ_g   G,K,NHoWo
-    dwin = dcols.reshape(groups, c_g, kh, kw, n, ho, wo).transpose(4, 0, 1, 2, 3, 5, 6)
-    dwin = dwin.reshape(n, c_in, kh, kw, ho, wo)  # ∂L/∂win (a view)   N,C_in,kH,kW,Ho,Wo
-    dxp = _col2im(dwin, cache.padded_hw, cache.stride, cache.dilation)  # ∂L/∂x̃   N,C_in,Hp,Wp
-    dx = _unpad(dxp, cache.padding)  # ∂L/∂x = ∂L/∂x̃ without the border   N,C_in,H,W
-    return dx, grads
+    # col2im in dcols' own order, channels outer (each tap's plane is then read in one sweep)
+    dwin = dcols.reshape(c_in, kh, kw, n, ho, wo).transpose(0, 3, 1, 2, 4, 5)  # C_in,N,kH,kW,Ho,Wo
+    dxp = _col2im(dwin, cache.padded_hw, cache.stride, cache.dilation)  # ∂L/∂x̃   C_in,N,Hp,Wp
+    dx = _unpad(dxp, cache.padding).transpose(1, 0, 2, 3)  # ∂L/∂x: ∂L/∂x̃ without the border
+    return np.ascontiguousarray(dx), grads  # N,C_in,H,W
 
 
 # --- MaxPool2d -----------------------------------------------------------------------------------

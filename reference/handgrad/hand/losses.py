@@ -84,6 +84,7 @@ class LossCache(NamedTuple):
     form: str  # "value", "index" or "probability"
     logp: np.ndarray | None = None  # N,C
     T: np.ndarray | None = None  # N,C
+    d: np.ndarray | None = None  # ŷ − y of the element-wise losses, made once for both passes
 
 
 # --- softmax and log-softmax, the one implementation (the convolution family uses it too) -------
@@ -122,11 +123,13 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 def _reduce(spec: Loss, ell: np.ndarray, divisor: float) -> np.ndarray:
     if spec.reduction == "none":
         return ell
-    total = np.sum(ell)
+    total = ell.sum()
     if spec.reduction == "sum":
         return total
-    with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: 0/0 = NaN, as torch
-        return total / divisor
+    if divisor == 0:
+        with np.errstate(invalid="ignore", divide="ignore"):  # every row ignored: 0/0 = NaN, as torch
+            return total / divisor
+    return total / divisor
 
 
 def _class_targets(spec: Loss, y: np.ndarray, n_classes: int, form: str) -> tuple[np.ndarray, float]:
@@ -187,7 +190,7 @@ def forward(spec: Loss, yhat: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Lo
     L = _reduce(spec, ell, n)
     if spec.half:
         L = 0.5 * L  # the textbook ½·Σ(ŷ − y)²: ½ times torch's MSELoss
-    return np.asarray(L, dtype=yhat.dtype), LossCache(yhat, y, float(n), form)
+    return np.asarray(L, dtype=yhat.dtype), LossCache(yhat, y, float(n), form, d=d)
 
 
 # --- the backward -----------------------------------------------------------------------------
@@ -195,7 +198,7 @@ def forward(spec: Loss, yhat: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, Lo
 
 def backward(spec: Loss, cache: LossCache, upstream: float | np.ndarray | None = None) -> np.ndarray:
     """u ⊙ ∂L/∂ŷ, with u the upstream gradient (1, or ones of ℓ's shape for reduction none)."""
-    yhat, y, divisor, form, logp, T = cache
+    yhat, y, divisor, form, logp, T, d = cache
     if upstream is None:  # 1, or ones of ℓ's shape for reduction none
         upstream = np.ones(_loss_shape(spec, yhat), dtype=yhat.dtype) if spec.reduction == "none" else 1.0
     u = 0.5 * upstream if spec.half else upstream  # ∂(½L)/∂L = ½
@@ -211,11 +214,11 @@ def backward(spec: Loss, cache: LossCache, upstream: float | np.ndarray | None =
             return dlogp
         return log_softmax_backward(dlogp, logp)  # ∂L/∂x = ∂L/∂log p − p Σ_k ∂L/∂log p_k
     c = u / divisor if spec.reduction == "mean" else u  # c = u/n for mean
-    d = yhat - y  # N,out
+    d = yhat - y if d is None else d  # N,out
     if kind == "mse":
         if spec.reduction == "mean":
-            return (2 / divisor) * d * u  # torch: (2/n)(ŷ − y)·u
-        return 2 * d * u  # ∂L/∂ŷ = 2c(ŷ − y)
+            return _times((2 / divisor) * d, u)  # torch: (2/n)(ŷ − y)·u
+        return _times(2 * d, u)  # ∂L/∂ŷ = 2c(ŷ − y)
     if kind == "l1" or (kind == "smooth_l1" and spec.beta == 0):
         return c * np.sign(d)  # ∂L/∂ŷ = c·sgn(d), sgn(0) = 0
     norm = 1 / divisor if spec.reduction == "mean" else 1.0  # torch multiplies by 1/n here
@@ -239,6 +242,11 @@ def backward(spec: Loss, cache: LossCache, upstream: float | np.ndarray | None =
         grad = grad * u
         return grad / divisor if spec.reduction == "mean" else grad
     raise ValueError(f"unknown loss {kind!r}")
+
+
+def _times(g: np.ndarray, u: float | np.ndarray) -> np.ndarray:
+    """g·u; g itself when u is the scalar 1 (g·1 = g exactly: one pass over g saved)."""
+    return g if type(u) is float and u == 1.0 else g * u
 
 
 def _loss_shape(spec: Loss, yhat: np.ndarray) -> tuple[int, ...]:

@@ -126,7 +126,7 @@ class HandMakemore:
         Xb, Yb = self.X[rows], self.Y[rows]
         n = Xb.shape[0]
 
-        # forward
+        # forward (the terms up to the buffers are new arrays of this step, never written to: uncopied)
         emb, emb_cache = embedding.forward(Xb, {"weight": p["emb.C"]})  # C[Xb]   N,3,10
         embcat = emb.reshape(n, -1)  # N,30
         hprebn, hidden_cache = dense.forward(embcat, {"W": p["hidden.W1"]})  # N,H
@@ -136,42 +136,42 @@ class HandMakemore:
         )  # γ bnraw + β   N,H
         h, act_cache = activations.forward("tanh", hpreact)  # N,H
         logits, output_cache = dense.forward(h, {"W": p["output.W2"], "b": p["output.b2"]})  # N,27
-        trace.add("emb.emb", "emb = C[Xb]", "forward", emb)
-        trace.add("emb.embcat", "embcat", "forward", embcat)
-        trace.add("hidden.hprebn", "hprebn = embcat W1ᵀ", "forward", hprebn)
-        trace.add("bn.hpreact", "hpreact = γ bnraw + β", "forward", hpreact)
-        trace.add("act.h", "h = tanh(hpreact)", "forward", h)
-        trace.add("output.logits", "logits = h W2ᵀ + b2", "forward", logits)
+        trace.add("emb.emb", "emb = C[Xb]", "forward", emb, copy=False)
+        trace.add("emb.embcat", "embcat", "forward", embcat, copy=False)
+        trace.add("hidden.hprebn", "hprebn = embcat W1ᵀ", "forward", hprebn, copy=False)
+        trace.add("bn.hpreact", "hpreact = γ bnraw + β", "forward", hpreact, copy=False)
+        trace.add("act.h", "h = tanh(hpreact)", "forward", h, copy=False)
+        trace.add("output.logits", "logits = h W2ᵀ + b2", "forward", logits, copy=False)
 
         # loss
         targets = Yb.astype(self.dtype)[:, None]  # class ids as one float column (spec.Loss)
         L, loss_cache = losses.forward(CROSS_ENTROPY, logits, targets)
-        trace.add("loss.L", "L = −mean logprobs[Yb]", "loss", L)
+        trace.add("loss.L", "L = −mean logprobs[Yb]", "loss", L, copy=False)
 
         # backward
         dlogits = losses.backward(CROSS_ENTROPY, loss_cache)  # (probs − Y)/N   N,27
-        trace.add("output.dL_dlogits", "∂L/∂logits", "backward", dlogits)
+        trace.add("output.dL_dlogits", "∂L/∂logits", "backward", dlogits, copy=False)
         dh, output_grads = dense.backward(dlogits, output_cache)  # ∂L/∂h = ∂L/∂logits W2   N,H
         grads = {"output.W2": output_grads["W"], "output.b2": output_grads["b"]}
-        trace.add("output.dL_dW2", "∂L/∂W2", "backward", grads["output.W2"])
-        trace.add("output.dL_db2", "∂L/∂b2", "backward", grads["output.b2"])
-        trace.add("act.dL_dh", "∂L/∂h", "backward", dh)
+        trace.add("output.dL_dW2", "∂L/∂W2", "backward", grads["output.W2"], copy=False)
+        trace.add("output.dL_db2", "∂L/∂b2", "backward", grads["output.b2"], copy=False)
+        trace.add("act.dL_dh", "∂L/∂h", "backward", dh, copy=False)
         dhpreact = activations.backward("tanh", dh, act_cache)  # ∂L/∂h ⊙ (1 − h²)   N,H
-        trace.add("bn.dL_dhpreact", "∂L/∂hpreact", "backward", dhpreact)
+        trace.add("bn.dL_dhpreact", "∂L/∂hpreact", "backward", dhpreact, copy=False)
         dhprebn, bn_grads = normalization.batchnorm_backward(dhpreact, bn_cache)  # three terms   N,H
         grads["bn.gamma"], grads["bn.beta"] = bn_grads["weight"], bn_grads["bias"]
-        trace.add("bn.dL_dgamma", "∂L/∂γ", "backward", grads["bn.gamma"])
-        trace.add("bn.dL_dbeta", "∂L/∂β", "backward", grads["bn.beta"])
-        trace.add("hidden.dL_dhprebn", "∂L/∂hprebn", "backward", dhprebn)
+        trace.add("bn.dL_dgamma", "∂L/∂γ", "backward", grads["bn.gamma"], copy=False)
+        trace.add("bn.dL_dbeta", "∂L/∂β", "backward", grads["bn.beta"], copy=False)
+        trace.add("hidden.dL_dhprebn", "∂L/∂hprebn", "backward", dhprebn, copy=False)
         dembcat, hidden_grads = dense.backward(dhprebn, hidden_cache, has_bias=False)  # ∂L/∂hprebn W1
         grads["hidden.W1"] = hidden_grads["W"]
-        trace.add("hidden.dL_dW1", "∂L/∂W1", "backward", grads["hidden.W1"])
-        trace.add("emb.dL_dembcat", "∂L/∂embcat", "backward", dembcat)
+        trace.add("hidden.dL_dW1", "∂L/∂W1", "backward", grads["hidden.W1"], copy=False)
+        trace.add("emb.dL_dembcat", "∂L/∂embcat", "backward", dembcat, copy=False)
         demb = dembcat.reshape(emb.shape)  # N,3,10
-        trace.add("emb.dL_demb", "∂L/∂emb", "backward", demb)
+        trace.add("emb.dL_demb", "∂L/∂emb", "backward", demb, copy=False)
         _, emb_grads = embedding.backward(demb, emb_cache)  # scatter-add over Xb   27,10
         grads["emb.C"] = emb_grads["weight"]
-        trace.add("emb.dL_dC", "∂L/∂C", "backward", grads["emb.C"])
+        trace.add("emb.dL_dC", "∂L/∂C", "backward", grads["emb.C"], copy=False)
 
         self.internals = self._internals(bn_cache, loss_cache, dhpreact, n)
         self.buffers = dict(bn_cache.state)  # the running statistics after this forward

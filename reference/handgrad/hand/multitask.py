@@ -110,45 +110,45 @@ class HandMultitask:
         x, y = self.x[rows], self.y[rows]
         y1, y2 = y[:, : m.outputs], y[:, m.outputs :]  # N,R  N,1 (class ids)
 
-        # forward
+        # forward (every term below is a new array of this step, never written to: added uncopied)
         z_t, trunk_cache = dense.forward(x, self._part("trunk"))  # N,H
         a_t, act_cache = activations.forward(m.activation, z_t, m.slope)  # N,H
         z_1, head1_cache = dense.forward(a_t, self._part("head1"))  # N,R
         z_2, head2_cache = dense.forward(a_t, self._part("head2"))  # N,C
-        trace.add("trunk.z", "z⁽trunk⁾", "forward", z_t)
-        trace.add("trunk.a", "a⁽trunk⁾", "forward", a_t)
-        trace.add("head1.z", "ŷ₁", "forward", z_1)
-        trace.add("head2.z", "z⁽head2⁾", "forward", z_2)
+        trace.add("trunk.z", "z⁽trunk⁾", "forward", z_t, copy=False)
+        trace.add("trunk.a", "a⁽trunk⁾", "forward", a_t, copy=False)
+        trace.add("head1.z", "ŷ₁", "forward", z_1, copy=False)
+        trace.add("head2.z", "z⁽head2⁾", "forward", z_2, copy=False)
 
         # loss
         L1, loss1_cache = losses.forward(m.loss1, z_1, y1)
         L2, loss2_cache = losses.forward(m.loss2, z_2, y2)
         L = w1 * L1 + w2 * L2  # L = w₁L₁ + w₂L₂
-        trace.add("loss.L1", "L₁", "loss", L1)
-        trace.add("loss.L2", "L₂", "loss", L2)
-        trace.add("loss.L", "L = w₁L₁ + w₂L₂", "loss", L)
+        trace.add("loss.L1", "L₁", "loss", L1, copy=False)
+        trace.add("loss.L2", "L₂", "loss", L2, copy=False)
+        trace.add("loss.L", "L = w₁L₁ + w₂L₂", "loss", L, copy=False)
 
         # backward: each head from its own weighted loss, then the trunk from both
         grads: dict[str, np.ndarray] = {}
         dz_1 = losses.backward(m.loss1, loss1_cache, w1)  # ∂L/∂z⁽h1⁾ = w₁ ∂L₁/∂ŷ₁   N,R
-        trace.add("head1.dL_dz", "∂L/∂z⁽head1⁾", "backward", dz_1)
+        trace.add("head1.dL_dz", "∂L/∂z⁽head1⁾", "backward", dz_1, copy=False)
         dL1_da, head1_grads = dense.backward(dz_1, head1_cache)  # w₁∂L₁/∂a = ∂L/∂z⁽h1⁾ W⁽h1⁾   N,H
         self._add_param_grads(trace, grads, "head1", head1_grads)
-        trace.add("trunk.dL1_da", "w₁·∂L₁/∂a⁽trunk⁾", "backward", dL1_da)
+        trace.add("trunk.dL1_da", "w₁·∂L₁/∂a⁽trunk⁾", "backward", dL1_da, copy=False)
 
         dz_2 = losses.backward(m.loss2, loss2_cache, w2)  # ∂L/∂z⁽h2⁾ = w₂ ∂L₂/∂z⁽h2⁾   N,C
-        trace.add("head2.dL_dz", "∂L/∂z⁽head2⁾", "backward", dz_2)
+        trace.add("head2.dL_dz", "∂L/∂z⁽head2⁾", "backward", dz_2, copy=False)
         dL2_da, head2_grads = dense.backward(dz_2, head2_cache)  # w₂∂L₂/∂a = ∂L/∂z⁽h2⁾ W⁽h2⁾   N,H
         self._add_param_grads(trace, grads, "head2", head2_grads)
-        trace.add("trunk.dL2_da", "w₂·∂L₂/∂a⁽trunk⁾", "backward", dL2_da)
+        trace.add("trunk.dL2_da", "w₂·∂L₂/∂a⁽trunk⁾", "backward", dL2_da, copy=False)
 
         dL_da = join_heads(dL1_da, dL2_da)  # ∂L/∂a⁽trunk⁾ = w₁∂L₁/∂a + w₂∂L₂/∂a   N,H
-        trace.add("trunk.dL_da", "∂L/∂a⁽trunk⁾", "backward", dL_da)
+        trace.add("trunk.dL_da", "∂L/∂a⁽trunk⁾", "backward", dL_da, copy=False)
         dz_t = activations.backward(m.activation, dL_da, act_cache)  # ∂L/∂z = ∂L/∂a ⊙ f′(z)   N,H
-        trace.add("trunk.dL_dz", "∂L/∂z⁽trunk⁾", "backward", dz_t)
+        trace.add("trunk.dL_dz", "∂L/∂z⁽trunk⁾", "backward", dz_t, copy=False)
         dx, trunk_grads = dense.backward(dz_t, trunk_cache)  # ∂L/∂x = ∂L/∂z W   N,in
         self._add_param_grads(trace, grads, "trunk", trunk_grads)
-        trace.add("input.dL_dx", "∂L/∂x", "backward", dx)
+        trace.add("input.dL_dx", "∂L/∂x", "backward", dx, copy=False)
 
         # update, as the dense stack does it (hand/network.py)
         grads = {name: grads[name] for name in self._params}  # the parameters' order
@@ -164,4 +164,4 @@ class HandMultitask:
         for short in ("W", "b"):
             grads[f"{part}.{short}"] = part_grads[short]
             symbol = f"∂L/∂{self.symbols[f'{part}.{short}']}"
-            trace.add(f"{part}.dL_d{short}", symbol, "backward", part_grads[short])
+            trace.add(f"{part}.dL_d{short}", symbol, "backward", part_grads[short], copy=False)

@@ -228,6 +228,20 @@ def _hand_grads(result: tuple[np.ndarray, dict[str, np.ndarray]]) -> tuple[np.nd
     return dx, _hand_names(grads)
 
 
+def _fresh_arrays(stages: list[Stage]) -> list[tuple[bool, bool]]:
+    """Per stage: (are its output and the gradient there, are its parameter gradients) arrays
+    this step made and nothing writes to later, so that the trace may keep them uncopied.
+
+    The built-in layers' forward and backward make new arrays and never write into their inputs,
+    their caches or the parameters (an output may be a view of its input, Flatten's, or the input
+    itself, identity's: read-only all the same). A user's own layer is not held to that: its
+    output and its gradients, and what flows into it (the output of the stage before it, the
+    gradient at its output), are copied.
+    """
+    user = [isinstance(stage.layer, UserLayer) for stage in stages] + [False]
+    return [(not (user[i] or user[i + 1]), not user[i]) for i in range(len(stages))]
+
+
 def ops_for(stage: Stage) -> LayerOps:
     return LAYER_OPS[type(stage.layer)]
 
@@ -297,6 +311,7 @@ class HandNetwork:
         self.state = optim.init_state(optimizer, self._params)
         self.symbols = {name: symbol for name, _, symbol in param_table(network)}
         self.terms = stage_terms(self.stages)
+        self._fresh = _fresh_arrays(self.stages)
         # the layers' buffers (BatchNorm's running statistics): torch's initial values unless given
         initial = init_buffers(network, dtype)
         given = buffers or {}
@@ -340,11 +355,11 @@ class HandNetwork:
 
         caches = []
         out = x
-        for terms in self.terms:
+        for terms, (own_output, _) in zip(self.terms, self._fresh, strict=True):
             stage = terms.stage
             ops = ops_for(stage)
             out, cache = ops.forward(stage, out, self._stage_params(terms, step))
-            trace.add(terms.output, terms.output_symbol, "forward", out)
+            trace.add(terms.output, terms.output_symbol, "forward", out, copy=not own_output)
             caches.append(cache)
             for short, value in ops.state(cache).items():
                 self._buffers[f"{stage.name}.{short}"] = value
@@ -353,14 +368,15 @@ class HandNetwork:
 
         L, loss_cache = losses.forward(self.loss, out, y)
         if self.loss.reduction == "none":  # ℓ per element (row); the run trains on L = Σℓ
-            trace.add("loss.l", "ℓ", "loss", L)
+            trace.add("loss.l", "ℓ", "loss", L, copy=False)
             L = np.sum(L)
-        trace.add("loss.L", "L", "loss", L)
+        trace.add("loss.L", "L", "loss", L, copy=False)
 
         grads: dict[str, np.ndarray] = {}
         dout = losses.backward(self.loss, loss_cache)  # reduction none: upstream ones, ∂Σℓ/∂ŷ
-        for terms, cache in zip(reversed(self.terms), reversed(caches), strict=True):
-            trace.add(terms.output_grad, terms.output_grad_symbol, "backward", dout)
+        backward = zip(reversed(self.terms), reversed(caches), reversed(self._fresh), strict=True)
+        for terms, cache, (own_output, own_grads) in backward:
+            trace.add(terms.output_grad, terms.output_grad_symbol, "backward", dout, copy=not own_output)
             dout, stage_grads = ops_for(terms.stage).backward(terms.stage, dout, cache)
             for short, name, grad_name, grad_symbol in terms.params:
                 grads[name] = stage_grads[short]
@@ -370,8 +386,9 @@ class HandNetwork:
                     "backward",
                     stage_grads[short],
                     summands=terms.summands.get(grad_name),
+                    copy=not own_grads,
                 )
-        trace.add("input.dL_dx", "∂L/∂x", "backward", dout)
+        trace.add("input.dL_dx", "∂L/∂x", "backward", dout, copy=not self._fresh[0][1])
 
         grads = optim.clip_and_trace(trace, self.optimizer, grads, self.symbols)
         params_before = self._params  # for the diagnostics' ‖ΔW‖ (optim.step never writes in place)

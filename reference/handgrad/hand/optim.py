@@ -291,14 +291,15 @@ def clip_and_trace(
 ) -> dict[str, np.ndarray]:
     """Clipping between backward and the update, with its terms: ``clip.total_norm`` ‖g‖ (by norm)
     and ``clip.grad.<param>`` ĝ[θ] per parameter of ``symbols`` (name → symbol, in the parameters'
-    order); the gradients unchanged without clipping."""
+    order); the gradients unchanged without clipping. The clipped gradients are new arrays, never
+    written to again: the trace keeps them uncopied."""
     if spec.clip is None:
         return grads
     grads, total_norm = clip_gradients(spec, grads)
     if total_norm is not None:
         trace.add("clip.total_norm", "‖g‖", "update", total_norm)
     for name in symbols:  # the parameters' order, whatever order backward filled ``grads`` in
-        trace.add(f"clip.grad.{name}", f"ĝ[{symbols[name]}]", "update", grads[name])
+        trace.add(f"clip.grad.{name}", f"ĝ[{symbols[name]}]", "update", grads[name], copy=False)
     return grads
 
 
@@ -312,13 +313,17 @@ def step_and_trace(
 ) -> tuple[dict[str, np.ndarray], State]:
     """The update and what follows it, in the order torch does it: θ′ = step(θ, g) traced as
     ``<param>_next``; the optimizer's per-parameter state ``<kind>.<key>.<param>``; its scalars
-    (t, η); then the schedule moves η for the next step. Returns the new parameters and state."""
+    (t, η); then the schedule moves η for the next step. Returns the new parameters and state.
+
+    Every rule makes new arrays and never updates in place (the module's docstring), so θ′ and
+    the state go into the trace uncopied: the next step reads them and makes new ones."""
     params, state = step(spec, params, grads, state)
     for name, value in params.items():
-        trace.add(f"{name}_next", f"{symbols[name]}′", "update", value)
+        trace.add(f"{name}_next", f"{symbols[name]}′", "update", value, copy=False)
     for key, symbol in state_keys(spec):
         for name in params:
-            trace.add(f"{spec.kind}.{key}.{name}", f"{symbol}[{symbols[name]}]", "state", state[name][key])
+            value = state[name][key]
+            trace.add(f"{spec.kind}.{key}.{name}", f"{symbol}[{symbols[name]}]", "state", value, copy=False)
     for key, symbol, value in scalar_state(spec, state):
-        trace.add(f"{spec.kind}.{key}", symbol, "state", value)
+        trace.add(f"{spec.kind}.{key}", symbol, "state", value, copy=False)
     return params, schedule_step(spec, state)

@@ -142,8 +142,9 @@ class HandRecurrent:
             for t in range(1, T + 1):
                 m = active[t - 1]
                 if m.any():
-                    trace.add(f"{HEAD}.z[{t}]", f"z_y{sub(t)}", "forward", z3[t - 1][m])
-                    trace.add(f"{HEAD}.a[{t}]", f"ŷ{sub(t)}", "forward", yhat3[t - 1][m])
+                    # a boolean index makes a new array: the trace keeps it uncopied
+                    trace.add(f"{HEAD}.z[{t}]", f"z_y{sub(t)}", "forward", z3[t - 1][m], copy=False)
+                    trace.add(f"{HEAD}.a[{t}]", f"ŷ{sub(t)}", "forward", yhat3[t - 1][m], copy=False)
             # NOTE: only the valid steps enter the loss: a mean divides by O · Σ lengths
             L, loss_cache = losses.forward(self.loss, yhat3[active], batch.y[active])  # n_valid,O
         trace.add("loss.L", "L", "loss", L)
@@ -169,9 +170,11 @@ class HandRecurrent:
             for t in range(T, 0, -1):
                 m = active[t - 1]
                 if m.any():
-                    trace.add(f"{HEAD}.dL_da[{t}]", f"∂L/∂ŷ{sub(t)}", "backward", dyhat3[t - 1][m])
-                    trace.add(f"{HEAD}.dL_dz[{t}]", f"∂L/∂z_y{sub(t)}", "backward", dz3[t - 1][m])
-                    trace.add(f"{HEAD}.dL_dx[{t}]", f"∂L/∂x_y{sub(t)}", "backward", dx3[t - 1][m])
+                    trace.add(
+                        f"{HEAD}.dL_da[{t}]", f"∂L/∂ŷ{sub(t)}", "backward", dyhat3[t - 1][m], copy=False
+                    )
+                    trace.add(f"{HEAD}.dL_dz[{t}]", f"∂L/∂z_y{sub(t)}", "backward", dz3[t - 1][m], copy=False)
+                    trace.add(f"{HEAD}.dL_dx[{t}]", f"∂L/∂x_y{sub(t)}", "backward", dx3[t - 1][m], copy=False)
             trace.add(f"{HEAD}.dL_dW", "∂L/∂W_y", "backward", head_grads["W"])
             trace.add(f"{HEAD}.dL_db", "∂L/∂b_y", "backward", head_grads["b"])
             upstream = (dx3.transpose(1, 0, 2) if model.batch_first else dx3, None, None)

@@ -355,7 +355,9 @@ def _layer_backward(
 
 
 def _step_rows(full: np.ndarray, active_t: np.ndarray) -> np.ndarray:
-    return full[active_t]  # n_t,...   rows active at this step, ascending batch order
+    """The rows active at step t, ascending batch order (n_t,...): a boolean index, so always a
+    new array, which the trace keeps uncopied (``copy=False`` below)."""
+    return full[active_t]  # n_t,...
 
 
 def add_forward_terms(trace: StepTrace, cache: SequenceCache, layer: int, name: str | None = None) -> None:
@@ -372,15 +374,17 @@ def add_forward_terms(trace: StepTrace, cache: SequenceCache, layer: int, name: 
             continue
         for k, g in enumerate(gates):
             value = _step_rows(lc.acts[t - 1, :, k * H : (k + 1) * H], m)
-            trace.add(f"{prefix}.{g}[{t}]", term_symbol(g, layer + 1, t), "forward", value)
+            trace.add(f"{prefix}.{g}[{t}]", term_symbol(g, layer + 1, t), "forward", value, copy=False)
         if cell == "lstm":
             trace.add(
                 f"{prefix}.c[{t}]",
                 term_symbol("c", layer + 1, t),
                 "forward",
                 _step_rows(lc.c[t], m),
+                copy=False,
             )
-        trace.add(f"{prefix}.h[{t}]", term_symbol("h", layer + 1, t), "forward", _step_rows(lc.h[t], m))
+        h_t = _step_rows(lc.h[t], m)
+        trace.add(f"{prefix}.h[{t}]", term_symbol("h", layer + 1, t), "forward", h_t, copy=False)
     trace.add(f"{prefix}.h_n", term_symbol("h_n", layer + 1), "forward", lc.h[T])
     if cell == "lstm":
         trace.add(f"{prefix}.c_n", term_symbol("c_n", layer + 1), "forward", lc.c[T])
@@ -411,6 +415,7 @@ def add_backward_terms(
             term_symbol("∂L/∂h", l1, t),
             "backward",
             _step_rows(lg.dh[t - 1], m),
+            copy=False,
         )
         if cell == "lstm":
             trace.add(
@@ -418,11 +423,12 @@ def add_backward_terms(
                 term_symbol("∂L/∂c", l1, t),
                 "backward",
                 _step_rows(lg.dc[t - 1], m),
+                copy=False,
             )
         for k, gname in enumerate(gate_names):
             value = _step_rows(lg.da[t - 1, :, k * H : (k + 1) * H], m)
             sym = "∂L/∂z" + gname[len("dL_dz") :]
-            trace.add(f"{prefix}.{gname}[{t}]", term_symbol(sym, l1, t), "backward", value)
+            trace.add(f"{prefix}.{gname}[{t}]", term_symbol(sym, l1, t), "backward", value, copy=False)
     if cache.initial_given:
         trace.add(f"{prefix}.dL_dh0", term_symbol("∂L/∂h₀", l1), "backward", lg.dh0)
         if cell == "lstm":

@@ -82,7 +82,9 @@ class HandTransformer:
         return {k[len(prefix) + 1 :]: v for k, v in self._params.items() if k.startswith(prefix + ".")}
 
     def step(self, step: int) -> StepTrace:
-        """Run training step ``step`` (1-based) and return its terms."""
+        """Run training step ``step`` (1-based) and return its terms: new arrays of this step that
+        nothing writes to later (hand/attention.py, embedding, layernorm, losses make new arrays and
+        write into none they are given), so the trace keeps them uncopied."""
         m, p = self.model, self._params
         trace = StepTrace(step)
         rows = np.asarray(self.batches[step - 1])  # type: ignore[index]
@@ -94,7 +96,7 @@ class HandTransformer:
         positions = np.arange(L)
         pos, pos_cache = embedding.forward(positions, {"weight": p["pos.weight"]})  # L,E
         x = tok + pos  # N,L,E
-        trace.add("emb.x", "x = tok[X] + pos", "forward", x)
+        trace.add("emb.x", "x = tok[X] + pos", "forward", x, copy=False)
         caches = []
         for k in range(1, m.layers + 1):
             x, cache = attention.block_forward(
@@ -106,34 +108,36 @@ class HandTransformer:
                 approximate=m.approximate,
             )
             caches.append(cache)
-            trace.add(f"block{k}.attn.weights", f"P̄⁽{k}⁾ (mean over heads)", "forward", cache.attn.weights)
+            weights = cache.attn.weights
+            trace.add(f"block{k}.attn.weights", f"P̄⁽{k}⁾ (mean over heads)", "forward", weights, copy=False)
             for short, symbol in FORWARD_BLOCK:
-                trace.add(f"block{k}.{short}", f"{symbol}  ⁽{k}⁾", "forward", cache.terms[short])
+                trace.add(f"block{k}.{short}", f"{symbol}  ⁽{k}⁾", "forward", cache.terms[short], copy=False)
         h, lnf_cache = nm.layernorm_forward(x, self._sub("lnf"), normalized_shape=m.n_embd, eps=m.eps)
         logits, head_cache = attention.linear_forward(h, self._sub("head"))  # N,L,27
-        trace.add("lnf.h", "h = LN_f(y)", "forward", h)
-        trace.add("head.logits", "logits = h Wᵀ + b", "forward", logits)
+        trace.add("lnf.h", "h = LN_f(y)", "forward", h, copy=False)
+        trace.add("head.logits", "logits = h Wᵀ + b", "forward", logits, copy=False)
 
         # loss over the N·L positions
         flat = logits.reshape(n * L, m.vocab)
         L_value, loss_cache = losses.forward(CROSS_ENTROPY, flat, Yb.reshape(-1, 1).astype(self.dtype))
-        trace.add("loss.L", "L = cross-entropy", "loss", L_value)
+        trace.add("loss.L", "L = cross-entropy", "loss", L_value, copy=False)
 
         # backward
         grads: dict[str, np.ndarray] = {}
         dlogits = losses.backward(CROSS_ENTROPY, loss_cache).reshape(logits.shape)  # N,L,27
-        trace.add("head.dL_dlogits", "∂L/∂logits", "backward", dlogits)
+        trace.add("head.dL_dlogits", "∂L/∂logits", "backward", dlogits, copy=False)
         dh, head_grads = attention.linear_backward(dlogits, head_cache)
         self._add_grads(trace, grads, "head", head_grads)
-        trace.add("lnf.dL_dh", "∂L/∂h", "backward", dh)
+        trace.add("lnf.dL_dh", "∂L/∂h", "backward", dh, copy=False)
         dx, lnf_grads = nm.layernorm_backward(dh, lnf_cache)
         self._add_grads(trace, grads, "lnf", lnf_grads)
         for k in range(m.layers, 0, -1):
             dx, block_grads, dterms = attention.block_backward_terms(dx, caches[k - 1])
             for short in BACKWARD_BLOCK:
-                trace.add(f"block{k}.dL_d{short}", f"∂L/∂{short}⁽{k}⁾", "backward", dterms[f"dL_d{short}"])
+                value = dterms[f"dL_d{short}"]
+                trace.add(f"block{k}.dL_d{short}", f"∂L/∂{short}⁽{k}⁾", "backward", value, copy=False)
             self._add_grads(trace, grads, f"block{k}", block_grads)
-        trace.add("emb.dL_dx", "∂L/∂x", "backward", dx)
+        trace.add("emb.dL_dx", "∂L/∂x", "backward", dx, copy=False)
         _, pos_grads = embedding.backward(dx.sum(axis=0), pos_cache)  # ∂L/∂pos = Σₙ ∂L/∂x[n]
         _, tok_grads = embedding.backward(dx, tok_cache)  # scatter-add over X
         self._add_grads(trace, grads, "tok", tok_grads)
@@ -148,7 +152,8 @@ class HandTransformer:
         for name in names:
             short = name[len(prefix) + 1 :]
             grads[name] = sub[short]
-            trace.add(f"{prefix}.dL_d{short}", f"∂L/∂{self.symbols[name]}", "backward", sub[short])
+            symbol = f"∂L/∂{self.symbols[name]}"
+            trace.add(f"{prefix}.dL_d{short}", symbol, "backward", sub[short], copy=False)
 
     def _update(self, trace: StepTrace, grads: dict[str, np.ndarray]) -> None:
         """Clip, step and trace the optimizer, as the dense stack does it (hand/network.py)."""
