@@ -524,7 +524,8 @@ import bench_workbooks  # noqa: E402, F401 (registers its rows here, after the r
 def header() -> str:
     import torch
 
-    threads = f"torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}"
+    blas = "not found" if OPTIONS.blas_threads is None else OPTIONS.blas_threads
+    threads = f"torch threads {torch.get_num_threads()}, numpy OpenBLAS threads {blas}, cpus {os.cpu_count()}"
     coretype = os.environ.get("OPENBLAS_CORETYPE") or "unset"
     openblas = os.environ.get("OPENBLAS_NUM_THREADS") or "unset"
     # With no .pyc written, every run compiles handgrad's sources again (≈0.1 s of the end-to-end
@@ -554,6 +555,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="torch's intra-op threads for every torch side measured in this process, the twin's and the "
         "plain torch step's alike (default 1, handgrad's default --threads; command rows run the default)",
     )
+    parser.add_argument(
+        "--blas-threads",
+        type=int,
+        help="threads of NumPy's OpenBLAS for the hand side measured in this process (default: --threads, "
+        "the same as torch's: OpenBLAS's own default, a thread per CPU, spins on a busy machine)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -566,6 +573,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from handgrad.harness.concurrent import set_blas_threads
+
+    blas = args.threads if args.blas_threads is None else args.blas_threads
+    if blas < 1:
+        parser.error("--blas-threads must be at least 1")
+    OPTIONS.blas_threads = blas if set_blas_threads(blas) is not None else None
     OPTIONS.repeats = args.repeats
     if args.list:
         for bench in BENCHMARKS.values():

@@ -63,6 +63,7 @@ BENCHMARKS: dict[str, Benchmark] = {}
 class Options:
     repeats: int = 3  # runs of each command in a command row (the fastest counts)
     threads: int = 1  # torch's intra-op threads, the twin's and the plain torch step's
+    blas_threads: int | None = None  # NumPy's OpenBLAS threads, the hand side's (None: not found)
 
 
 OPTIONS = Options()
