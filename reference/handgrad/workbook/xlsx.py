@@ -21,7 +21,7 @@ import math
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import attrgetter, itemgetter
 from typing import IO, Any
 
@@ -323,7 +323,7 @@ class SheetData:
         self._size = 0  # bytes of rows flushed
         self.last_row = 0
         self.max_col = 0
-        self._forked: tuple[forked_rows.ForkedRows, Mapping[Any, str], SharedStrings | None] | None = None
+        self._forked: tuple[forked_rows.ForkedRows, Callable[[], None]] | None = None
         self._before_fork = (0, 0)
 
     def write(self, xml: str) -> None:
@@ -405,6 +405,61 @@ class SheetData:
             return False  # add_row refuses it: in the parent, now
         if max(items[-1][0] for _, items in rows) > EXCEL_MAX_COLS:
             return False
+        if not self._stream_ready():
+            return False
+        if strings is not None:
+            for text in forked_rows.texts(rows, EXCEL_MAX_TEXT):
+                strings.add(text)
+
+        def produce() -> Iterator[bytes]:
+            pieces: list[str] = []
+            size = 0
+            for row, items in rows:
+                xml = row_xml(row, grid_row(row, items, attributes, strings))
+                pieces.append(xml)
+                size += len(xml)
+                if size > self.FLUSH:
+                    yield "".join(pieces).encode("utf-8")
+                    pieces.clear()
+                    size = 0
+            yield "".join(pieces).encode("utf-8")
+
+        def fallback() -> None:  # the same rows, serialised here
+            self._add_rows(rows, attributes, strings)
+
+        last_col = max(self.max_col, max(items[-1][0] for _, items in rows))
+        return self._start_child(produce, fallback, strings, rows[-1][0], last_col)
+
+    def add_rows_forked(
+        self, last_row: int, produce: Callable[[], Iterable[str]], strings: SharedStrings | None = None
+    ) -> None:
+        """Rows after :attr:`last_row` up to ``last_row`` whose XML ``produce()`` yields in pieces
+        (every text they name already in ``strings``): made in a forked child where that can be
+        (:mod:`handgrad.workbook.forked_rows`), so the caller goes on meanwhile, else here."""
+        if last_row > EXCEL_MAX_ROWS:
+            raise ExcelLimitError(f"row {last_row:,} is past Excel's last row ({EXCEL_MAX_ROWS:,})")
+
+        def here() -> None:
+            for piece in produce():
+                self.write(piece)
+
+        def encoded() -> Iterator[bytes]:
+            for piece in produce():
+                yield piece.encode("utf-8")
+
+        started = (
+            forked_rows.ENABLED
+            and self.sheet is not None
+            and self._stream_ready()
+            and self._start_child(encoded, here, strings, last_row, self.max_col)
+        )
+        if not started:
+            here()
+            self.last_row = last_row
+
+    def _stream_ready(self) -> bool:
+        """Settle any child, flush, and open the deflate stream behind the frame's head; False
+        where the rows cannot be streamed (the frame has no empty sheetData)."""
         self._settle()
         self.flush()
         if self.stream is None:
@@ -412,34 +467,38 @@ class SheetData:
             if head is None:
                 return False
             self.stream = DeflatedStream(head)
-        if strings is not None:
-            for text in forked_rows.texts(rows, EXCEL_MAX_TEXT):
-                strings.add(text)
+        return True
 
-        def serialise(row: int, items: list[tuple[int, Any]]) -> bytes:
-            return row_xml(row, grid_row(row, items, attributes, strings)).encode("utf-8")
-
+    def _start_child(
+        self,
+        produce: Callable[[], Iterable[bytes]],
+        fallback: Callable[[], None],
+        strings: SharedStrings | None,
+        last_row: int,
+        last_col: int,
+    ) -> bool:
         try:
-            child = forked_rows.ForkedRows(rows, serialise, strings, self.stream.add)
+            child = forked_rows.ForkedRows(produce, strings if strings is not None else (), self.stream)
         except OSError:  # no process to spare: the texts registered are the ones the rows add here
             return False
-        self._forked = (child, attributes, strings)
+        self._forked = (child, fallback)
         self._before_fork = (self.last_row, self.max_col)
-        self.last_row = rows[-1][0]
-        self.max_col = max(self.max_col, max(items[-1][0] for _, items in rows))
+        self.last_row, self.max_col = last_row, last_col
         return True
 
     def _settle(self) -> None:
         """Wait for rows serialised in a child; serialise them here if the child failed."""
         if self._forked is None:
             return
-        forked, attributes, strings = self._forked
+        forked, fallback = self._forked
         self._forked = None
         if forked.join():
             self._size += forked.size
             return
+        last = self.last_row
         self.last_row, self.max_col = self._before_fork
-        self._add_rows(list(forked.rows), attributes, strings)
+        fallback()
+        self.last_row = max(self.last_row, last)
 
     def flush(self) -> None:
         if not self._pending:
