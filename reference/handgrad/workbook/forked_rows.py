@@ -24,7 +24,7 @@ import os
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -41,25 +41,24 @@ MIN_CELLS = 50_000  # a smaller grid is serialised faster than a process forks a
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20  # Linux's largest pipe for an unprivileged process by default
 
-Rows = Sequence[tuple[int, list[tuple[int, Any]]]]  # (row, [(col, cell), ...] by column), by row
-
-
-def texts(rows: Rows, longest: int) -> Iterator[str]:
-    """The texts ``rows`` put into the shared string table, in the order they put them: a text
-    cell's text (cut to ``longest`` characters as :func:`~handgrad.workbook.xlsx.cell_xml` cuts
-    it) and a non-finite number's ``nan``/``inf``/``-inf``, as
-    :func:`~handgrad.workbook.xlsx.cell_xml` writes them."""
-    for _, items in rows:
-        for _, cell in items:
-            value = cell.value
-            kind = type(value)
-            if (kind is float and value - value == 0) or value is None:  # most cells: no text
-                continue
-            if isinstance(value, str):
-                if cell.is_text or value[:1] != "=" or len(value) < 2:
-                    yield value if len(value) <= longest else value[: longest - 1] + "…"
-            elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
-                yield "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+def texts(cells: Mapping[tuple[int, int], Any], longest: int) -> list[str]:
+    """The texts a grid's ``cells`` (``{(row, col): cell}``) put into the shared string table, in
+    the order their rows put them (by row, then column): a text cell's text (cut to ``longest``
+    characters as :func:`~handgrad.workbook.xlsx.cell_xml` cuts it) and a non-finite number's
+    ``nan``/``inf``/``-inf``, as :func:`~handgrad.workbook.xlsx.cell_xml` writes them."""
+    found: list[tuple[tuple[int, int], str]] = []
+    for position, cell in cells.items():
+        value = cell.value
+        kind = type(value)
+        if (kind is float and value - value == 0) or value is None:  # most cells: no text
+            continue
+        if isinstance(value, str):
+            if cell.is_text or value[:1] != "=" or len(value) < 2:
+                found.append((position, value if len(value) <= longest else value[: longest - 1] + "…"))
+        elif isinstance(value, (float, np.floating)) and not math.isfinite(value):
+            found.append((position, "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")))
+    found.sort()  # positions are distinct: the texts are never compared
+    return [text for _, text in found]
 
 
 class ForkedRows:

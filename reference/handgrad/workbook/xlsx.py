@@ -364,21 +364,15 @@ class SheetData:
     ) -> None:
         """Every cell of a grid, ``{(row, col): cell}`` (a :class:`handgrad.workbook.grid.Cell`:
         value, style, number_format, is_text, cached), in rows; ``style_id`` maps a cell's style
-        and number format to its index in the workbook (asked in the order the cells were set)."""
+        and number format to its index in the workbook (asked in the order the cells were set).
+        The grid must not change after (a big one is serialised in a forked child)."""
         attributes: dict[Any, str] = {}
         for key in dict.fromkeys(map(_STYLE_KEY, cells.values())):
             style = style_id(*key) if key[0] or key[1] else 0
             attributes[key[0] if key[1] is None else key] = f' s="{style}"' if style else ""
-        grouped: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
-        for (row, col), cell in cells.items():
-            grouped[row].append((col, cell))
-        first = itemgetter(0)
-        rows = [(row, grouped[row]) for row in sorted(grouped)]
-        for _, items in rows:
-            items.sort(key=first)
-        if self._fork(rows, len(cells), attributes, strings):
+        if self._fork(cells, attributes, strings):
             return
-        self._add_rows(rows, attributes, strings)
+        self._add_rows(grid_rows(cells), attributes, strings)
 
     def _add_rows(
         self,
@@ -392,29 +386,29 @@ class SheetData:
 
     def _fork(
         self,
-        rows: list[tuple[int, list[tuple[int, Any]]]],
-        cells: int,
+        cells: Mapping[tuple[int, int], Any],
         attributes: Mapping[Any, str],
         strings: SharedStrings | None,
     ) -> bool:
-        """Serialise ``rows`` in a forked child (:mod:`handgrad.workbook.forked_rows`) where that
-        pays and nothing can go wrong in it that the parent would have to see; True if it does."""
-        if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= cells and self.sheet is not None):
+        """Group and serialise a grid's rows in a forked child (:mod:`handgrad.workbook.forked_rows`)
+        where that pays and nothing can go wrong in it that the parent would have to see; True if
+        it does. The parent registers the rows' texts first, in the order the rows meet them."""
+        if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= len(cells) and self.sheet is not None):
             return False
-        if rows[0][0] <= self.last_row or rows[-1][0] > EXCEL_MAX_ROWS:
+        first_row, last_row = min(cells)[0], max(cells)[0]
+        last_col = max(map(itemgetter(1), cells))
+        if first_row <= self.last_row or last_row > EXCEL_MAX_ROWS or last_col > EXCEL_MAX_COLS:
             return False  # add_row refuses it: in the parent, now
-        if max(items[-1][0] for _, items in rows) > EXCEL_MAX_COLS:
-            return False
         if not self._stream_ready():
             return False
         if strings is not None:
-            for text in forked_rows.texts(rows, EXCEL_MAX_TEXT):
+            for text in forked_rows.texts(cells, EXCEL_MAX_TEXT):
                 strings.add(text)
 
         def produce() -> Iterator[bytes]:
             pieces: list[str] = []
             size = 0
-            for row, items in rows:
+            for row, items in grid_rows(cells):
                 xml = row_xml(row, grid_row(row, items, attributes, strings))
                 pieces.append(xml)
                 size += len(xml)
@@ -425,10 +419,9 @@ class SheetData:
             yield "".join(pieces).encode("utf-8")
 
         def fallback() -> None:  # the same rows, serialised here
-            self._add_rows(rows, attributes, strings)
+            self._add_rows(grid_rows(cells), attributes, strings)
 
-        last_col = max(self.max_col, max(items[-1][0] for _, items in rows))
-        return self._start_child(produce, fallback, strings, rows[-1][0], last_col)
+        return self._start_child(produce, fallback, strings, last_row, max(self.max_col, last_col))
 
     def add_rows_forked(
         self, last_row: int, produce: Callable[[], Iterable[str]], strings: SharedStrings | None = None
@@ -560,6 +553,18 @@ class SheetData:
 
 
 _STYLE_KEY = attrgetter("style", "number_format")
+
+
+def grid_rows(cells: Mapping[tuple[int, int], Any]) -> list[tuple[int, list[tuple[int, Any]]]]:
+    """A grid's cells as rows: ``[(row, [(col, cell), ...] by column), ...]`` by row."""
+    grouped: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
+    for (row, col), cell in cells.items():
+        grouped[row].append((col, cell))
+    first = itemgetter(0)
+    rows = [(row, grouped[row]) for row in sorted(grouped)]
+    for _, items in rows:
+        items.sort(key=first)
+    return rows
 
 
 def row_xml(row: int, cells: Iterable[str], height: float | None = None) -> str:
