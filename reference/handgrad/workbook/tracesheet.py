@@ -32,9 +32,11 @@ TITLE = "Trace"
 # hand and torch with 17 significant digits (every bit of a double); |Δ| and rel with 6 (what a
 # reader compares; ``ok`` is decided on the exact numbers)
 DIGITS = (".17g", ".17g", ".6g", ".6g")
-# a step of this many rows or more is formatted in a forked child (workbook/forked_rows.py): its
-# formatting (4 µs a row) then far outweighs the fork; pieces of PIECE_ROWS rows flow to the deflate
-FORK_ROWS = 20_000
+# a step of this many rows or more is formatted in a forked child (workbook/forked_rows.py) while
+# the run goes on: 4 µs a row, 0.25 s and more, outweighs a fork of a process that holds torch
+# (page tables, copy-on-write faults after) and the wait of a next step's rows for the child's;
+# pieces of PIECE_ROWS rows flow to the deflate as they come
+FORK_ROWS = 60_000
 PIECE_ROWS = 8_192
 
 
