@@ -41,6 +41,7 @@ MIN_CELLS = 50_000  # a smaller grid is serialised faster than a process forks a
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20  # Linux's largest pipe for an unprivileged process by default
 
+
 def texts(cells: Mapping[tuple[int, int], Any], longest: int) -> list[str]:
     """The texts a grid's ``cells`` (``{(row, col): cell}``) put into the shared string table, in
     the order their rows put them (by row, then column): a text cell's text (cut to ``longest``
