@@ -41,6 +41,14 @@ MIN_CELLS = 50_000  # a smaller grid is serialised faster than a process forks a
 CHUNK = 1 << 20
 PIPE_SIZE = 1 << 20  # Linux's largest pipe for an unprivileged process by default
 
+_RUNNING: set[ForkedRows] = set()  # children not yet exited (their waiter still reading)
+
+
+def busy() -> bool:
+    """Whether a child is still at work: a second one would only share its CPU (the writer then
+    serialises the rows itself meanwhile, on the CPU the run and the layout leave free)."""
+    return bool(_RUNNING)
+
 
 def texts(cells: Mapping[tuple[int, int], Any], longest: int) -> list[str]:
     """The texts a grid's ``cells`` (``{(row, col): cell}``) put into the shared string table, in
@@ -108,6 +116,7 @@ class ForkedRows:
                 os._exit(code)
         os.close(write)
         self._read = read
+        _RUNNING.add(self)
         self._waiter = threading.Thread(target=self._wait, name="handgrad-rows-waiter", daemon=True)
         self._waiter.start()
 
@@ -125,6 +134,8 @@ class ForkedRows:
             self._ok = os.waitstatus_to_exitcode(status) == 0
         except BaseException as error:  # raised again by join, in the writer's thread
             self._error = error
+        finally:
+            _RUNNING.discard(self)
 
     def join(self) -> bool:
         """Wait for the child and the waiter: True when the pieces are in the stream, False when

@@ -395,6 +395,8 @@ class SheetData:
         it does. The parent registers the rows' texts first, in the order the rows meet them."""
         if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= len(cells) and self.sheet is not None):
             return False
+        if forked_rows.busy():  # another child holds the second CPU: serialise here meanwhile
+            return False
         first_row, last_row = min(cells)[0], max(cells)[0]
         last_col = max(map(itemgetter(1), cells))
         if first_row <= self.last_row or last_row > EXCEL_MAX_ROWS or last_col > EXCEL_MAX_COLS:
