@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import random
 import zipfile
 from pathlib import Path
@@ -255,3 +256,78 @@ def _recording(join, handed):  # type: ignore[no-untyped-def]
         return found
 
     return recorded
+
+
+def test_a_continued_stream_adopted_has_the_bytes_of_one_stream():
+    content = _content(900_000, seed=3)
+    expected = _plain_zip(content)
+    stream = deflated.DeflatedStream(content[:1000])
+    try:
+        stream.add(content[1000:5000])
+        dropped = stream.continuation()  # a child that failed: its bytes never reach the stream
+        dropped.add(b"<row>never written</row>")
+        dropped.close()
+        continuation = stream.continuation()
+        for start in range(5000, 800_000, 65_536):  # as a waiter reads them from the pipe
+            continuation.add(content[start : min(start + 65_536, 800_000)])
+        stream.adopt(continuation)
+        stream.add(content[800_000:])
+        stream.finish()
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", allowZip64=True) as target:
+            target.writestr(zip_info("first.xml", 3), b"abc")
+            deflated.write_entry(target, zip_info("xl/worksheets/sheet1.xml", stream.size), stream)
+            target.writestr(zip_info("last.xml", 3), b"xyz")
+    finally:
+        stream.close()
+    assert out.getvalue() == expected
+
+
+def _traced_xor(tmp_path: Path, name: str) -> bytes:
+    """xor's workbook, 30 steps, every step on the Trace (each step's rows a forked piece when
+    FORK_ROWS allows it)."""
+    from handgrad import harness
+    from handgrad.cli import scenario_parser
+    from handgrad.scenarios import SCENARIOS
+    from handgrad.tracebudget import TraceSteps
+    from handgrad.workbook.writer import WorkbookWriter
+
+    experiment = SCENARIOS["xor"].build(scenario_parser("xor").parse_args(["--steps", "30"]))
+    writer = WorkbookWriter(experiment, trace_steps=TraceSteps("all"))
+    try:
+        report = harness.run(experiment, observers=[writer.observe])
+        writer.write(tmp_path / name, report)
+    finally:
+        writer.close()
+    return (tmp_path / name).read_bytes()
+
+
+def test_trace_rows_formatted_in_a_child_give_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from handgrad.workbook import tracesheet
+    from handgrad.workbook.xlsx import SheetData as Data
+
+    monkeypatch.setattr(forked_rows, "ENABLED", False)
+    plain = _traced_xor(tmp_path, "plain.xlsx")
+    monkeypatch.setattr(forked_rows, "ENABLED", True)
+    monkeypatch.setattr(tracesheet, "FORK_ROWS", 1)  # every step's rows in a child
+    handed: list[bool] = []
+    monkeypatch.setattr(forked_rows.ForkedRows, "join", _recording(forked_rows.ForkedRows.join, handed))
+    assert _traced_xor(tmp_path, "forked.xlsx") == plain
+    assert handed and all(handed)  # the children did format the rows
+    # a child that fails half-way: what it wrote is dropped and the parent formats the rows
+    parent, forked = os.getpid(), Data.add_rows_forked
+
+    def failing(self, last_row, produce, strings=None):  # type: ignore[no-untyped-def]
+        def pieces():  # type: ignore[no-untyped-def]
+            for k, piece in enumerate(produce()):
+                if k == 1 and os.getpid() != parent:
+                    raise RuntimeError("the child fails after its first piece")
+                yield piece
+
+        return forked(self, last_row, pieces, strings)
+
+    monkeypatch.setattr(tracesheet, "PIECE_ROWS", 2)
+    monkeypatch.setattr(Data, "add_rows_forked", failing)
+    handed.clear()
+    assert _traced_xor(tmp_path, "fallback.xlsx") == plain
+    assert handed and not any(handed)

@@ -99,6 +99,27 @@ class DeflatedStream:
         while self._queued:
             self._queued.popleft().result()
 
+    def continuation(self) -> Continuation:
+        """The stream continued from where it stands, into a file of its own (for bytes that come
+        from a forked child: :mod:`handgrad.workbook.forked_rows`); :meth:`adopt` appends it.
+        Waits for the queued pieces: call it while nothing else adds to the stream."""
+        if self._finished:
+            raise ValueError("a finished deflate stream cannot be continued")
+        self._wait()
+        return Continuation(self._compressor.copy(), self.crc)
+
+    def adopt(self, continuation: Continuation) -> None:
+        """Append what ``continuation`` compressed (nothing may have been added to the stream since
+        it was made): the stream then stands where the continuation ends."""
+        self._wait()
+        continuation.file.seek(0)
+        shutil.copyfileobj(continuation.file, self.file, CHUNK)
+        self._compressor = continuation.compressor
+        self.crc = continuation.crc
+        self.size += continuation.size
+        self.compressed_size += continuation.compressed_size
+        continuation.close()
+
     def copy_to(self, out: IO[bytes]) -> None:
         """The compressed stream (after :meth:`finish`) onto ``out``."""
         self.file.seek(0)
@@ -127,6 +148,29 @@ class DeflatedStream:
                     queued.result()
                 except Exception:  # closing after a failure: the failure was reported where it happened
                     pass
+        self.file.close()
+
+
+class Continuation:
+    """A deflate stream continued from a copy of its compressor, into an unnamed temporary file:
+    the bytes of a forked child compressed as they come (in the thread that reads them), adopted
+    by the stream (:meth:`DeflatedStream.adopt`) once the child has succeeded, or dropped."""
+
+    def __init__(self, compressor: zlib._Compress, crc: int) -> None:
+        self.compressor = compressor
+        self.crc = crc
+        self.size = 0
+        self.compressed_size = 0
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="handgrad-deflate-")
+
+    def add(self, data: bytes) -> None:
+        self.size += len(data)
+        self.crc = zlib.crc32(data, self.crc)
+        out = self.compressor.compress(data)
+        self.compressed_size += len(out)
+        self.file.write(out)
+
+    def close(self) -> None:
         self.file.close()
 
 

@@ -6,20 +6,13 @@ the run's terms, why there are none. A family without a provider has a reason to
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from handgrad.contract.conv_layers import Conv2d
 from handgrad.contract.runs import MakemoreRun, MultitaskRun, RecurrentRun, RunSpec, StackRun, TransformerRun
 from handgrad.harness import Experiment
-from handgrad.workbook import (
-    conv_walkthrough,
-    makemore_walkthrough,
-    multitask_walkthrough,
-    recurrent_walkthrough,
-    transformer_walkthrough,
-    walkthrough,
-)
 from handgrad.workbook.blocks import Captured
 from handgrad.workbook.grid import Grid
 
@@ -27,27 +20,38 @@ from handgrad.workbook.grid import Grid
 @dataclass(frozen=True)
 class Provider:
     """A family's live sheets: ``reason`` (None when they can be written), ``grids`` (one per
-    walkthrough step) and whether a Training sheet follows them."""
+    walkthrough step) and whether a Training sheet follows them. The family's module (named by
+    ``module``, its functions by ``reason_name`` and ``grids_name``) is imported when first asked:
+    a run imports only its own family's layout."""
 
-    reason: Callable[[Experiment], str | None]
-    grids: Callable[[Experiment, Captured, Iterable[int] | None], list[Grid]]
+    module: str
+    reason_name: str
+    grids_name: str
     training: bool = False
 
+    @property
+    def reason(self) -> Callable[[Experiment], str | None]:
+        return getattr(importlib.import_module(self.module), self.reason_name)  # type: ignore[no-any-return]
 
-DENSE = Provider(walkthrough.unsupported_reason, walkthrough.walkthrough_grids, training=True)
-CONV = Provider(conv_walkthrough.conv_unsupported_reason, conv_walkthrough.conv_walkthrough_grids)
+    @property
+    def grids(self) -> Callable[[Experiment, Captured, Iterable[int] | None], list[Grid]]:
+        return getattr(importlib.import_module(self.module), self.grids_name)  # type: ignore[no-any-return]
+
+
+_PACKAGE = "handgrad.workbook"
+DENSE = Provider(f"{_PACKAGE}.walkthrough", "unsupported_reason", "walkthrough_grids", training=True)
+CONV = Provider(f"{_PACKAGE}.conv_walkthrough", "conv_unsupported_reason", "conv_walkthrough_grids")
 RECURRENT = Provider(
-    recurrent_walkthrough.recurrent_unsupported_reason, recurrent_walkthrough.recurrent_walkthrough_grids
+    f"{_PACKAGE}.recurrent_walkthrough", "recurrent_unsupported_reason", "recurrent_walkthrough_grids"
 )
 MAKEMORE = Provider(
-    makemore_walkthrough.makemore_unsupported_reason, makemore_walkthrough.makemore_walkthrough_grids
+    f"{_PACKAGE}.makemore_walkthrough", "makemore_unsupported_reason", "makemore_walkthrough_grids"
 )
 TRANSFORMER = Provider(
-    transformer_walkthrough.transformer_unsupported_reason,
-    transformer_walkthrough.transformer_walkthrough_grids,
+    f"{_PACKAGE}.transformer_walkthrough", "transformer_unsupported_reason", "transformer_walkthrough_grids"
 )
 MULTITASK = Provider(
-    multitask_walkthrough.multitask_unsupported_reason, multitask_walkthrough.multitask_walkthrough_grids
+    f"{_PACKAGE}.multitask_walkthrough", "multitask_unsupported_reason", "multitask_walkthrough_grids"
 )
 BY_FAMILY: dict[type, Provider] = {
     RecurrentRun: RECURRENT,

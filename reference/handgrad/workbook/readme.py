@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from handgrad.contract.runs import MakemoreRun, TransformerRun
 from handgrad.harness import Experiment, Report
-from handgrad.workbook.conv_walkthrough import slice_note as conv_slice_note
+from handgrad.workbook import live_sheets
 from handgrad.workbook.grid import Grid
 from handgrad.workbook.styles import COLOURS
 
@@ -154,7 +154,7 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
             "every block of a traced term: torch's numbers and a |Δ| block. Edit an input cell (yellow) "
             "and the blocks below recompute; the rest of the step is on the Trace.",
         )
-    elif facts.walkthrough_sheets and (note := conv_slice_note(experiment)):
+    elif facts.walkthrough_sheets and (note := _conv_slice_note(experiment)):
         line(
             "Walkthrough",
             f"Sheets {', '.join(facts.walkthrough_sheets)}: one training step's first conv layer as live "
@@ -260,3 +260,12 @@ def readme_grid(experiment: Experiment, report: Report, facts: WorkbookFacts) ->
     )
     line("Regenerate", f"{facts.command}   (the command that wrote this workbook)")
     return grid
+
+
+def _conv_slice_note(experiment: Experiment) -> str | None:
+    """The conv sheet's slice (conv_walkthrough.slice_note); its module imported for a conv run only."""
+    if live_sheets.provider(experiment.spec) is not live_sheets.CONV:
+        return None  # slice_note's own answer: the conv walkthrough covers Conv2d-first stacks only
+    from handgrad.workbook.conv_walkthrough import slice_note
+
+    return slice_note(experiment)

@@ -21,7 +21,7 @@ import math
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import attrgetter, itemgetter
 from typing import IO, Any
 
@@ -323,7 +323,7 @@ class SheetData:
         self._size = 0  # bytes of rows flushed
         self.last_row = 0
         self.max_col = 0
-        self._forked: tuple[forked_rows.ForkedRows, Mapping[Any, str], SharedStrings | None] | None = None
+        self._forked: tuple[forked_rows.ForkedRows, Callable[[], None]] | None = None
         self._before_fork = (0, 0)
 
     def write(self, xml: str) -> None:
@@ -364,21 +364,15 @@ class SheetData:
     ) -> None:
         """Every cell of a grid, ``{(row, col): cell}`` (a :class:`handgrad.workbook.grid.Cell`:
         value, style, number_format, is_text, cached), in rows; ``style_id`` maps a cell's style
-        and number format to its index in the workbook (asked in the order the cells were set)."""
+        and number format to its index in the workbook (asked in the order the cells were set).
+        The grid must not change after (a big one is serialised in a forked child)."""
         attributes: dict[Any, str] = {}
         for key in dict.fromkeys(map(_STYLE_KEY, cells.values())):
             style = style_id(*key) if key[0] or key[1] else 0
             attributes[key[0] if key[1] is None else key] = f' s="{style}"' if style else ""
-        grouped: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
-        for (row, col), cell in cells.items():
-            grouped[row].append((col, cell))
-        first = itemgetter(0)
-        rows = [(row, grouped[row]) for row in sorted(grouped)]
-        for _, items in rows:
-            items.sort(key=first)
-        if self._fork(rows, len(cells), attributes, strings):
+        if self._fork(cells, attributes, strings):
             return
-        self._add_rows(rows, attributes, strings)
+        self._add_rows(grid_rows(cells), attributes, strings)
 
     def _add_rows(
         self,
@@ -392,19 +386,75 @@ class SheetData:
 
     def _fork(
         self,
-        rows: list[tuple[int, list[tuple[int, Any]]]],
-        cells: int,
+        cells: Mapping[tuple[int, int], Any],
         attributes: Mapping[Any, str],
         strings: SharedStrings | None,
     ) -> bool:
-        """Serialise ``rows`` in a forked child (:mod:`handgrad.workbook.forked_rows`) where that
-        pays and nothing can go wrong in it that the parent would have to see; True if it does."""
-        if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= cells and self.sheet is not None):
+        """Group and serialise a grid's rows in a forked child (:mod:`handgrad.workbook.forked_rows`)
+        where that pays and nothing can go wrong in it that the parent would have to see; True if
+        it does. The parent registers the rows' texts first, in the order the rows meet them."""
+        if not (forked_rows.ENABLED and forked_rows.MIN_CELLS <= len(cells) and self.sheet is not None):
             return False
-        if rows[0][0] <= self.last_row or rows[-1][0] > EXCEL_MAX_ROWS:
+        if forked_rows.busy():  # another child holds the second CPU: serialise here meanwhile
+            return False
+        first_row, last_row = min(cells)[0], max(cells)[0]
+        last_col = max(map(itemgetter(1), cells))
+        if first_row <= self.last_row or last_row > EXCEL_MAX_ROWS or last_col > EXCEL_MAX_COLS:
             return False  # add_row refuses it: in the parent, now
-        if max(items[-1][0] for _, items in rows) > EXCEL_MAX_COLS:
+        if not self._stream_ready():
             return False
+        if strings is not None:
+            for text in forked_rows.texts(cells, EXCEL_MAX_TEXT):
+                strings.add(text)
+
+        def produce() -> Iterator[bytes]:
+            pieces: list[str] = []
+            size = 0
+            for row, items in grid_rows(cells):
+                xml = row_xml(row, grid_row(row, items, attributes, strings))
+                pieces.append(xml)
+                size += len(xml)
+                if size > self.FLUSH:
+                    yield "".join(pieces).encode("utf-8")
+                    pieces.clear()
+                    size = 0
+            yield "".join(pieces).encode("utf-8")
+
+        def fallback() -> None:  # the same rows, serialised here
+            self._add_rows(grid_rows(cells), attributes, strings)
+
+        return self._start_child(produce, fallback, strings, last_row, max(self.max_col, last_col))
+
+    def add_rows_forked(
+        self, last_row: int, produce: Callable[[], Iterable[str]], strings: SharedStrings | None = None
+    ) -> None:
+        """Rows after :attr:`last_row` up to ``last_row`` whose XML ``produce()`` yields in pieces
+        (every text they name already in ``strings``): made in a forked child where that can be
+        (:mod:`handgrad.workbook.forked_rows`), so the caller goes on meanwhile, else here."""
+        if last_row > EXCEL_MAX_ROWS:
+            raise ExcelLimitError(f"row {last_row:,} is past Excel's last row ({EXCEL_MAX_ROWS:,})")
+
+        def here() -> None:
+            for piece in produce():
+                self.write(piece)
+
+        def encoded() -> Iterator[bytes]:
+            for piece in produce():
+                yield piece.encode("utf-8")
+
+        started = (
+            forked_rows.ENABLED
+            and self.sheet is not None
+            and self._stream_ready()
+            and self._start_child(encoded, here, strings, last_row, self.max_col)
+        )
+        if not started:
+            here()
+            self.last_row = last_row
+
+    def _stream_ready(self) -> bool:
+        """Settle any child, flush, and open the deflate stream behind the frame's head; False
+        where the rows cannot be streamed (the frame has no empty sheetData)."""
         self._settle()
         self.flush()
         if self.stream is None:
@@ -412,34 +462,38 @@ class SheetData:
             if head is None:
                 return False
             self.stream = DeflatedStream(head)
-        if strings is not None:
-            for text in forked_rows.texts(rows, EXCEL_MAX_TEXT):
-                strings.add(text)
+        return True
 
-        def serialise(row: int, items: list[tuple[int, Any]]) -> bytes:
-            return row_xml(row, grid_row(row, items, attributes, strings)).encode("utf-8")
-
+    def _start_child(
+        self,
+        produce: Callable[[], Iterable[bytes]],
+        fallback: Callable[[], None],
+        strings: SharedStrings | None,
+        last_row: int,
+        last_col: int,
+    ) -> bool:
         try:
-            child = forked_rows.ForkedRows(rows, serialise, strings, self.stream.add)
+            child = forked_rows.ForkedRows(produce, strings if strings is not None else (), self.stream)
         except OSError:  # no process to spare: the texts registered are the ones the rows add here
             return False
-        self._forked = (child, attributes, strings)
+        self._forked = (child, fallback)
         self._before_fork = (self.last_row, self.max_col)
-        self.last_row = rows[-1][0]
-        self.max_col = max(self.max_col, max(items[-1][0] for _, items in rows))
+        self.last_row, self.max_col = last_row, last_col
         return True
 
     def _settle(self) -> None:
         """Wait for rows serialised in a child; serialise them here if the child failed."""
         if self._forked is None:
             return
-        forked, attributes, strings = self._forked
+        forked, fallback = self._forked
         self._forked = None
         if forked.join():
             self._size += forked.size
             return
+        last = self.last_row
         self.last_row, self.max_col = self._before_fork
-        self._add_rows(list(forked.rows), attributes, strings)
+        fallback()
+        self.last_row = max(self.last_row, last)
 
     def flush(self) -> None:
         if not self._pending:
@@ -501,6 +555,18 @@ class SheetData:
 
 
 _STYLE_KEY = attrgetter("style", "number_format")
+
+
+def grid_rows(cells: Mapping[tuple[int, int], Any]) -> list[tuple[int, list[tuple[int, Any]]]]:
+    """A grid's cells as rows: ``[(row, [(col, cell), ...] by column), ...]`` by row."""
+    grouped: defaultdict[int, list[tuple[int, Any]]] = defaultdict(list)
+    for (row, col), cell in cells.items():
+        grouped[row].append((col, cell))
+    first = itemgetter(0)
+    rows = [(row, grouped[row]) for row in sorted(grouped)]
+    for _, items in rows:
+        items.sort(key=first)
+    return rows
 
 
 def row_xml(row: int, cells: Iterable[str], height: float | None = None) -> str:
