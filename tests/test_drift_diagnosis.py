@@ -42,6 +42,12 @@ def test_resync_runs_and_agreeing_runs_are_not_diagnosed(
     assert "diagnos" not in capsys.readouterr().out
 
 
+def test_a_quiet_run_without_json_is_not_diagnosed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--quiet prints the verdict only: a rerun nothing shows is not made."""
+    monkeypatch.setattr(cli, "diagnose", lambda *_: pytest.fail("diagnosed a quiet run"))
+    assert cli.main([*DRIFTING, "--quiet"]) == cli.EXIT_MISMATCH
+
+
 def test_a_non_finite_run_is_not_diagnosed() -> None:
     args = cli.scenario_parser("xor").parse_args(["--steps", "200", *DIVERGING])
     report = harness.run(SCENARIOS["xor"].build(args))

@@ -271,6 +271,6 @@ def run_check(
         )
     else:
         report = harness.run(build(), resync=args.resync, progress=progress(file.stem) if progress else None)
-    if not args.resync and needs_diagnosis(report):
+    if not args.resync and not (args.quiet and not args.json) and needs_diagnosis(report):
         report.diagnosis = diagnose(build, report).to_json()
     return file.stem, report, args, notices

@@ -219,8 +219,9 @@ def regenerate_command(name: str, argv: Sequence[str]) -> str:
 
 def _diagnose(name: str, args: argparse.Namespace, report: Report) -> None:
     """A mismatch of finite values without ``--resync``: drift or an error (harness/drift.py),
-    kept on the report (``report.diagnosis``: the console's line and the JSON's field)."""
-    if args.resync or not needs_diagnosis(report):
+    kept on the report (``report.diagnosis``: the console's line and the JSON's field); not with
+    ``--quiet`` unless ``--json`` asks for the report, as nothing would show it."""
+    if args.resync or (args.quiet and not args.json) or not needs_diagnosis(report):
         return
     if not args.quiet:
         step = report.first.step
