@@ -24,7 +24,7 @@ from handgrad.contract.spec import SpecError
 
 TRACE_ROW_BUDGET = 120_000  # Trace rows of the automatic default
 OVERSIZE_MB = 10  # a Trace the budget could not hold is said in words from this size on
-TRACE_ROW_BYTES = 27  # a Trace row's bytes once zipped, about (deep's one step: 124,831 rows)
+TRACE_ROW_BYTES = 27  # a Trace row's bytes once zipped, about (echo's 912,300 rows: a 25.6 MB file)
 HELP = (
     "steps the Trace sheet keeps: all, N (N steps: first, last and an even sample), FIRST:LAST "
     f"(a range) or every:K; default auto: every step while the rows fit {TRACE_ROW_BUDGET:,}, "
@@ -197,9 +197,9 @@ class TraceBudget:
         )
 
     def _oversize(self, kept: int) -> str:
-        """A warning when the automatic budget could not hold and the Trace is large: one step
-        alone is over the budget (a long sequence, a wide layer), so the Trace is as large as the
-        steps it must keep."""
+        """A warning when the automatic budget could not hold and the Trace is large: the steps it
+        must keep (one step of a long sequence or a wide layer; the live sheets' steps; the first
+        divergence and its neighbours) are over the budget, so the Trace is as large as they are."""
         rows = self.rows_per_step * kept
         megabytes = rows * TRACE_ROW_BYTES / 1e6
         if self.choice.kind != "auto" or rows <= self.budget_rows or megabytes < OVERSIZE_MB:
