@@ -45,8 +45,9 @@ class SmallTerms:
             np.abs(pair, out=pair)  # |Δ|, |t|
             top = np.maximum.reduceat(pair, starts, axis=1)  # max |Δ|, max |t|
             max_abs = top[0]
+            # every |Δ| finite: then torch's values are all finite too
             self.all_finite = math.isfinite(float(np.maximum.reduce(max_abs)))
-            if not self.all_finite:  # then torch's values are all finite too
+            if not self.all_finite:
                 magnitude = pair[1]
                 magnitude[~np.isfinite(magnitude)] = 0.0
                 top[1] = np.maximum.reduceat(magnitude, starts)
