@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_own_model import ScaledTanh  # out = s ⊙ tanh(x), one scale per feature
 from torch import nn
 
 from handgrad.cli import scenario_parser
@@ -75,17 +76,6 @@ def test_the_hand_trace_keeps_batchnorm_statistics_and_adamw_state() -> None:
 
 
 # --- a user's own layer: its arrays are its own, the trace copies them ------------------------------
-
-
-class ScaledTanh(nn.Module):
-    """out = s ⊙ tanh(x), one scale per feature (as tests/test_own_model.py)."""
-
-    def __init__(self, features: int) -> None:
-        super().__init__()
-        self.scale = nn.Parameter(torch.linspace(0.5, 1.5, features))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * torch.tanh(x)
 
 
 def _model() -> tuple[nn.Module, np.ndarray, np.ndarray]:
